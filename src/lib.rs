@@ -1,0 +1,12 @@
+//! stompede: a load-testing and benchmark harness for real-time chat on STOMP over
+//! WebSocket with Apache Kafka.
+//!
+//! The crate holds both halves of the job: the reference chat server ([`server`]) with
+//! its local stack of real Kafka and PostgreSQL processes ([`stack`]), and the pieces
+//! the virtual users are built from. The STOMP codec ([`stomp`]) is shared by both sides.
+
+pub mod chat;
+pub mod db;
+pub mod server;
+pub mod stack;
+pub mod stomp;

@@ -1,0 +1,3 @@
+//! The reference chat server (work in progress).
+pub mod config;
+pub use config::{Config, Persist};

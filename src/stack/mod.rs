@@ -1,0 +1,1 @@
+//! The local stack (work in progress).
