@@ -6,6 +6,8 @@
 //! the virtual users are built from. The STOMP codec ([`stomp`]) is shared by both sides.
 
 pub mod chat;
+pub mod cli;
+pub mod client;
 pub mod db;
 pub mod server;
 pub mod stack;

@@ -1,0 +1,162 @@
+//! Command-line interface: argument parsing and dispatch into the library. No logic of
+//! its own beyond turning flags into configs and errors into exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::{Config, Limits, Persist};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "stompede",
+    version,
+    about = "Load-testing and benchmark harness for real-time chat on STOMP over WebSocket with Apache Kafka",
+    long_about = "stompede ships a reference chat server (STOMP over WebSocket, Kafka between instances, \
+PostgreSQL history), a local stack of real Kafka and PostgreSQL processes, and scenario-driven \
+virtual users that measure end-to-end latency, Kafka consumer lag and DB write throughput.\n\n\
+Typical session:\n  stompede stack up --brokers 1 --servers 2\n  stompede stack status\n  stompede stack down"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one reference chat server instance.
+    Server(ServerArgs),
+    /// Start, inspect or stop the local stack (Kafka, PostgreSQL, servers).
+    #[command(subcommand)]
+    Stack(StackCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address for STOMP over WebSocket (path /ws-stomp). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers, comma separated.
+    #[arg(long, env = "STOMPEDE_KAFKA", default_value = "127.0.0.1:9092")]
+    pub kafka: String,
+    /// PostgreSQL URL for chat history.
+    #[arg(long, env = "STOMPEDE_DB", default_value = "postgres://stompede@127.0.0.1:5432/stompede")]
+    pub db: String,
+    /// This instance's id; its fan-out consumer group is stompede-fanout-<id>.
+    #[arg(long, default_value = "s1")]
+    pub instance_id: String,
+    /// Where history is written: after the Kafka ack (producer) or by a consumer group (consumer).
+    #[arg(long, value_enum, default_value_t = Persist::Producer)]
+    pub persist: Persist,
+    /// Kafka topic for chat messages (must exist).
+    #[arg(long, default_value = "chat.messages")]
+    pub topic: String,
+    /// Address for /metrics (Prometheus) and /healthz.
+    #[arg(long)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest STOMP frame accepted, in bytes.
+    #[arg(long, default_value_t = Limits::default().max_frame_size)]
+    pub max_frame_size: usize,
+    /// Outbound frames queued per session before it is disconnected as a slow consumer.
+    #[arg(long, default_value_t = Limits::default().session_queue)]
+    pub session_queue: usize,
+    /// Most open WebSocket sessions; further connections are refused.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    pub max_connections: usize,
+    /// Heart-beat the server offers and expects, in milliseconds (0 disables).
+    #[arg(long, default_value_t = 10_000)]
+    pub heartbeat_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StackCommand {
+    /// Start Kafka, PostgreSQL and server instances; returns when all are ready.
+    Up(StackUpArgs),
+    /// Stop exactly the processes `up` started and remove scratch data.
+    Down(StackDirArgs),
+    /// Show the running stack's endpoints.
+    Status(StackStatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StackUpArgs {
+    /// Kafka brokers: 1 (one combined node) or 3 (3-voter quorum, RF 3, min.insync.replicas 2).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    pub brokers: u8,
+    /// Partitions of the chat topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: u32,
+    /// Reference server instances to start.
+    #[arg(long, default_value_t = 2)]
+    pub servers: u32,
+    /// Persistence strategy of the servers.
+    #[arg(long, value_enum, default_value_t = Persist::Producer)]
+    pub persist: Persist,
+    /// Kafka topic for chat messages.
+    #[arg(long, default_value = "chat.messages")]
+    pub topic: String,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct StackDirArgs {
+    /// Where the stack keeps its state, logs and scratch data.
+    #[arg(long, env = "STOMPEDE_STATE", default_value = ".stompede")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct StackStatusArgs {
+    /// Print the endpoints as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    let mut config = Config::new(&args.kafka, &args.db, &args.instance_id);
+    config.persist = args.persist;
+    config.topic = args.topic;
+    config.metrics_listen = args.metrics_listen;
+    config.limits.max_frame_size = args.max_frame_size;
+    config.limits.session_queue = args.session_queue;
+    config.limits.max_connections = args.max_connections;
+    let beat = Duration::from_millis(args.heartbeat_ms);
+    config.limits.heartbeat = (beat, beat);
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (is another server on that port? try --listen 127.0.0.1:0)", args.listen))?;
+    let shutdown = CancellationToken::new();
+    let trigger = shutdown.clone();
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("shutting down: draining sends, the producer and the database queue");
+        trigger.cancel();
+    });
+    crate::server::run(listener, config, shutdown, |_| {}).await?;
+    Ok(())
+}
+
+pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
+    let _ = command;
+    anyhow::bail!("stack: not wired yet")
+}

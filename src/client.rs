@@ -1,0 +1,215 @@
+//! A small STOMP-over-WebSocket client on the shared codec: what the tests drive the
+//! server with, and the connection layer of the virtual users.
+//!
+//! [`StompClient::connect`] opens the WebSocket (offering `v12.stomp`, `v11.stomp`,
+//! `v10.stomp`), sends CONNECT and waits for CONNECTED. After that, frames go out with
+//! [`StompClient::send_frame`] and come back from [`StompClient::recv`], which answers
+//! nothing by itself: heart-beats are the caller's business ([`StompClient::heartbeat`]).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::stomp::{encode_for, Command, DecodeError, Decoder, Frame, Item, Version, DEFAULT_MAX_FRAME_SIZE};
+
+/// What can go wrong on a client connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("WebSocket connection to {url} failed: {source}")]
+    Connect { url: String, source: tokio_tungstenite::tungstenite::Error },
+    #[error("WebSocket error: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    #[error("malformed frame from the server: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("the server answered CONNECT with {command}: {message}")]
+    Refused { command: &'static str, message: String },
+    #[error("the connection closed")]
+    Closed,
+    #[error("no frame within {0:?}")]
+    Timeout(Duration),
+}
+
+/// How to CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `accept-version`.
+    pub accept_version: String,
+    /// `(cx, cy)` in milliseconds, as sent in `heart-beat`.
+    pub heartbeat: (u64, u64),
+    /// Extra CONNECT headers (login, passcode, host).
+    pub headers: Vec<(String, String)>,
+    /// WebSocket subprotocols offered; empty offers none.
+    pub subprotocols: Vec<String>,
+    /// Send binary WebSocket messages instead of text.
+    pub binary: bool,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            accept_version: "1.0,1.1,1.2".into(),
+            heartbeat: (0, 0),
+            headers: vec![("host".into(), "localhost".into())],
+            subprotocols: vec!["v12.stomp".into(), "v11.stomp".into(), "v10.stomp".into()],
+            binary: false,
+        }
+    }
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One STOMP session.
+pub struct StompClient {
+    ws: Ws,
+    decoder: Decoder,
+    inbuf: BytesMut,
+    ready: VecDeque<Frame>,
+    binary: bool,
+    /// Negotiated version.
+    pub version: Version,
+    /// The CONNECTED frame.
+    pub connected: Frame,
+    /// The subprotocol the server chose, if any.
+    pub subprotocol: Option<String>,
+}
+
+impl StompClient {
+    /// Opens the WebSocket without sending CONNECT (for tests of raw input).
+    pub async fn open(url: &str, options: &ConnectOptions) -> Result<(Ws, Option<String>), ClientError> {
+        let connect_error = |source| ClientError::Connect { url: url.to_string(), source };
+        let mut request = url.into_client_request().map_err(connect_error)?;
+        if !options.subprotocols.is_empty() {
+            let offered = options.subprotocols.join(", ");
+            if let Ok(value) = HeaderValue::from_str(&offered) {
+                request.headers_mut().insert("sec-websocket-protocol", value);
+            }
+        }
+        let (ws, response) = tokio_tungstenite::connect_async(request).await.map_err(connect_error)?;
+        let subprotocol = response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        Ok((ws, subprotocol))
+    }
+
+    /// Connects and completes the STOMP handshake.
+    pub async fn connect(url: &str, options: &ConnectOptions) -> Result<StompClient, ClientError> {
+        let (ws, subprotocol) = Self::open(url, options).await?;
+        let mut client = StompClient {
+            ws,
+            decoder: Decoder::new(DEFAULT_MAX_FRAME_SIZE * 16),
+            inbuf: BytesMut::new(),
+            ready: VecDeque::new(),
+            binary: options.binary,
+            version: Version::V1_2,
+            connected: Frame::new(Command::Connected),
+            subprotocol,
+        };
+        let mut connect = Frame::new(Command::Connect)
+            .header("accept-version", options.accept_version.as_str())
+            .header("heart-beat", format!("{},{}", options.heartbeat.0, options.heartbeat.1));
+        for (name, value) in &options.headers {
+            connect = connect.header(name.as_str(), value.as_str());
+        }
+        client.send_frame(&connect).await?;
+        let reply = client.recv().await?.ok_or(ClientError::Closed)?;
+        if reply.command != Command::Connected {
+            let message = reply.get("message").unwrap_or("").to_string();
+            return Err(ClientError::Refused { command: reply.command.as_str(), message });
+        }
+        client.version = reply.get("version").and_then(Version::parse).unwrap_or(Version::V1_0);
+        client.decoder.set_version(client.version);
+        client.connected = reply;
+        Ok(client)
+    }
+
+    /// Sends raw bytes as one WebSocket message (tests use this for malformed input).
+    pub async fn send_raw(&mut self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
+        let bytes = bytes.into();
+        let message = match (self.binary, Utf8Bytes::try_from(bytes.clone())) {
+            (false, Ok(text)) => Message::Text(text),
+            _ => Message::Binary(bytes),
+        };
+        self.ws.send(message).await?;
+        Ok(())
+    }
+
+    pub async fn send_frame(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        let mut out = BytesMut::with_capacity(128 + frame.body.len());
+        encode_for(frame, self.version, &mut out);
+        self.send_raw(out.freeze()).await
+    }
+
+    /// SEND to `destination`, optionally asking for a receipt.
+    pub async fn send(&mut self, destination: &str, body: impl Into<Bytes>, receipt: Option<&str>) -> Result<(), ClientError> {
+        let mut frame = Frame::new(Command::Send)
+            .header("destination", destination)
+            .header("content-type", "application/json");
+        if let Some(receipt) = receipt {
+            frame = frame.header("receipt", receipt);
+        }
+        self.send_frame(&frame.with_body(body.into())).await
+    }
+
+    pub async fn subscribe(&mut self, id: &str, destination: &str) -> Result<(), ClientError> {
+        let frame = Frame::new(Command::Subscribe).header("id", id).header("destination", destination).header("ack", "auto");
+        self.send_frame(&frame).await
+    }
+
+    /// Sends one heart-beat EOL.
+    pub async fn heartbeat(&mut self) -> Result<(), ClientError> {
+        self.send_raw(Bytes::from_static(b"\n")).await
+    }
+
+    /// The next frame (heart-beats skipped); `None` once the server closed the connection.
+    pub async fn recv(&mut self) -> Result<Option<Frame>, ClientError> {
+        loop {
+            if let Some(frame) = self.ready.pop_front() {
+                return Ok(Some(frame));
+            }
+            loop {
+                match self.decoder.decode(&mut self.inbuf)? {
+                    Some(Item::Frame(frame)) => self.ready.push_back(frame),
+                    Some(Item::HeartBeat) => {}
+                    None => break,
+                }
+            }
+            if !self.ready.is_empty() {
+                continue;
+            }
+            match self.ws.next().await {
+                Some(Ok(Message::Text(text))) => self.inbuf.extend_from_slice(text.as_bytes()),
+                Some(Ok(Message::Binary(data))) => self.inbuf.extend_from_slice(&data),
+                Some(Ok(Message::Close(_))) | None => return Ok(None),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// [`recv`](Self::recv) with a deadline.
+    pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Frame>, ClientError> {
+        tokio::time::timeout(timeout, self.recv()).await.map_err(|_| ClientError::Timeout(timeout))?
+    }
+
+    /// Sends DISCONNECT with a receipt and waits for it.
+    pub async fn disconnect(mut self) -> Result<(), ClientError> {
+        let frame = Frame::new(Command::Disconnect).header("receipt", "bye");
+        self.send_frame(&frame).await?;
+        while let Some(frame) = self.recv().await? {
+            if frame.command == Command::Receipt && frame.get("receipt-id") == Some("bye") {
+                break;
+            }
+        }
+        let _ = self.ws.close(None).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,248 @@
+//! The batching database writer.
+//!
+//! Producers of rows (the Kafka delivery callbacks under `--persist producer`, the persist
+//! consumer under `--persist consumer`) send [`WriteRequest`]s into one bounded queue. A
+//! few writer tasks, each with its own connection, take a request, top the batch up with
+//! whatever else is already queued (up to `batch` rows), write it in one statement and one
+//! transaction, then answer every request's `done`. A failed batch is retried with backoff
+//! until it lands or shutdown: because `(topic, partition, offset)` is unique, a retry
+//! never duplicates a row.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::ChatMessage;
+use crate::server::metrics::Metrics;
+
+/// One chat message with the Kafka position it was stored at.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub message: ChatMessage,
+    pub sent_at: SystemTime,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Rows to write, and who to tell once they are committed.
+pub struct WriteRequest {
+    pub rows: Vec<Row>,
+    pub done: Option<oneshot::Sender<()>>,
+}
+
+/// The sending side of the bounded row queue. When it is full, `send` waits: the
+/// publishers slow down rather than lose or buffer rows without bound.
+#[derive(Clone)]
+pub struct DbQueue {
+    tx: mpsc::Sender<WriteRequest>,
+    metrics: Arc<Metrics>,
+}
+
+impl DbQueue {
+    /// Queues a request; fails only when the writers are gone.
+    pub async fn send(&self, request: WriteRequest) -> Result<(), WriteRequest> {
+        self.metrics.db_queue_depth.fetch_add(1, Relaxed);
+        self.tx.send(request).await.map_err(|e| {
+            self.metrics.db_queue_depth.fetch_sub(1, Relaxed);
+            e.0
+        })
+    }
+}
+
+/// Handle to the running writers: the queue's sending side and the tasks.
+pub struct Writers {
+    pub queue: DbQueue,
+    tasks: TaskTracker,
+}
+
+impl Writers {
+    /// Closes the queue and waits until every queued row is written (or shutdown gave up).
+    pub async fn drain(self) {
+        drop(self.queue);
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+const INSERT: &str = "INSERT INTO chat_messages \
+    (room_id, sender, message, type, sent_at, kafka_topic, kafka_partition, kafka_offset) \
+    SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
+    $6::text[], $7::int4[], $8::int8[]) \
+    ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING";
+
+/// Connects to PostgreSQL, driving the connection on a background task.
+pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Opens `writers` connections (applying the schema once) and starts the writer tasks.
+///
+/// `abort` stops retries of a failing batch; a healthy writer drains the queue regardless
+/// and stops when every sender is gone.
+pub async fn spawn_writers(
+    url: &str,
+    writers: usize,
+    queue_depth: usize,
+    batch: usize,
+    metrics: Arc<Metrics>,
+    abort: CancellationToken,
+) -> Result<Writers, tokio_postgres::Error> {
+    let (tx, rx) = mpsc::channel::<WriteRequest>(queue_depth.max(1));
+    let rx = Arc::new(Mutex::new(rx));
+    let tasks = TaskTracker::new();
+    let mut clients = Vec::new();
+    for i in 0..writers.max(1) {
+        let client = connect(url).await?;
+        if i == 0 {
+            client.batch_execute(super::SCHEMA).await?;
+        }
+        clients.push(client);
+    }
+    for client in clients {
+        let rx = rx.clone();
+        let metrics = metrics.clone();
+        let abort = abort.clone();
+        tasks.spawn(async move { write_loop(client, rx, batch.max(1), metrics, abort).await });
+    }
+    Ok(Writers { queue: DbQueue { tx, metrics }, tasks })
+}
+
+async fn write_loop(
+    client: Client,
+    rx: Arc<Mutex<mpsc::Receiver<WriteRequest>>>,
+    batch: usize,
+    metrics: Arc<Metrics>,
+    abort: CancellationToken,
+) {
+    let statement = match client.prepare(INSERT).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot prepare the chat insert: {e}");
+            return;
+        }
+    };
+    loop {
+        let mut requests = Vec::new();
+        let mut rows = 0usize;
+        {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { return };
+            rows += first.rows.len();
+            requests.push(first);
+            while rows < batch {
+                match rx.try_recv() {
+                    Ok(more) => {
+                        rows += more.rows.len();
+                        requests.push(more);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        metrics.db_queue_depth.fetch_sub(requests.len() as i64, Relaxed);
+        let columns = Columns::from(&requests);
+        let mut attempt = 0u32;
+        loop {
+            let started = Instant::now();
+            match write_batch(&client, &statement, &columns).await {
+                Ok(()) => {
+                    metrics.db_rows.fetch_add(rows as u64, Relaxed);
+                    metrics.db_batches.fetch_add(1, Relaxed);
+                    metrics.db_batch_size.observe(rows as f64);
+                    metrics.db_batch_latency.observe_duration(started.elapsed());
+                    break;
+                }
+                Err(e) => {
+                    metrics.db_errors.fetch_add(1, Relaxed);
+                    attempt += 1;
+                    tracing::warn!("database batch of {rows} rows failed (attempt {attempt}), retrying: {e}");
+                    if client.is_closed() {
+                        tracing::error!("database connection closed; {rows} rows not written");
+                        return;
+                    }
+                    let backoff = Duration::from_millis(50 * u64::from(attempt.min(40)));
+                    tokio::select! {
+                        _ = abort.cancelled() => {
+                            tracing::error!("shutdown while the database is failing; {rows} rows not written");
+                            return;
+                        }
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                }
+            }
+        }
+        for request in requests {
+            if let Some(done) = request.done {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// A batch laid out column by column for `UNNEST`.
+struct Columns {
+    room: Vec<String>,
+    sender: Vec<String>,
+    text: Vec<String>,
+    kind: Vec<&'static str>,
+    sent_at: Vec<SystemTime>,
+    topic: Vec<String>,
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+}
+
+impl Columns {
+    fn from(requests: &[WriteRequest]) -> Self {
+        let n: usize = requests.iter().map(|r| r.rows.len()).sum();
+        let mut c = Columns {
+            room: Vec::with_capacity(n),
+            sender: Vec::with_capacity(n),
+            text: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            sent_at: Vec::with_capacity(n),
+            topic: Vec::with_capacity(n),
+            partition: Vec::with_capacity(n),
+            offset: Vec::with_capacity(n),
+        };
+        for row in requests.iter().flat_map(|r| &r.rows) {
+            c.room.push(row.message.room_id.clone());
+            c.sender.push(row.message.sender.clone());
+            c.text.push(row.message.message.clone());
+            c.kind.push(row.message.kind.as_str());
+            c.sent_at.push(row.sent_at);
+            c.topic.push(row.topic.to_string());
+            c.partition.push(row.partition);
+            c.offset.push(row.offset);
+        }
+        c
+    }
+}
+
+async fn write_batch(
+    client: &Client,
+    statement: &tokio_postgres::Statement,
+    c: &Columns,
+) -> Result<(), tokio_postgres::Error> {
+    if c.room.is_empty() {
+        return Ok(());
+    }
+    client
+        .execute(
+            statement,
+            &[&c.room, &c.sender, &c.text, &c.kind, &c.sent_at, &c.topic, &c.partition, &c.offset],
+        )
+        .await?;
+    Ok(())
+}

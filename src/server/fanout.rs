@@ -1,0 +1,134 @@
+//! The fan-out consumer: every instance reads every chat record, through a consumer group
+//! of its own, and pushes a STOMP `MESSAGE` to its local subscribers of the record's room.
+//!
+//! The consumer is assigned every partition explicitly, at the high watermark read when
+//! it starts ("latest"), so it is positioned before the server reports ready and no group
+//! rebalance can delay it. Offsets are committed to the instance's group once a second,
+//! which is what the harness reads to measure this instance's lag.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::ChatMessage;
+use crate::server::metrics::Metrics;
+use crate::server::rooms::{Delivery, Rooms};
+
+/// Passes librdkafka's per-partition consumer lag to the metrics.
+pub struct LagContext {
+    pub group: String,
+    pub topic: String,
+    pub metrics: Arc<Metrics>,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        if let Some(topic) = statistics.topics.get(&self.topic) {
+            for (partition, stats) in &topic.partitions {
+                if *partition >= 0 && stats.consumer_lag >= 0 {
+                    self.metrics.set_lag(&self.group, *partition, stats.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {}
+
+/// The STOMP destination subscribers of `room` listen on.
+pub fn room_destination(room: &str) -> String {
+    format!("/topic/room/{room}")
+}
+
+/// Creates the fan-out consumer and assigns it every partition at the current end.
+pub async fn start(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    metrics: Arc<Metrics>,
+) -> Result<StreamConsumer<LagContext>, KafkaError> {
+    let context = LagContext { group: group.to_string(), topic: topic.to_string(), metrics };
+    let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("client.id", group)
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", "latest")
+        .set("statistics.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(context)?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic)
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopic));
+        }
+        let mut assignment = TopicPartitionList::new();
+        for partition in partitions {
+            let (_, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+            assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
+        }
+        consumer.assign(&assignment)?;
+        Ok(consumer)
+    })
+    .await
+    .map_err(|_| KafkaError::Canceled)?
+}
+
+/// Reads records until `shutdown`, delivering each to local subscribers.
+pub async fn run(consumer: StreamConsumer<LagContext>, rooms: Arc<Rooms>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        let record = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            record = consumer.recv() => record,
+        };
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!("fan-out consumer: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
+        };
+        metrics.fanout_messages.fetch_add(1, Relaxed);
+        let payload = record.payload().unwrap_or_default();
+        let room = match serde_json::from_slice::<ChatMessage>(payload) {
+            Ok(message) => message.room_id,
+            Err(e) => {
+                tracing::warn!(
+                    "fan-out: record {}-{} is not a chat message ({e}); skipped",
+                    record.partition(),
+                    record.offset()
+                );
+                continue;
+            }
+        };
+        let delivery = Delivery {
+            destination: room_destination(&room),
+            message_id: format!("{}-{}", record.partition(), record.offset()),
+            body: Bytes::copy_from_slice(payload),
+        };
+        rooms.deliver(&room, Arc::new(delivery));
+    }
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!("fan-out final commit: {e}");
+    }
+}

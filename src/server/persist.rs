@@ -1,0 +1,143 @@
+//! `--persist consumer`: a consumer group shared by all server instances reads the chat
+//! topic and writes it to PostgreSQL, committing Kafka offsets only after the rows of a
+//! batch are committed in the database.
+//!
+//! A crash between the two commits re-reads the batch; the unique Kafka position makes the
+//! second write a no-op, so history has neither gaps nor duplicates.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::ChatMessage;
+use crate::db::{DbQueue, Row, WriteRequest};
+use crate::server::fanout::LagContext;
+use crate::server::metrics::Metrics;
+
+/// Longest a partial batch waits for more records.
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+pub fn start(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    instance: &str,
+    metrics: Arc<Metrics>,
+) -> Result<StreamConsumer<LagContext>, KafkaError> {
+    let context = LagContext { group: group.to_string(), topic: topic.to_string(), metrics };
+    let consumer: StreamConsumer<LagContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("client.id", format!("{group}-{instance}"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(context)?;
+    consumer.subscribe(&[topic])?;
+    Ok(consumer)
+}
+
+/// Batches records into the database until `shutdown`; the batch in hand is finished
+/// and committed before returning.
+pub async fn run(
+    consumer: StreamConsumer<LagContext>,
+    db: DbQueue,
+    batch: usize,
+    shutdown: CancellationToken,
+) {
+    // Offsets of the last batch whose rows are committed, committed again synchronously
+    // at the end so a clean shutdown leaves nothing to re-read.
+    let mut written = TopicPartitionList::new();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            record = consumer.recv() => record,
+        };
+        let first = match first {
+            Ok(record) => record,
+            Err(e) => {
+                tracing::warn!("persist consumer: {e}");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                }
+            }
+        };
+        let mut rows = Vec::with_capacity(batch);
+        let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        take(&first, &mut rows, &mut next);
+        drop(first);
+        let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
+        while rows.len() < batch {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(record)) => take(&record, &mut rows, &mut next),
+                Ok(Err(e)) => {
+                    tracing::warn!("persist consumer: {e}");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        if !rows.is_empty() {
+            let (done, written) = oneshot::channel();
+            if db.send(WriteRequest { rows, done: Some(done) }).await.is_err() || written.await.is_err() {
+                tracing::error!("persist consumer: the database writer stopped; offsets not committed");
+                break;
+            }
+        }
+        let mut offsets = TopicPartitionList::new();
+        for ((topic, partition), offset) in &next {
+            let _ = offsets.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+        }
+        if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+            tracing::warn!("persist consumer: offset commit failed ({e}); the batch will be re-read and skipped as already written");
+        }
+        written = offsets;
+    }
+    if written.count() > 0 {
+        if let Err(e) = consumer.commit(&written, CommitMode::Sync) {
+            tracing::debug!("persist consumer final commit: {e}");
+        }
+    }
+}
+
+fn take(
+    record: &BorrowedMessage<'_>,
+    rows: &mut Vec<Row>,
+    next: &mut BTreeMap<(String, i32), i64>,
+) {
+    next.insert((record.topic().to_string(), record.partition()), record.offset() + 1);
+    let payload = record.payload().unwrap_or_default();
+    let message = match serde_json::from_slice::<ChatMessage>(payload) {
+        Ok(message) => message,
+        Err(e) => {
+            tracing::warn!(
+                "persist consumer: record {}-{} is not a chat message ({e}); not written",
+                record.partition(),
+                record.offset()
+            );
+            return;
+        }
+    };
+    let sent_at = record
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| UNIX_EPOCH.checked_add(Duration::from_millis(ms.max(0) as u64)))
+        .unwrap_or_else(SystemTime::now);
+    rows.push(Row {
+        message,
+        sent_at,
+        topic: Arc::from(record.topic()),
+        partition: record.partition(),
+        offset: record.offset(),
+    });
+}

@@ -1,0 +1,113 @@
+//! The send path: a validated chat message goes to Kafka, and (under `--persist producer`)
+//! into the database once Kafka acknowledged it.
+//!
+//! [`Publisher::enqueue`] hands the record to librdkafka immediately, in the order the
+//! session read its frames (so one room keeps its order: the key is the room id and the
+//! producer is idempotent), and returns a future that completes when the message is
+//! durable under the persistence strategy. Sessions run those futures as background
+//! tasks, so many sends are in flight at once.
+
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tokio::sync::oneshot;
+
+use crate::chat::ChatMessage;
+use crate::db::{DbQueue, Row, WriteRequest};
+use crate::server::metrics::Metrics;
+
+/// Kafka producer plus, under `--persist producer`, the database queue.
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    db: Option<DbQueue>,
+    metrics: Arc<Metrics>,
+}
+
+impl Publisher {
+    pub fn new(
+        bootstrap: &str,
+        topic: &str,
+        db: Option<DbQueue>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, KafkaError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("client.id", format!("stompede-{}", metrics.instance_id))
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("queue.buffering.max.messages", "200000")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Publisher { producer, topic: topic.into(), db, metrics })
+    }
+
+    /// Hands `message` to Kafka now; the returned future resolves once it is durable
+    /// (Kafka acknowledged it and, under `--persist producer`, its row is committed).
+    pub async fn enqueue(
+        &self,
+        message: ChatMessage,
+    ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, String> {
+        let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
+        let sent_at = SystemTime::now();
+        let millis = sent_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let started = Instant::now();
+        let delivery = loop {
+            let record = FutureRecord::to(&self.topic)
+                .key(message.room_id.as_bytes())
+                .payload(&payload)
+                .timestamp(millis);
+            match self.producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // librdkafka's own queue is the bound here; wait for it to drain.
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((e, _)) => {
+                    self.metrics.publish_failures.fetch_add(1, Relaxed);
+                    return Err(format!("Kafka refused the message: {e}"));
+                }
+            }
+        };
+        let metrics = self.metrics.clone();
+        let db = self.db.clone();
+        let topic = self.topic.clone();
+        Ok(async move {
+            let acked = match delivery.await {
+                Ok(Ok(acked)) => acked,
+                Ok(Err((e, _))) => {
+                    metrics.publish_failures.fetch_add(1, Relaxed);
+                    return Err(format!("Kafka did not acknowledge the message: {e}"));
+                }
+                Err(_) => {
+                    metrics.publish_failures.fetch_add(1, Relaxed);
+                    return Err("the Kafka producer shut down before acknowledging".into());
+                }
+            };
+            metrics.published.fetch_add(1, Relaxed);
+            metrics.produce_latency.observe_duration(started.elapsed());
+            if let Some(db) = db {
+                let (done, written) = oneshot::channel();
+                let row = Row { message, sent_at, topic, partition: acked.partition, offset: acked.offset };
+                db.send(WriteRequest { rows: vec![row], done: Some(done) })
+                    .await
+                    .map_err(|_| "the database writer stopped".to_string())?;
+                written.await.map_err(|_| "the database write was abandoned".to_string())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Waits until every queued record was delivered (or `timeout` passed).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(timeout) {
+            tracing::warn!("Kafka producer flush: {e}");
+        }
+    }
+}

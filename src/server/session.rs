@@ -1,0 +1,464 @@
+//! One client connection: the WebSocket handshake, the STOMP conversation, heart-beats,
+//! and the writer side of the session's bounded outbound queue.
+//!
+//! A single task owns the socket. It selects over: bytes from the client (fed through the
+//! shared streaming decoder, then handled frame by frame), frames queued for the client
+//! (room messages from the fan-out, receipts from finished sends), a heart-beat tick, a
+//! kill signal (the fan-out found this session's queue full), and server shutdown. Any
+//! protocol violation is answered with an ERROR naming the problem, then the connection
+//! is closed; nothing of the bad frame reaches Kafka.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::chat::ChatMessage;
+use crate::server::rooms::{Kill, Outbound, SessionHandle};
+use crate::server::Shared;
+use crate::stomp::{encode_for, parse_heart_beat, Command, Decoder, Frame, Item, Version};
+
+/// WebSocket path the server answers on.
+pub const WS_PATH: &str = "/ws-stomp";
+/// Destination prefix of chat SENDs: `/app/chat/{roomId}`.
+pub const SEND_PREFIX: &str = "/app/chat/";
+/// Destination prefix of room subscriptions: `/topic/room/{roomId}`.
+pub const SUBSCRIBE_PREFIX: &str = "/topic/room/";
+
+/// Most queued frames written to the socket before one flush.
+const WRITE_BATCH: usize = 64;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// Why the conversation ended; decides the closing ERROR, if any.
+enum Close {
+    /// The client went away or sent DISCONNECT: nothing more to say.
+    Quietly,
+    /// A protocol violation or failure: send this ERROR, then close.
+    Error(Frame),
+}
+
+fn error_frame(message: &str, detail: &str, receipt: Option<&str>) -> Frame {
+    let mut frame = Frame::new(Command::Error).header("message", message);
+    if let Some(receipt) = receipt {
+        frame = frame.header("receipt-id", receipt);
+    }
+    frame.header("content-type", "text/plain").with_body(Bytes::from(format!("{detail}\n")))
+}
+
+fn receipt_frame(receipt: &str) -> Frame {
+    Frame::new(Command::Receipt).header("receipt-id", receipt)
+}
+
+/// Picks the highest `v1x.stomp` subprotocol the client offered.
+fn choose_subprotocol(request: &Request) -> Option<&'static str> {
+    let offered: Vec<String> = request
+        .headers()
+        .get_all("sec-websocket-protocol")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|p| p.trim().to_ascii_lowercase()))
+        .collect();
+    ["v12.stomp", "v11.stomp", "v10.stomp"].into_iter().find(|p| offered.iter().any(|o| o == p))
+}
+
+/// Serves one TCP connection until it closes or the server shuts down.
+pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let limits = &shared.config.limits;
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(16 * 1024)
+        .max_write_buffer_size(limits.max_frame_size * 4 + 1024 * 1024)
+        .max_message_size(Some(limits.max_frame_size * 4))
+        .max_frame_size(Some(limits.max_frame_size * 4));
+    let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+        if request.uri().path() != WS_PATH {
+            let mut refusal = ErrorResponse::new(Some(format!("no WebSocket endpoint here; use {WS_PATH}\n")));
+            *refusal.status_mut() = StatusCode::NOT_FOUND;
+            return Err(refusal);
+        }
+        if let Some(protocol) = choose_subprotocol(request) {
+            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+        }
+        Ok(response)
+    };
+    let handshake = tokio::time::timeout(
+        limits.connect_timeout,
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)),
+    );
+    let ws = match handshake.await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            tracing::debug!("WebSocket handshake failed: {e}");
+            return;
+        }
+        Err(_) => return,
+    };
+    let (outbound, out_rx) = mpsc::channel(limits.session_queue.max(1));
+    let handle = SessionHandle {
+        id: shared.next_session_id(),
+        outbound,
+        kill: CancellationToken::new(),
+        killed_for: Arc::new(std::sync::OnceLock::new()),
+    };
+    shared.metrics.sessions_total.fetch_add(1, Relaxed);
+    shared.metrics.sessions_open.fetch_add(1, Relaxed);
+    let mut session = Session {
+        inflight: Arc::new(Semaphore::new(limits.session_inflight.max(1))),
+        decoder: Decoder::new(limits.max_frame_size),
+        shared: shared.clone(),
+        handle,
+        version: None,
+        subscriptions: HashMap::new(),
+        binary: false,
+        heartbeat_out: None,
+        heartbeat_in: None,
+    };
+    session.run(ws, out_rx, shutdown).await;
+    session.unsubscribe_all();
+    shared.metrics.sessions_open.fetch_sub(1, Relaxed);
+}
+
+struct Session {
+    shared: Arc<Shared>,
+    handle: SessionHandle,
+    decoder: Decoder,
+    /// Negotiated version; `None` until CONNECT.
+    version: Option<Version>,
+    /// Subscription id → room id.
+    subscriptions: HashMap<String, String>,
+    inflight: Arc<Semaphore>,
+    /// Whether the client writes binary WebSocket messages (answered in kind).
+    binary: bool,
+    heartbeat_out: Option<Duration>,
+    heartbeat_in: Option<Duration>,
+}
+
+impl Session {
+    async fn run(&mut self, mut ws: Ws, mut out_rx: mpsc::Receiver<Outbound>, shutdown: CancellationToken) {
+        let opened = Instant::now();
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let mut inbuf = BytesMut::new();
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let kill = self.handle.kill.clone();
+        let close = loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    break Close::Error(error_frame("server shutting down", "the server is shutting down; reconnect to another instance", None));
+                }
+                _ = kill.cancelled() => {
+                    let queued = self.shared.config.limits.session_queue;
+                    break Close::Error(error_frame(
+                        "slow consumer",
+                        &format!("this session fell {queued} frames behind its room traffic and was disconnected; read faster or subscribe to fewer rooms"),
+                        None,
+                    ));
+                }
+                item = out_rx.recv() => {
+                    let Some(item) = item else { break Close::Quietly };
+                    let mut batch = vec![item];
+                    while batch.len() < WRITE_BATCH {
+                        match out_rx.try_recv() {
+                            Ok(more) => batch.push(more),
+                            Err(_) => break,
+                        }
+                    }
+                    match self.write(&mut ws, batch, &kill).await {
+                        Ok(None) => last_write = Instant::now(),
+                        Ok(Some(frame)) => break Close::Error(frame),
+                        Err(()) => break Close::Quietly,
+                    }
+                }
+                message = ws.next() => {
+                    last_read = Instant::now();
+                    let data = match message {
+                        Some(Ok(Message::Text(text))) => { self.binary = false; Bytes::from(text) }
+                        Some(Ok(Message::Binary(data))) => { self.binary = true; data }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                        Some(Ok(Message::Close(_))) | None => break Close::Quietly,
+                        Some(Err(e)) => {
+                            tracing::debug!("session {}: WebSocket error: {e}", self.handle.id);
+                            break Close::Error(error_frame("WebSocket error", &e.to_string(), None));
+                        }
+                    };
+                    inbuf.extend_from_slice(&data);
+                    if let Some(close) = self.read_frames(&mut inbuf, &mut ws, &kill).await {
+                        break close;
+                    }
+                }
+                _ = tick.tick() => {
+                    if self.version.is_none() && opened.elapsed() > self.shared.config.limits.connect_timeout {
+                        break Close::Error(error_frame("CONNECT expected", "no CONNECT frame arrived in time after the WebSocket opened", None));
+                    }
+                    if let Some(every) = self.heartbeat_in {
+                        // Tolerate one missed beat plus network delay before giving up.
+                        if last_read.elapsed() > every * 2 + Duration::from_millis(500) {
+                            self.shared.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
+                            break Close::Error(error_frame("heart-beat timeout", &format!("nothing received for {} ms; the negotiated heart-beat is {} ms", last_read.elapsed().as_millis(), every.as_millis()), None));
+                        }
+                    }
+                    if let Some(every) = self.heartbeat_out {
+                        if last_write.elapsed() >= every {
+                            let beat = ws.send(Message::Text(Utf8Bytes::from_static("\n")));
+                            match tokio::time::timeout(every, beat).await {
+                                Ok(Ok(())) => last_write = Instant::now(),
+                                _ => break Close::Quietly,
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        if let Close::Error(frame) = close {
+            self.shared.metrics.errors_sent.fetch_add(1, Relaxed);
+            let bytes = self.encode(&frame);
+            // Best effort: a client that stopped reading does not get to hold us up.
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(self.ws_message(bytes))).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    }
+
+    fn encode(&self, frame: &Frame) -> Bytes {
+        let mut out = BytesMut::with_capacity(256 + frame.body.len());
+        encode_for(frame, self.version.unwrap_or(Version::V1_2), &mut out);
+        out.freeze()
+    }
+
+    fn ws_message(&self, bytes: Bytes) -> Message {
+        if !self.binary {
+            if let Ok(text) = Utf8Bytes::try_from(bytes.clone()) {
+                return Message::Text(text);
+            }
+        }
+        Message::Binary(bytes)
+    }
+
+    /// Writes queued frames; `Ok(Some(frame))` asks the caller to close with that ERROR.
+    async fn write(&mut self, ws: &mut Ws, batch: Vec<Outbound>, kill: &CancellationToken) -> Result<Option<Frame>, ()> {
+        let mut closing = None;
+        for item in batch {
+            let frame = match item {
+                Outbound::Message { subscription, delivery } => Frame::new(Command::Message)
+                    .header("subscription", &*subscription)
+                    .header("message-id", delivery.message_id.as_str())
+                    .header("destination", delivery.destination.as_str())
+                    .header("content-type", "application/json")
+                    .with_body(delivery.body.clone()),
+                Outbound::Frame(frame) => frame,
+                Outbound::Close(frame) => {
+                    closing = Some(frame);
+                    break;
+                }
+            };
+            let message = self.ws_message(self.encode(&frame));
+            self.shared.metrics.frames_out.fetch_add(1, Relaxed);
+            tokio::select! {
+                _ = kill.cancelled() => return Ok(None),
+                fed = ws.feed(message) => fed.map_err(|_| ())?,
+            }
+        }
+        tokio::select! {
+            _ = kill.cancelled() => Ok(None),
+            flushed = ws.flush() => flushed.map(|_| closing).map_err(|_| ()),
+        }
+    }
+
+    /// Decodes and handles every whole frame in `inbuf`.
+    async fn read_frames(&mut self, inbuf: &mut BytesMut, ws: &mut Ws, kill: &CancellationToken) -> Option<Close> {
+        loop {
+            match self.decoder.decode(inbuf) {
+                Ok(None) => return None,
+                Ok(Some(Item::HeartBeat)) => {}
+                Ok(Some(Item::Frame(frame))) => {
+                    self.shared.metrics.frames_in.fetch_add(1, Relaxed);
+                    if let Some(close) = self.handle_frame(frame, ws, kill).await {
+                        return Some(close);
+                    }
+                }
+                Err(e) => return Some(Close::Error(error_frame("malformed frame", &e.to_string(), None))),
+            }
+        }
+    }
+
+    async fn handle_frame(&mut self, frame: Frame, ws: &mut Ws, kill: &CancellationToken) -> Option<Close> {
+        let receipt = frame.get("receipt").map(str::to_string);
+        let fail = |message: &str, detail: String| Some(Close::Error(error_frame(message, &detail, receipt.as_deref())));
+        if self.version.is_none() {
+            return match frame.command {
+                Command::Connect | Command::Stomp => self.connect(&frame, ws).await,
+                other => fail("CONNECT expected", format!("the first frame must be CONNECT or STOMP, not {}", other.as_str())),
+            };
+        }
+        match frame.command {
+            Command::Send => return self.send(frame, receipt, kill).await,
+            Command::Subscribe => {
+                let Some(id) = frame.get("id") else {
+                    return fail("SUBSCRIBE without id", "every SUBSCRIBE needs an id header".into());
+                };
+                let Some(destination) = frame.get("destination") else {
+                    return fail("SUBSCRIBE without destination", "every SUBSCRIBE needs a destination header".into());
+                };
+                let Some(room) = room_of(destination, SUBSCRIBE_PREFIX) else {
+                    return fail("unknown destination", format!("cannot subscribe to {destination:?}; rooms are at {SUBSCRIBE_PREFIX}{{roomId}}"));
+                };
+                if self.subscriptions.contains_key(id) {
+                    return fail("duplicate subscription id", format!("subscription id {id:?} is already in use on this connection"));
+                }
+                if self.subscriptions.len() >= self.shared.config.limits.max_subscriptions {
+                    return fail("too many subscriptions", format!("at most {} subscriptions per connection", self.shared.config.limits.max_subscriptions));
+                }
+                self.shared.rooms.subscribe(room, Arc::from(id), &self.handle);
+                self.subscriptions.insert(id.to_string(), room.to_string());
+            }
+            Command::Unsubscribe => {
+                let Some(id) = frame.get("id") else {
+                    return fail("UNSUBSCRIBE without id", "every UNSUBSCRIBE needs an id header".into());
+                };
+                let Some(room) = self.subscriptions.remove(id) else {
+                    return fail("unknown subscription", format!("no subscription with id {id:?} on this connection"));
+                };
+                self.shared.rooms.unsubscribe(&room, id, self.handle.id);
+            }
+            Command::Disconnect => {
+                // Every earlier SEND must be durable before the receipt says so.
+                let all = self.shared.config.limits.session_inflight.max(1) as u32;
+                let _ = self.inflight.acquire_many(all).await;
+                if let Some(receipt) = &receipt {
+                    let _ = self.write(ws, vec![Outbound::Frame(receipt_frame(receipt))], kill).await;
+                }
+                return Some(Close::Quietly);
+            }
+            Command::Ack | Command::Nack => {} // subscriptions are auto-acknowledged
+            Command::Connect | Command::Stomp => return fail("already connected", "CONNECT was already received on this connection".into()),
+            Command::Begin | Command::Commit | Command::Abort => {
+                return fail("transactions not supported", format!("{} is not supported by this server", frame.command.as_str()))
+            }
+            Command::Connected | Command::Message | Command::Receipt | Command::Error => {
+                return fail("server frame from client", format!("{} is sent by servers, not clients", frame.command.as_str()))
+            }
+        }
+        if let Some(receipt) = receipt {
+            if self.handle.outbound.try_send(Outbound::Frame(receipt_frame(&receipt))).is_err() {
+                self.handle.kill(Kill::SlowConsumer);
+            }
+        }
+        None
+    }
+
+    async fn connect(&mut self, frame: &Frame, ws: &mut Ws) -> Option<Close> {
+        let offered = frame.get("accept-version").unwrap_or("1.0");
+        let version = offered.split(',').filter_map(|v| Version::parse(v.trim())).max();
+        let Some(version) = version else {
+            let error = error_frame("unsupported STOMP version", &format!("client accepts {offered:?}; this server speaks 1.0, 1.1 and 1.2"), None)
+                .header("version", "1.0,1.1,1.2");
+            return Some(Close::Error(error));
+        };
+        let (cx, cy) = match frame.get("heart-beat") {
+            None => (0, 0),
+            Some(value) => match parse_heart_beat(value) {
+                Some(pair) => pair,
+                None => {
+                    return Some(Close::Error(error_frame("malformed heart-beat", &format!("heart-beat {value:?} is not \"<ms>,<ms>\""), None)))
+                }
+            },
+        };
+        let (sx, sy) = self.shared.config.limits.heartbeat;
+        let (sx, sy) = (sx.as_millis() as u64, sy.as_millis() as u64);
+        self.heartbeat_out = (sx > 0 && cy > 0).then(|| Duration::from_millis(sx.max(cy)));
+        self.heartbeat_in = (cx > 0 && sy > 0).then(|| Duration::from_millis(cx.max(sy)));
+        self.version = Some(version);
+        self.decoder.set_version(version);
+        let connected = Frame::new(Command::Connected)
+            .header("version", version.as_str())
+            .header("heart-beat", format!("{sx},{sy}"))
+            .header("server", concat!("stompede/", env!("CARGO_PKG_VERSION")))
+            .header("session", format!("{}-{}", self.shared.config.instance_id, self.handle.id));
+        let never = CancellationToken::new();
+        match self.write(ws, vec![Outbound::Frame(connected)], &never).await {
+            Ok(_) => None,
+            Err(()) => Some(Close::Quietly),
+        }
+    }
+
+    async fn send(&mut self, frame: Frame, receipt: Option<String>, kill: &CancellationToken) -> Option<Close> {
+        let fail = |message: &str, detail: String| Some(Close::Error(error_frame(message, &detail, receipt.as_deref())));
+        let Some(destination) = frame.get("destination") else {
+            return fail("SEND without destination", "every SEND needs a destination header".into());
+        };
+        let Some(room) = room_of(destination, SEND_PREFIX) else {
+            return fail("unknown destination", format!("cannot SEND to {destination:?}; chat messages go to {SEND_PREFIX}{{roomId}}"));
+        };
+        let message: ChatMessage = match serde_json::from_slice(&frame.body) {
+            Ok(message) => message,
+            Err(e) => {
+                return fail("invalid chat message", format!("the body must be JSON {{\"roomId\", \"sender\", \"message\", \"type\": ENTER|TALK|LEAVE}}: {e}"))
+            }
+        };
+        if message.room_id != room {
+            return fail("room mismatch", format!("body roomId {:?} differs from destination room {room:?}", message.room_id));
+        }
+        let permit = tokio::select! {
+            permit = self.inflight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return Some(Close::Quietly) },
+            _ = kill.cancelled() => return None,
+        };
+        let durable = match self.shared.publisher.enqueue(message).await {
+            Ok(durable) => durable,
+            Err(e) => return fail("publish failed", e),
+        };
+        let outbound = self.handle.outbound.clone();
+        let handle = self.handle.clone();
+        self.shared.tasks.spawn(async move {
+            let outcome = durable.await;
+            drop(permit);
+            let item = match (outcome, receipt) {
+                (Ok(()), Some(receipt)) => Outbound::Frame(receipt_frame(&receipt)),
+                (Ok(()), None) => return,
+                (Err(e), receipt) => Outbound::Close(error_frame("publish failed", &e, receipt.as_deref())),
+            };
+            if outbound.try_send(item).is_err() {
+                handle.kill(Kill::SlowConsumer);
+            }
+        });
+        None
+    }
+
+    fn unsubscribe_all(&mut self) {
+        for (id, room) in self.subscriptions.drain() {
+            self.shared.rooms.unsubscribe(&room, &id, self.handle.id);
+        }
+    }
+}
+
+/// `/app/chat/room-1` with prefix `/app/chat/` → `room-1` (non-empty, no further `/`).
+fn room_of<'a>(destination: &'a str, prefix: &str) -> Option<&'a str> {
+    let room = destination.strip_prefix(prefix)?;
+    (!room.is_empty() && !room.contains('/')).then_some(room)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_from_destinations() {
+        assert_eq!(room_of("/app/chat/r1", SEND_PREFIX), Some("r1"));
+        assert_eq!(room_of("/app/chat/", SEND_PREFIX), None);
+        assert_eq!(room_of("/app/chat/a/b", SEND_PREFIX), None);
+        assert_eq!(room_of("/topic/room/r1", SEND_PREFIX), None);
+        assert_eq!(room_of("/topic/room/r1", SUBSCRIBE_PREFIX), Some("r1"));
+    }
+}

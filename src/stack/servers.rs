@@ -1,0 +1,89 @@
+//! Reference chat server instances for the local stack.
+//!
+//! Each instance `s<i>` is the `stompede server` subcommand of the binary given in
+//! `StackOptions::server_exe`, on its own free WebSocket and metrics ports, pointed at
+//! the stack's Kafka bootstrap and PostgreSQL URL, logging to
+//! `<state_dir>/logs/server-s<i>.log`. An instance is ready when
+//! `GET http://127.0.0.1:M/healthz` answers 200.
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::process::{self, Registry};
+use super::state::{Role, ServerInfo};
+use super::{StackError, StackOptions};
+
+/// How long one instance may take to answer its health check.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Start `opts.servers` instances and wait until every one is healthy.
+pub async fn start(
+    reg: &Registry,
+    opts: &StackOptions,
+    bootstrap: &str,
+    db_url: &str,
+) -> Result<Vec<ServerInfo>, StackError> {
+    let logs = opts.state_dir.join("logs");
+    let n = opts.servers as usize;
+    let ports = process::free_ports(n * 2)?;
+    let mut started = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = format!("s{}", i + 1);
+        let (ws, metrics) = (ports[2 * i], ports[2 * i + 1]);
+        let log = logs.join(format!("server-{id}.log"));
+        let (out, err) = process::open_log(&log)?;
+        let mut cmd = Command::new(&opts.server_exe);
+        cmd.arg("server")
+            .args(["--listen", &format!("127.0.0.1:{ws}")])
+            .args(["--kafka", bootstrap])
+            .args(["--db", db_url])
+            .args(["--instance-id", &id])
+            .args(["--persist", opts.persist.as_str()])
+            .args(["--topic", &opts.topic])
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let rec = reg.spawn(Role::Server, &format!("server {id}"), cmd)?;
+        started.push((
+            Instant::now(),
+            metrics,
+            ServerInfo {
+                instance_id: id,
+                ws_url: format!("ws://127.0.0.1:{ws}/ws-stomp"),
+                metrics_url: format!("http://127.0.0.1:{metrics}/metrics"),
+                pid: rec.pid,
+                pid_start: rec.pid_start,
+                log,
+                alive: None,
+            },
+        ));
+    }
+    let mut out = Vec::with_capacity(n);
+    for (since, metrics, info) in started {
+        wait_healthy(reg, &info, metrics, since + READY_TIMEOUT).await?;
+        out.push(info);
+    }
+    Ok(out)
+}
+
+async fn wait_healthy(reg: &Registry, info: &ServerInfo, port: u16, deadline: Instant) -> Result<(), StackError> {
+    let part = format!("server {}", info.instance_id);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut last = String::from("no answer yet");
+    loop {
+        if let Some(status) = reg.exited(info.pid) {
+            return Err(StackError::part(&part, format!("the server exited with {status}"), &info.log));
+        }
+        match process::http_get_status(addr, "/healthz", Duration::from_secs(2)).await {
+            Ok(200) => return Ok(()),
+            Ok(code) => last = format!("GET /healthz answered {code}"),
+            Err(e) => last = format!("GET /healthz: {e}"),
+        }
+        if Instant::now() >= deadline {
+            return Err(StackError::part(&part, format!("not healthy after {READY_TIMEOUT:?} ({last})"), &info.log));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,387 @@
+//! Streaming STOMP decoder: bytes received so far in, whole items out.
+//!
+//! The caller appends each WebSocket message to one `BytesMut` and calls
+//! [`Decoder::decode`] until it returns `Ok(None)`. A message may hold several frames,
+//! a lone heart-beat EOL, or half a frame, so decoding runs in two steps:
+//!
+//! 1. **Check** ([`Decoder::check`]) walks the buffered bytes, without allocating, to
+//!    find where the frame's headers end and where its NUL terminator is. Progress is
+//!    remembered between calls, so a frame trickling in byte by byte is scanned once,
+//!    not once per byte. The size limit is enforced here, before anything is built.
+//! 2. **Parse** ([`Decoder::parse`]) runs only on a complete frame: it builds the
+//!    headers (unescaping them per the negotiated version), then splits the frame off
+//!    the buffer; the body is a zero-copy slice of it.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use super::frame::{Command, Frame, Item, Version};
+
+/// Why a byte stream is not valid STOMP. Any of these is fatal to the connection.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error(
+        "unknown STOMP command {0:?}; expected CONNECT, STOMP, SEND, SUBSCRIBE, UNSUBSCRIBE, \
+         ACK, NACK, BEGIN, COMMIT, ABORT, DISCONNECT, CONNECTED, MESSAGE, RECEIPT or ERROR \
+         in upper case (is the peer speaking STOMP?)"
+    )]
+    UnknownCommand(String),
+
+    #[error(
+        "STOMP frame of at least {size} bytes exceeds the {limit}-byte limit; send smaller \
+         frames or raise the maximum frame size"
+    )]
+    FrameTooLarge { limit: usize, size: usize },
+
+    #[error(
+        "header {header:?} contains the undefined escape {sequence:?}; STOMP {version} \
+         allows only {allowed} (write a literal backslash as \\\\)"
+    )]
+    UnknownEscape {
+        header: String,
+        sequence: String,
+        version: Version,
+        allowed: &'static str,
+    },
+
+    #[error("header line {0:?} has no ':' between name and value")]
+    MalformedHeader(String),
+
+    #[error("content-length {0:?} is not a decimal byte count")]
+    InvalidContentLength(String),
+
+    #[error(
+        "the {content_length}-byte body given by content-length is followed by {found:#04x}, \
+         not the NUL that ends a frame; the sender's content-length is wrong"
+    )]
+    MissingNul { content_length: usize, found: u8 },
+
+    #[error("header line {0:?} is not valid UTF-8; header names and values must be UTF-8")]
+    InvalidUtf8(String),
+}
+
+/// Longest input excerpt quoted in an error message.
+const QUOTE_LIMIT: usize = 80;
+
+/// Input bytes as text for an error message: lossy UTF-8, cut at [`QUOTE_LIMIT`] chars.
+fn quote(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    match text.char_indices().nth(QUOTE_LIMIT) {
+        Some((cut, _)) => format!("{}...", &text[..cut]),
+        None => text.into_owned(),
+    }
+}
+
+/// Progress of the check step through the frame at the front of the buffer. Offsets
+/// count from the start of the buffer, which stays put until the frame is consumed.
+#[derive(Debug, Default, Clone)]
+struct Scan {
+    /// Start of the first line not yet examined.
+    next_line: usize,
+    /// Set once the command line is complete and known.
+    command: Option<Command>,
+    /// Value of the first `content-length` header seen so far.
+    content_length: Option<usize>,
+    /// Offset of the body, once the blank line after the headers has been seen.
+    body_start: Option<usize>,
+    /// Where the search for the NUL ending a body without content-length resumes.
+    nul_from: usize,
+}
+
+impl Scan {
+    fn is_fresh(&self) -> bool {
+        self.next_line == 0
+    }
+
+    /// The furthest offset this scan has relied on.
+    fn high_water(&self) -> usize {
+        self.next_line.max(self.nul_from)
+    }
+}
+
+/// Where a complete frame lies in the buffer.
+struct Bounds {
+    command: Command,
+    body_start: usize,
+    /// Offset of the terminating NUL; the body is `body_start..nul`.
+    nul: usize,
+}
+
+/// Which header escapes a frame uses (STOMP 1.1 added `\n \c \\`, 1.2 added `\r`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Escapes {
+    None,
+    V1_1,
+    V1_2,
+}
+
+impl Escapes {
+    pub(crate) fn for_frame(command: Command, version: Version) -> Escapes {
+        if !command.escapes_headers() {
+            return Escapes::None;
+        }
+        match version {
+            Version::V1_0 => Escapes::None,
+            Version::V1_1 => Escapes::V1_1,
+            Version::V1_2 => Escapes::V1_2,
+        }
+    }
+
+    fn allowed(self) -> &'static str {
+        match self {
+            Escapes::V1_2 => "\\r \\n \\c \\\\",
+            _ => "\\n \\c \\\\",
+        }
+    }
+}
+
+/// Streaming decoder for one connection. See the module docs for how it is driven.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_frame_size: usize,
+    version: Version,
+    scan: Scan,
+}
+
+impl Decoder {
+    /// A decoder for STOMP 1.2 that rejects frames (command, headers and body
+    /// together) larger than `max_frame_size` bytes.
+    pub fn new(max_frame_size: usize) -> Decoder {
+        Decoder {
+            max_frame_size,
+            version: Version::V1_2,
+            scan: Scan::default(),
+        }
+    }
+
+    /// Sets the negotiated version, which decides how header values are unescaped:
+    /// 1.0 not at all, 1.1 `\n \c \\`, 1.2 also `\r`.
+    pub fn set_version(&mut self, v: Version) {
+        self.version = v;
+    }
+
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    pub fn max_frame_size(&self) -> usize {
+        self.max_frame_size
+    }
+
+    /// Takes the next item off the front of `buf`, which holds all bytes received so
+    /// far (append each WebSocket message to it). Returns `Ok(None)` when no complete
+    /// item is buffered yet, leaving `buf` as it was; otherwise consumes exactly the
+    /// bytes of the returned item. After an error the stream cannot be resynchronised
+    /// and the connection should be closed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Item>, DecodeError> {
+        if buf.len() < self.scan.high_water() {
+            // Not the buffer we were scanning (the caller cleared it): start over.
+            self.scan = Scan::default();
+        }
+        if self.scan.is_fresh() {
+            match buf.first() {
+                None => return Ok(None),
+                Some(b'\n') => {
+                    buf.advance(1);
+                    return Ok(Some(Item::HeartBeat));
+                }
+                Some(b'\r') => match buf.get(1) {
+                    None => return Ok(None),
+                    Some(b'\n') => {
+                        buf.advance(2);
+                        return Ok(Some(Item::HeartBeat));
+                    }
+                    // A command line starting with CR; the check reports it.
+                    Some(_) => {}
+                },
+                Some(_) => {}
+            }
+        }
+        let Some(bounds) = self.check(buf)? else {
+            return Ok(None);
+        };
+        self.scan = Scan::default();
+        let frame = self.parse(buf, bounds)?;
+        Ok(Some(Item::Frame(frame)))
+    }
+
+    /// Step 1: finds a complete frame at the front of `buf` without allocating.
+    fn check(&mut self, buf: &[u8]) -> Result<Option<Bounds>, DecodeError> {
+        let limit = self.max_frame_size;
+        let too_large = |size: usize| DecodeError::FrameTooLarge { limit, size };
+
+        // Command line, then header lines, up to the blank line.
+        let body_start = loop {
+            if let Some(start) = self.scan.body_start {
+                break start;
+            }
+            let start = self.scan.next_line;
+            let Some(eol) = find(b'\n', &buf[start..]).map(|i| start + i) else {
+                // The frame needs at least one more byte than is buffered.
+                return if buf.len() >= limit {
+                    Err(too_large(buf.len() + 1))
+                } else {
+                    Ok(None)
+                };
+            };
+            let line = strip_cr(&buf[start..eol]);
+            self.scan.next_line = eol + 1;
+            if self.scan.next_line >= limit {
+                // Headers alone fill the limit; the NUL is still to come.
+                return Err(too_large(self.scan.next_line + 1));
+            }
+            if self.scan.command.is_none() {
+                let command = Command::from_bytes(line)
+                    .ok_or_else(|| DecodeError::UnknownCommand(quote(line)))?;
+                self.scan.command = Some(command);
+            } else if line.is_empty() {
+                self.scan.body_start = Some(eol + 1);
+                self.scan.nul_from = eol + 1;
+            } else if self.scan.content_length.is_none() {
+                if let Some(value) = line.strip_prefix(b"content-length:") {
+                    self.scan.content_length = Some(parse_content_length(value)?);
+                }
+            }
+        };
+        let Some(command) = self.scan.command else {
+            // Unreachable: the body starts only after a command line was accepted.
+            return Ok(None);
+        };
+
+        // Body, up to and including the NUL.
+        let nul = match self.scan.content_length {
+            Some(len) => {
+                let nul = body_start.checked_add(len).ok_or_else(|| too_large(usize::MAX))?;
+                if nul >= limit {
+                    return Err(too_large(nul.saturating_add(1)));
+                }
+                match buf.get(nul) {
+                    None => return Ok(None),
+                    Some(0) => nul,
+                    Some(&found) => {
+                        return Err(DecodeError::MissingNul {
+                            content_length: len,
+                            found,
+                        })
+                    }
+                }
+            }
+            None => {
+                let from = self.scan.nul_from;
+                match find(0, &buf[from..]) {
+                    Some(i) => from + i,
+                    None => {
+                        self.scan.nul_from = buf.len();
+                        if buf.len() >= limit {
+                            return Err(too_large(buf.len() + 1));
+                        }
+                        return Ok(None);
+                    }
+                }
+            }
+        };
+        if nul >= limit {
+            return Err(too_large(nul + 1));
+        }
+        Ok(Some(Bounds {
+            command,
+            body_start,
+            nul,
+        }))
+    }
+
+    /// Step 2: builds the frame found by [`Decoder::check`] and consumes its bytes.
+    fn parse(&self, buf: &mut BytesMut, bounds: Bounds) -> Result<Frame, DecodeError> {
+        let escapes = Escapes::for_frame(bounds.command, self.version);
+        let head = &buf[..bounds.body_start];
+        // Lines: command, headers, then the blank line (and "" after its LF).
+        let mut lines = head.split(|&b| b == b'\n').skip(1).map(strip_cr);
+        let mut headers = Vec::new();
+        for line in lines.by_ref() {
+            if line.is_empty() {
+                break;
+            }
+            let colon =
+                find(b':', line).ok_or_else(|| DecodeError::MalformedHeader(quote(line)))?;
+            let name = header_text(&line[..colon], line, escapes, &line[..colon])?;
+            let value = header_text(&line[colon + 1..], line, escapes, &line[..colon])?;
+            headers.push((name, value));
+        }
+        let frame: Bytes = buf.split_to(bounds.nul + 1).freeze();
+        Ok(Frame {
+            command: bounds.command,
+            headers,
+            body: frame.slice(bounds.body_start..bounds.nul),
+        })
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Decoder {
+        Decoder::new(super::DEFAULT_MAX_FRAME_SIZE)
+    }
+}
+
+fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn parse_content_length(value: &[u8]) -> Result<usize, DecodeError> {
+    let invalid = || DecodeError::InvalidContentLength(quote(value));
+    if value.is_empty() {
+        return Err(invalid());
+    }
+    value.iter().try_fold(0usize, |n, &b| {
+        if !b.is_ascii_digit() {
+            return Err(invalid());
+        }
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(usize::from(b - b'0')))
+            .ok_or_else(invalid)
+    })
+}
+
+/// One header name or value as text, unescaped according to `escapes`. `line` and
+/// `name` are the raw header line and name, quoted in errors.
+fn header_text(
+    raw: &[u8],
+    line: &[u8],
+    escapes: Escapes,
+    name: &[u8],
+) -> Result<String, DecodeError> {
+    let text = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8(quote(line)))?;
+    if escapes == Escapes::None || !text.contains('\\') {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('\\') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let decoded = match after.chars().next() {
+            Some('n') => '\n',
+            Some('c') => ':',
+            Some('\\') => '\\',
+            Some('r') if escapes == Escapes::V1_2 => '\r',
+            other => {
+                return Err(DecodeError::UnknownEscape {
+                    header: quote(name),
+                    sequence: other.map_or_else(|| "\\".to_owned(), |c| format!("\\{c}")),
+                    version: match escapes {
+                        Escapes::V1_1 => Version::V1_1,
+                        _ => Version::V1_2,
+                    },
+                    allowed: escapes.allowed(),
+                })
+            }
+        };
+        out.push(decoded);
+        // Every accepted escape letter is one ASCII byte.
+        rest = &after[1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,15 @@
+//! Acceptance tests on a real one-broker Kafka and a real PostgreSQL.
+
+mod common;
+
+use common::{trial, two_servers_flow};
+use stompede::server::Persist;
+
+fn main() {
+    common::run(1, |env| {
+        vec![
+            trial(env, "flow_two_servers_persist_producer", |env| two_servers_flow(env, Persist::Producer)),
+            trial(env, "flow_two_servers_persist_consumer", |env| two_servers_flow(env, Persist::Consumer)),
+        ]
+    })
+}
