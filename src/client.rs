@@ -78,6 +78,8 @@ pub struct StompClient {
     pub connected: Frame,
     /// The subprotocol the server chose, if any.
     pub subprotocol: Option<String>,
+    /// Heart-beats received so far.
+    pub heartbeats: u64,
 }
 
 impl StompClient {
@@ -112,6 +114,7 @@ impl StompClient {
             version: Version::V1_2,
             connected: Frame::new(Command::Connected),
             subprotocol,
+            heartbeats: 0,
         };
         let mut connect = Frame::new(Command::Connect)
             .header("accept-version", options.accept_version.as_str())
@@ -178,7 +181,7 @@ impl StompClient {
             loop {
                 match self.decoder.decode(&mut self.inbuf)? {
                     Some(Item::Frame(frame)) => self.ready.push_back(frame),
-                    Some(Item::HeartBeat) => {}
+                    Some(Item::HeartBeat) => self.heartbeats += 1,
                     None => break,
                 }
             }

@@ -64,7 +64,9 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub struct Bound {
     pub ws: SocketAddr,
-    pub metrics: Option<SocketAddr>,
+    pub metrics_addr: Option<SocketAddr>,
+    /// The live counters (tests read them directly).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs a server on `listener` until `shutdown` fires, then stops accepting, finishes
@@ -148,7 +150,7 @@ pub async fn run(
         config.persist.as_str(),
         config.topic
     );
-    ready(Bound { ws: ws_addr, metrics: metrics_addr });
+    ready(Bound { ws: ws_addr, metrics_addr, metrics: metrics.clone() });
 
     let sessions = TaskTracker::new();
     loop {
