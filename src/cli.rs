@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::{Config, Limits, Persist};
+use crate::stack::{StackInfo, StackOptions};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -157,6 +158,85 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
-    let _ = command;
-    anyhow::bail!("stack: not wired yet")
+    match command {
+        StackCommand::Up(args) => {
+            let server_exe = std::env::current_exe()
+                .map_err(|e| anyhow::anyhow!("cannot find the stompede binary to start servers with: {e}"))?;
+            let options = StackOptions {
+                brokers: args.brokers,
+                partitions: args.partitions,
+                servers: args.servers,
+                persist: args.persist,
+                topic: args.topic,
+                state_dir: args.dir.state_dir,
+                server_exe,
+                detach: true,
+            };
+            let stack = crate::stack::up(&options).await?;
+            print!("{}", describe(stack.info()));
+            println!("stop it with: stompede stack down");
+            Ok(())
+        }
+        StackCommand::Down(dir) => Ok(crate::stack::down(&dir.state_dir).await?),
+        StackCommand::Status(args) => match crate::stack::status(&args.dir.state_dir)? {
+            Some(info) if args.json => {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+                Ok(())
+            }
+            Some(info) => {
+                print!("{}", describe(&info));
+                Ok(())
+            }
+            None if args.json => {
+                println!("null");
+                Ok(())
+            }
+            None => {
+                println!("no stack running (state dir {}); start one with: stompede stack up", args.dir.state_dir.display());
+                Ok(())
+            }
+        },
+    }
+}
+
+/// The endpoints of a stack, for people.
+fn describe(info: &StackInfo) -> String {
+    let alive = |a: Option<bool>| match a {
+        Some(false) => " (not running)",
+        _ => "",
+    };
+    let mut out = String::new();
+    out += &format!(
+        "kafka       {} (Apache Kafka {}, {} broker(s))\n",
+        info.kafka_bootstrap,
+        info.kafka_version,
+        info.brokers.len()
+    );
+    for b in &info.brokers {
+        out += &format!("  broker {}  127.0.0.1:{}  pid {}{}  log {}\n", b.node_id, b.port, b.pid, alive(b.alive), b.log.display());
+    }
+    out += &format!(
+        "topic       {} ({} partitions, replication factor {}, min.insync.replicas {})\n",
+        info.topic, info.partitions, info.replication_factor, info.min_insync_replicas
+    );
+    out += &format!(
+        "postgres    {}  pid {}{}  log {}\n",
+        info.postgres.url,
+        info.postgres.pid,
+        alive(info.postgres.alive),
+        info.postgres.log.display()
+    );
+    for s in &info.servers {
+        out += &format!(
+            "server {:<4} {}  metrics {}  pid {}{}  log {}\n",
+            s.instance_id,
+            s.ws_url,
+            s.metrics_url,
+            s.pid,
+            alive(s.alive),
+            s.log.display()
+        );
+    }
+    out += &format!("persist     {}\n", info.persist.as_str());
+    out
 }
