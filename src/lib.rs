@@ -9,6 +9,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod db;
+pub mod report;
 pub mod scenario;
 pub mod server;
 pub mod stack;

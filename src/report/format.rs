@@ -1,0 +1,141 @@
+//! Number formatting shared by the renderers, so the console, markdown and HTML show
+//! the same figure the same way.
+
+/// Microseconds as milliseconds with two decimals: `12345` -> `"12.35"`.
+pub fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// An integer with thousands separators: `1234567` -> `"1,234,567"`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// An optional count, `"-"` when absent.
+pub fn count_opt(n: Option<u64>) -> String {
+    n.map(count).unwrap_or_else(|| "-".into())
+}
+
+/// A rate: thousands separators, one decimal below 100.
+pub fn rate(r: f64) -> String {
+    if !r.is_finite() {
+        return r.to_string();
+    }
+    if r.abs() < 100.0 {
+        format!("{r:.1}")
+    } else {
+        let sign = if r < 0.0 { "-" } else { "" };
+        format!("{sign}{}", count(r.abs().round() as u64))
+    }
+}
+
+/// A ratio in [0, 1] as a percentage with enough digits to see small losses.
+pub fn percent(ratio: f64) -> String {
+    let p = ratio * 100.0;
+    if p == 0.0 {
+        "0%".into()
+    } else if p.abs() >= 1.0 {
+        format!("{p:.2}%")
+    } else {
+        format!("{p:.4}%")
+    }
+}
+
+/// A plain number without noise: integers without decimals, others with up to three.
+pub fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        let sign = if v < 0.0 { "-" } else { "" };
+        return format!("{sign}{}", count(v.abs() as u64));
+    }
+    // Three decimals, or three significant digits for small values (a loss ratio).
+    let a = v.abs();
+    let decimals = if a >= 1.0 {
+        3
+    } else {
+        (-a.log10()).ceil() as usize + 2
+    };
+    let s = format!("{v:.decimals$}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+/// Bytes in binary units: `1536` -> `"1.5 KiB"`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Seconds, without decimals when whole: `60.0` -> `"60 s"`.
+pub fn seconds(s: f64) -> String {
+    format!("{} s", number(s))
+}
+
+/// Renders the SLO's measured value and limit with its unit, e.g. `"12.3 ms <= 50 ms"`.
+pub fn slo_line(v: &super::SloVerdict) -> String {
+    let unit = if v.unit.is_empty() {
+        String::new()
+    } else {
+        format!(" {}", v.unit)
+    };
+    format!(
+        "{}{unit} {} {}{unit}",
+        number(v.measured),
+        v.bound.symbol(),
+        number(v.limit)
+    )
+}
+
+/// PASS or FAIL.
+pub fn verdict(passed: bool) -> &'static str {
+    if passed {
+        "PASS"
+    } else {
+        "FAIL"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(ms(12345), "12.35");
+        assert_eq!(rate(12.34), "12.3");
+        assert_eq!(rate(12345.6), "12,346");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.00001), "0.0010%");
+        assert_eq!(number(50.0), "50");
+        assert_eq!(number(10000.0), "10,000");
+        assert_eq!(number(-3.0), "-3");
+        assert_eq!(number(0.0016), "0.0016");
+        assert_eq!(number(0.00001), "0.00001");
+        assert_eq!(number(0.12345), "0.123");
+        assert_eq!(number(12.5), "12.5");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
+}

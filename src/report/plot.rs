@@ -1,0 +1,333 @@
+//! Building blocks of the charts: axes, phase shading, legends and gap-aware series,
+//! so each chart in [`super::charts`] only says what it plots.
+
+use std::error::Error;
+use std::path::Path;
+
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::charts::SIZE;
+use super::{Phase, Summary};
+
+pub(super) const FONT: &str = "sans-serif";
+pub(super) const TIME_AXIS: &str =
+    "time since start (s); shaded phases are excluded from the statistics";
+pub(super) const RED: RGBColor = RGBColor(214, 39, 40);
+pub(super) const BLUE: RGBColor = RGBColor(31, 119, 180);
+pub(super) const ORANGE: RGBColor = RGBColor(255, 127, 14);
+pub(super) const GREEN: RGBColor = RGBColor(44, 160, 44);
+pub(super) const GROUP_COLORS: [RGBColor; 8] = [
+    BLUE,
+    ORANGE,
+    GREEN,
+    RED,
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+pub(super) type DrawResult = Result<(), Box<dyn Error>>;
+pub(super) type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+pub(super) fn area(path: &Path) -> DrawingArea<BitMapBackend<'_>, Shift> {
+    BitMapBackend::new(path, SIZE).into_drawing_area()
+}
+
+pub(super) fn legend<'a, 'b: 'a>(
+    chart: &mut Chart<'a, 'b>,
+    position: SeriesLabelPosition,
+) -> DrawResult {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .label_font((FONT, 15))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .margin(10)
+        .draw()?;
+    Ok(())
+}
+
+pub(super) fn line_legend(color: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
+}
+
+pub(super) fn max_of(values: impl Iterator<Item = f64>) -> f64 {
+    values.filter(|v| v.is_finite()).fold(0.0, f64::max)
+}
+
+/// Upper end of a value axis: headroom above the data for a legend of `entries` lines
+/// in the upper corner, so the legend never hides a line; never an empty range.
+pub(super) fn top(max: f64, entries: usize) -> f64 {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    max * (1.05 + 0.09 * entries as f64)
+}
+
+/// Axis labels for `0..top`: as many decimals as a tenth of the range needs, and with
+/// `si`, thousands as `k` and millions as `M` so counts stay short.
+pub(super) fn axis_labels(top: f64, si: bool) -> impl Fn(&f64) -> String {
+    let (div, suffix) = match top {
+        t if si && t >= 1e7 => (1e6, "M"),
+        t if si && t >= 1e4 => (1e3, "k"),
+        _ => (1.0, ""),
+    };
+    let step = top / 10.0 / div;
+    let decimals = if step >= 1.0 || step <= 0.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    move |v| {
+        if *v == 0.0 {
+            "0".to_string()
+        } else {
+            format!("{:.decimals$}{suffix}", v / div)
+        }
+    }
+}
+
+/// The right end of the run's time axis.
+pub(super) fn time_end(summary: &Summary) -> f64 {
+    let p = &summary.phases;
+    let planned = p.ramp_s + p.warmup_s + p.measured_s + p.grace_s;
+    let sampled = max_of(summary.timeline.iter().map(|t| t.t_s));
+    let end = planned.max(sampled);
+    if end > 0.0 {
+        end
+    } else {
+        1.0
+    }
+}
+
+/// Shades the phases excluded from the statistics and names every phase above the
+/// plot, where the names cannot collide with data or the legend.
+pub(super) fn shade_phases<'a, 'b: 'a>(
+    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    chart: &mut Chart<'a, 'b>,
+    summary: &Summary,
+    y_top: f64,
+) -> DrawResult {
+    let p = &summary.phases;
+    let mut at = 0.0;
+    let mut spans = Vec::new();
+    for (phase, len, color) in [
+        (Phase::Ramp, p.ramp_s, Some(RGBColor(255, 224, 140))),
+        (Phase::Warmup, p.warmup_s, Some(RGBColor(200, 200, 200))),
+        (Phase::Measure, p.measured_s, None),
+        (Phase::Grace, p.grace_s, Some(RGBColor(180, 205, 235))),
+    ] {
+        if len > 0.0 {
+            spans.push((phase, at, at + len, color));
+        }
+        at += len;
+    }
+    let font = (FONT, 13)
+        .into_font()
+        .color(&BLACK.mix(0.75))
+        .pos(Pos::new(HPos::Center, VPos::Bottom));
+    for (phase, from, to, color) in spans {
+        if let Some(color) = color {
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(from, 0.0), (to, y_top)],
+                color.mix(0.35).filled(),
+            )))?;
+        }
+        let (left, top_px) = chart.backend_coord(&(from, y_top));
+        let (right, _) = chart.backend_coord(&(to, y_top));
+        let width = (right - left).max(0) as u32;
+        let long = phase.label();
+        let short = &long[..long.find('-').unwrap_or(long.len())];
+        for label in [long, short] {
+            let (w, _) = root.estimate_text_size(label, &font)?;
+            if w + 4 <= width {
+                root.draw(&Text::new(
+                    label,
+                    ((left + right) / 2, top_px - 3),
+                    font.clone(),
+                ))?;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Draws the title at the top of `root` and returns the area below it.
+pub(super) fn titled<'b>(
+    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    title: &str,
+) -> Result<DrawingArea<BitMapBackend<'b>, Shift>, Box<dyn Error>> {
+    Ok(root.margin(8, 0, 0, 0).titled(title, (FONT, 22))?)
+}
+
+/// A time chart on the area below the title: time on x, values from 0 to `y_top` on
+/// y, with room above the plot for the phase names.
+pub(super) fn time_chart<'a, 'b>(
+    body: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    x_end: f64,
+    y_top: f64,
+    y_desc: &str,
+    si: bool,
+) -> Result<Chart<'a, 'b>, Box<dyn Error>> {
+    let mut chart = ChartBuilder::on(body)
+        .margin(15)
+        .margin_top(20)
+        .margin_right(30)
+        .x_label_area_size(55)
+        .y_label_area_size(85)
+        .build_cartesian_2d(0f64..x_end, 0f64..y_top)?;
+    let (x_fmt, y_fmt) = (axis_labels(x_end, false), axis_labels(y_top, si));
+    chart
+        .configure_mesh()
+        .x_desc(TIME_AXIS)
+        .y_desc(y_desc)
+        .axis_desc_style((FONT, 16))
+        .label_style((FONT, 14))
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .light_line_style(BLACK.mix(0.04))
+        .draw()?;
+    Ok(chart)
+}
+
+/// Splits a series with gaps into drawable runs of points.
+pub(super) fn segments(points: impl Iterator<Item = (f64, Option<f64>)>) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for (x, y) in points {
+        match y {
+            Some(y) => out.last_mut().map(|s| s.push((x, y))).unwrap_or(()),
+            None if out.last().is_some_and(|s| !s.is_empty()) => out.push(Vec::new()),
+            None => {}
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// Draws a series that may have gaps, with one legend entry.
+pub(super) fn draw_gappy(
+    chart: &mut Chart<'_, '_>,
+    runs: Vec<Vec<(f64, f64)>>,
+    color: RGBColor,
+    label: &str,
+) -> DrawResult {
+    for (i, run) in runs.into_iter().enumerate() {
+        let anno = if run.len() == 1 {
+            chart.draw_series(run.into_iter().map(|p| Circle::new(p, 3, color.filled())))?
+        } else {
+            chart.draw_series(LineSeries::new(run, color.stroke_width(2)))?
+        };
+        if i == 0 {
+            anno.label(label).legend(line_legend(color));
+        }
+    }
+    Ok(())
+}
+
+/// The "nines" axis: x = log10(1 / (1 - q)), so 90% is 1, 99% is 2, 99.9% is 3.
+pub(super) fn nines(q: f64) -> f64 {
+    -(1.0 - q).log10()
+}
+
+/// The nines axis as a plotters coordinate: linear in `nines(q)`, with ticks at 50%,
+/// 90%, 99%, … and light grid lines at the 2 and 5 steps between them.
+pub(super) struct NinesAxis {
+    inner: RangedCoordf64,
+    bold: Vec<f64>,
+    light: Vec<f64>,
+}
+
+impl NinesAxis {
+    pub(super) fn new(x_max: f64) -> NinesAxis {
+        let decades = x_max.ceil() as i64;
+        let mut bold = vec![0.0, 2f64.log10()];
+        bold.extend((1..=decades).map(|n| n as f64));
+        let light = (0..decades)
+            .flat_map(|n| [n as f64 + 2f64.log10(), n as f64 + 5f64.log10()])
+            .filter(|&x| x <= x_max)
+            .collect();
+        NinesAxis {
+            inner: (0f64..x_max).into(),
+            bold,
+            light,
+        }
+    }
+}
+
+impl Ranged for NinesAxis {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        self.inner.map(value, limit)
+    }
+
+    fn key_points<Hint: plotters::coord::ranged1d::KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.light.clone()
+        } else {
+            self.bold.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.inner.range()
+    }
+}
+
+/// Labels a point of the nines axis as a percentile: 50%, 90%, 99%, 99.9%, …
+pub(super) fn nines_label(x: &f64) -> String {
+    let pct = 100.0 * (1.0 - 10f64.powf(-x));
+    let decimals = (x.round() as i64 - 2).max(0) as usize;
+    format!("{pct:.decimals$}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_axis_labels() {
+        assert_eq!(nines_label(&0.0), "0%");
+        assert_eq!(nines_label(&2f64.log10()), "50%");
+        assert_eq!(nines_label(&1.0), "90%");
+        assert_eq!(nines_label(&2.0), "99%");
+        assert_eq!(nines_label(&3.0), "99.9%");
+        assert_eq!(nines_label(&5.0), "99.999%");
+        assert!((nines(0.999) - 3.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn axis_labels_fit_the_range() {
+        let f = axis_labels(88.0, false);
+        assert_eq!((f(&0.0), f(&20.0)), ("0".to_string(), "20".to_string()));
+        assert_eq!(axis_labels(0.5, false)(&0.25), "0.25");
+        assert_eq!(axis_labels(45_000.0, true)(&5_000.0), "5k");
+        assert_eq!(axis_labels(12_000_000.0, true)(&4_000_000.0), "4M");
+        assert_eq!(axis_labels(3_000_000.0, true)(&2_500_000.0), "2500k");
+    }
+
+    #[test]
+    fn gaps_split_series() {
+        let runs = segments(
+            [
+                (0.0, Some(1.0)),
+                (1.0, None),
+                (2.0, Some(2.0)),
+                (3.0, Some(3.0)),
+                (4.0, None),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(runs, vec![vec![(0.0, 1.0)], vec![(2.0, 2.0), (3.0, 3.0)]]);
+    }
+}

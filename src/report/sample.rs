@@ -1,0 +1,265 @@
+//! A realistic example [`Summary`], for tests, documentation and renderer previews.
+//!
+//! It describes a 3-broker, 2-server local run of a town-hall scenario with made-up but
+//! plausible figures. The latency figures come from real HdrHistograms filled with a
+//! deterministic pseudo-random sample, so they exercise [`LatencyStats::from_histogram`].
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+use super::model::*;
+
+/// Small deterministic generator (xorshift64*), so the sample is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let v = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        (v >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal, Box-Muller.
+    fn normal(&mut self) -> f64 {
+        let u = self.next().max(1e-12);
+        let v = self.next();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+fn latency_histograms() -> (Histogram<u64>, Histogram<u64>, Histogram<u64>) {
+    let mut rng = Rng(0x5EED_CAFE_F00D_1234);
+    let new =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let (mut corrected, mut raw, mut receipt) = (new(), new(), new());
+    for _ in 0..200_000 {
+        // Log-normal body around 2.5 ms, a rare tail of pauses up to ~80 ms.
+        let mut us = 2_500.0 * (0.45 * rng.normal()).exp();
+        if rng.next() < 0.002 {
+            us += 15_000.0 + 65_000.0 * rng.next();
+        }
+        let raw_us = us as u64;
+        // Sends delayed behind a pause add the wait to the corrected figure.
+        let lag = if rng.next() < 0.004 {
+            (rng.next() * 20_000.0) as u64
+        } else {
+            0
+        };
+        raw.saturating_record(raw_us.max(1));
+        corrected.saturating_record((raw_us + lag).max(1));
+        if rng.next() < 0.05 {
+            receipt.saturating_record(((1_800.0 * (0.35 * rng.normal()).exp()) as u64).max(1));
+        }
+    }
+    (corrected, raw, receipt)
+}
+
+impl Summary {
+    /// A complete, realistic summary of a local run that passed its SLOs.
+    pub fn sample() -> Summary {
+        let run_id = "r20250131T120000Z-7f3a".to_string();
+        let (ramp, warmup, measured, grace) = (10.0, 10.0, 60.0, 5.0);
+        let total = (ramp + warmup + measured + grace) as u32;
+        let users = 2_000u64;
+        let fanout = 40.0;
+        let mut rng = Rng(42);
+
+        let mut timeline = Vec::new();
+        let mut kafka_samples: [Vec<LagSample>; 2] = [Vec::new(), Vec::new()];
+        let mut rows = Vec::new();
+        for s in 1..=total {
+            let t = s as f64;
+            let phase = if t <= ramp {
+                Phase::Ramp
+            } else if t <= ramp + warmup {
+                Phase::Warmup
+            } else if t <= ramp + warmup + measured {
+                Phase::Measure
+            } else {
+                Phase::Grace
+            };
+            let sessions = if phase == Phase::Ramp {
+                users * s as u64 / ramp as u64
+            } else {
+                users
+            };
+            let sending = phase != Phase::Grace;
+            let sent = if sending {
+                (sessions as f64 * 0.5 * (1.0 + 0.04 * rng.normal())) as u64
+            } else {
+                0
+            };
+            // A Kafka rebalance hiccup around 40 s delays deliveries and then catches up.
+            let hiccup = (38.0..=41.0).contains(&t);
+            let delivered = match (phase, hiccup) {
+                (Phase::Grace, _) if t > ramp + warmup + measured + 1.0 => 0,
+                (_, true) => (sent as f64 * fanout * 0.55) as u64,
+                _ => (sent as f64 * fanout * (1.0 + 0.02 * rng.normal())) as u64,
+            };
+            let p50 = 2_400.0 * (1.0 + 0.05 * rng.normal()) * if hiccup { 3.0 } else { 1.0 };
+            let p99 = 9_000.0 * (1.0 + 0.1 * rng.normal()) * if hiccup { 6.0 } else { 1.0 };
+            let has_latency = delivered > 0;
+            timeline.push(TimelinePoint {
+                t_s: t,
+                interval_s: 1.0,
+                phase,
+                sent,
+                delivered,
+                sessions,
+                errors: u64::from(s == 39),
+                p50_us: has_latency.then_some(p50 as u64),
+                p99_us: has_latency.then_some(p99 as u64),
+            });
+            for (g, samples) in kafka_samples.iter_mut().enumerate() {
+                let base = if hiccup {
+                    2_500.0 + 400.0 * g as f64
+                } else {
+                    40.0
+                };
+                let partitions: Vec<PartitionLag> = (0..6)
+                    .map(|p| PartitionLag {
+                        partition: p,
+                        lag: (base / 6.0 * (1.0 + 0.3 * rng.next())) as u64,
+                    })
+                    .collect();
+                let total_lag = partitions.iter().map(|p| p.lag).sum();
+                samples.push(LagSample {
+                    t_s: t,
+                    total_lag,
+                    partitions,
+                });
+            }
+            rows.push(RowsSample {
+                t_s: t,
+                rows_per_s: sent as f64 * (1.0 + 0.01 * rng.normal()),
+            });
+        }
+
+        let measured_points: Vec<&TimelinePoint> = timeline
+            .iter()
+            .filter(|p| p.phase == Phase::Measure)
+            .collect();
+        let sent: u64 = measured_points.iter().map(|p| p.sent).sum();
+        let delivered: u64 = measured_points.iter().map(|p| p.delivered).sum();
+        let sent_all: u64 = timeline.iter().map(|p| p.sent).sum();
+        let lost = 12;
+
+        let groups: Vec<GroupLag> = kafka_samples
+            .into_iter()
+            .enumerate()
+            .map(|(i, samples)| GroupLag {
+                group: format!("stompede-server-{}", i + 1),
+                max_lag: samples.iter().map(|s| s.total_lag).max().unwrap_or(0),
+                final_lag: samples.last().map(|s| s.total_lag).unwrap_or(0),
+                samples,
+            })
+            .collect();
+        let max_lag = groups.iter().map(|g| g.max_lag).max().unwrap_or(0);
+        let peak_rows = rows.iter().map(|r| r.rows_per_s).fold(0.0, f64::max);
+        let mean_rows = rows.iter().map(|r| r.rows_per_s).sum::<f64>() / rows.len() as f64;
+
+        let (corrected, raw, receipt) = latency_histograms();
+        let corrected = LatencyStats::from_histogram(&corrected);
+        let loss_ratio = lost as f64 / (delivered + lost) as f64;
+        let slo = vec![
+            SloVerdict::new(
+                "p99_ms",
+                Bound::AtMost,
+                50.0,
+                corrected.p99_us as f64 / 1000.0,
+                "ms",
+            ),
+            SloVerdict::new("loss_ratio", Bound::AtMost, 0.0001, loss_ratio, "ratio"),
+            SloVerdict::new(
+                "max_kafka_lag",
+                Bound::AtMost,
+                10_000.0,
+                max_lag as f64,
+                "messages",
+            ),
+        ];
+        let passed = slo.iter().all(|v| v.passed);
+
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            tool: ToolInfo::current(),
+            run_id: run_id.clone(),
+            scenario: ScenarioInfo {
+                name: "town-hall".into(),
+                file: Some("scenarios/town-hall.toml".into()),
+                description: Some("One town-hall room of 1,000 members, group rooms of 50 and 1:1 rooms <all busy>".into()),
+                definition: json!({
+                    "users": users,
+                    "rooms": [
+                        {"kind": "town-hall", "count": 1, "members": 1000},
+                        {"kind": "group", "count": 20, "members": 50},
+                        {"kind": "direct", "count": 500, "members": 2}
+                    ],
+                    "arrival": {"model": "open", "rate_per_user_s": 0.5},
+                    "message": {"bytes": 120},
+                    "ramp_s": ramp, "warmup_s": warmup, "duration_s": measured, "grace_s": grace,
+                    "slo": {"p99_ms": 50, "loss_ratio": 0.0001, "max_kafka_lag": 10000}
+                }),
+            },
+            started_at: "2025-01-31T12:00:00.000Z".into(),
+            finished_at: "2025-01-31T12:01:25.412Z".into(),
+            phases: Phases { ramp_s: ramp, warmup_s: warmup, measured_s: measured, grace_s: grace },
+            target: TargetSummary {
+                kind: TargetKind::Local,
+                urls: vec!["ws://127.0.0.1:41001/ws-stomp".into(), "ws://127.0.0.1:41002/ws-stomp".into()],
+                stack: Some(StackSummary {
+                    brokers: 3,
+                    partitions: 6,
+                    replication_factor: 3,
+                    servers: 2,
+                    persist: Persist::Producer,
+                    kafka_version: "3.9.0".into(),
+                    topic: "chat.messages".into(),
+                }),
+            },
+            environment: Environment {
+                hostname: "bench-01".into(),
+                os: "linux x86_64 (Debian GNU/Linux 12)".into(),
+                cpus: 16,
+                memory_bytes: 64 * 1024 * 1024 * 1024,
+                stompede_version: env!("CARGO_PKG_VERSION").into(),
+                rustc: Some("rustc 1.85.0".into()),
+            },
+            throughput: Throughput {
+                sent,
+                delivered,
+                sent_per_s: sent as f64 / measured,
+                delivered_per_s: delivered as f64 / measured,
+                receipts: Some(sent),
+            },
+            latency: LatencySummary {
+                corrected,
+                raw: LatencyStats::from_histogram(&raw),
+                receipt: Some(LatencyStats::from_histogram(&receipt)),
+            },
+            integrity: Integrity { expected: delivered + lost, delivered, lost, duplicated: 3, out_of_order: 0, loss_ratio },
+            sessions: Sessions { planned: users, connected: users, peak: users, connect_errors: 0, errors: 1, disconnects: 0 },
+            timeline,
+            kafka: Some(KafkaSummary { groups, max_lag }),
+            db: Some(DbSummary {
+                rows_per_s: rows,
+                peak_rows_per_s: peak_rows,
+                mean_rows_per_s: mean_rows,
+                audit: Some(DbAudit { rows_for_run: sent_all, sent: sent_all, receipted: Some(sent_all), missing: 0, duplicates: 0 }),
+            }),
+            slo,
+            passed,
+            resources: Some(Resources {
+                harness_peak_rss_bytes: 412 * 1024 * 1024,
+                servers: vec![
+                    ServerResources { instance_id: "server-1".into(), peak_rss_bytes: 180 * 1024 * 1024 },
+                    ServerResources { instance_id: "server-2".into(), peak_rss_bytes: 176 * 1024 * 1024 },
+                ],
+            }),
+            files: Files { histogram_log: Some("latency.hlog".into()), charts: Vec::new() },
+            notes: vec![format!("run {run_id}: one STOMP ERROR frame during the Kafka rebalance at 39 s")],
+        }
+    }
+}
