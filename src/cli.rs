@@ -34,6 +34,98 @@ pub enum Command {
     /// Start, inspect or stop the local stack (Kafka, PostgreSQL, servers).
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Run a scenario file and write its report (exit 0: SLOs hold, 1: an SLO failed,
+    /// 2: bad scenario or usage, 3: the run could not be carried out).
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  stompede run scenarios/smoke.toml\n  stompede run scenarios/town-hall.toml --duration 30s --rate 5\n\nThe scenario format is documented in scenarios/README.md.")]
+pub struct RunArgs {
+    /// The scenario file (TOML).
+    pub scenario: PathBuf,
+    /// Where reports go: <out>/<scenario>-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Override the measured duration, e.g. 30s or 2m.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Override the warm-up, e.g. 5s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub warmup: Option<Duration>,
+    /// Override the open-model rate (messages/s, per room or per sender as the scenario says).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Override the number of virtual users.
+    #[arg(long)]
+    pub users: Option<u32>,
+    /// No live status line.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+fn parse_duration_arg(s: &str) -> Result<Duration, String> {
+    crate::scenario::parse_duration(s)
+}
+
+/// Exit codes of `stompede run`.
+pub mod exit {
+    pub const PASSED: u8 = 0;
+    pub const SLO_FAILED: u8 = 1;
+    pub const BAD_INPUT: u8 = 2;
+    pub const RUN_FAILED: u8 = 3;
+}
+
+pub async fn run(args: RunArgs) -> u8 {
+    let mut scenario = match crate::scenario::Scenario::from_file(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let overrides = crate::scenario::Overrides { duration: args.duration, rate: args.rate, users: args.users, warmup: args.warmup };
+    if let Err(e) = scenario.apply_overrides(&overrides) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
+    let server_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the stompede binary to start servers with: {e}");
+            return exit::RUN_FAILED;
+        }
+    };
+    let options = crate::load::RunOptions { out: args.out, state_dir: args.dir.state_dir, server_exe, progress: !args.quiet };
+    let run = crate::load::run(scenario, &options);
+    tokio::pin!(run);
+    let outcome = tokio::select! {
+        outcome = &mut run => outcome,
+        _ = termination() => {
+            eprintln!("interrupted: stopping (a stack this run started is taken down)");
+            return exit::RUN_FAILED;
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            print!("{}", crate::report::console_table(&outcome.summary));
+            println!("report: {}", outcome.dir.join(crate::report::HTML_FILE).display());
+            if outcome.summary.passed {
+                exit::PASSED
+            } else {
+                for v in outcome.summary.slo.iter().filter(|v| !v.passed) {
+                    eprintln!("SLO failed: {} = {} {}, limit {} {}", v.name, v.measured, v.unit, v.bound.symbol(), v.limit);
+                }
+                exit::SLO_FAILED
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::RUN_FAILED
+        }
+    }
 }
 
 #[derive(Args, Debug)]

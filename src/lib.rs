@@ -8,7 +8,9 @@
 pub mod chat;
 pub mod cli;
 pub mod client;
+pub mod load;
 pub mod db;
+pub mod relay;
 pub mod report;
 pub mod scenario;
 pub mod server;

@@ -21,12 +21,15 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Server(args) => cli::server(args).await,
-            Command::Stack(command) => cli::stack(command).await,
+            Command::Server(args) => cli::server(args).await.map(|()| 0u8),
+            Command::Stack(command) => cli::stack(command).await.map(|()| 0u8),
+            Command::Run(args) => Ok(cli::run(args).await),
         }
     });
+    // Sessions and samplers may still hold the runtime; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => std::process::ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -15,7 +15,7 @@ use stompede::server::Persist;
 use stompede::stomp::Command;
 
 fn main() {
-    common::run(1, |env| {
+    common::run(1, 0, |env| {
         vec![
             trial(env, "flow_two_servers_persist_producer", |env| two_servers_flow(env, Persist::Producer)),
             trial(env, "flow_two_servers_persist_consumer", |env| two_servers_flow(env, Persist::Consumer)),

@@ -285,6 +285,8 @@ pub struct ConnectHeaders {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KafkaTarget {
     pub bootstrap: String,
+    /// The chat topic whose consumer lag is sampled.
+    pub topic: String,
     /// Consumer groups whose id starts with this are sampled; `None` samples every group.
     pub group_prefix: Option<String>,
 }

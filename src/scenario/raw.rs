@@ -131,6 +131,7 @@ pub(crate) struct RawConnect {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawKafka {
     pub bootstrap: S<String>,
+    pub topic: S<String>,
     pub group_prefix: S<String>,
 }
 

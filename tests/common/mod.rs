@@ -25,6 +25,10 @@ pub struct TestEnv {
     pub kafka: String,
     pub db: String,
     pub brokers: u8,
+    /// The stack's state directory (for runs that look for a running stack).
+    pub state_dir: std::path::PathBuf,
+    /// The stack's own record, when this binary started it.
+    pub info: Option<stack::StackInfo>,
     pub rt: tokio::runtime::Runtime,
     stack: std::sync::Mutex<Option<stack::Stack>>,
     _state: Option<TempDir>,
@@ -49,16 +53,17 @@ impl Drop for TempDir {
 
 impl TestEnv {
     /// Brings up a stack with `brokers` brokers and no servers (tests start their own).
-    pub fn start(brokers: u8) -> Arc<TestEnv> {
+    pub fn start(brokers: u8, servers: u32) -> Arc<TestEnv> {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
         if let (Ok(kafka), Ok(db)) = (std::env::var("STOMPEDE_TEST_KAFKA"), std::env::var("STOMPEDE_TEST_DB")) {
-            return Arc::new(TestEnv { kafka, db, brokers, rt, stack: std::sync::Mutex::new(None), _state: None });
+            let state_dir = std::env::temp_dir().join("stompede-test-none");
+            return Arc::new(TestEnv { kafka, db, brokers, state_dir, info: None, rt, stack: std::sync::Mutex::new(None), _state: None });
         }
         let state = TempDir::new("stompede-test-stack");
         let options = StackOptions {
             brokers,
             partitions: 3,
-            servers: 0,
+            servers,
             state_dir: state.0.clone(),
             server_exe: env!("CARGO_BIN_EXE_stompede").into(),
             detach: false,
@@ -75,6 +80,8 @@ impl TestEnv {
             kafka: info.kafka_bootstrap.clone(),
             db: info.postgres.url.clone(),
             brokers,
+            state_dir: state.0.clone(),
+            info: Some(info),
             rt,
             stack: std::sync::Mutex::new(Some(stack)),
             _state: Some(state),
@@ -95,8 +102,9 @@ impl TestEnv {
     pub async fn topic(&self, label: &str, partitions: u32) -> String {
         let name = format!("test.{label}.{}", rand::random::<u32>());
         let rf = u16::from(self.brokers);
-        let configs: &[(&str, &str)] = if self.brokers >= 3 { &[("min.insync.replicas", "2")] } else { &[] };
-        stack::create_topic(&self.kafka, &name, partitions, rf, configs)
+        // No topic-level overrides: on three brokers, min.insync.replicas=2 must come from
+        // the brokers' own defaults, which the flow test then reads back.
+        stack::create_topic(&self.kafka, &name, partitions, rf, &[])
             .await
             .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
         stack::wait_kafka_ready(&self.kafka, self.brokers as usize, Some(&name), Duration::from_secs(60))
@@ -239,9 +247,9 @@ where
 }
 
 /// Runs `trials` against an environment with `brokers` brokers, then tears it down.
-pub fn run(brokers: u8, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>) -> ! {
+pub fn run(brokers: u8, servers: u32, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>) -> ! {
     let args = Arguments::from_args();
-    let env = TestEnv::start(brokers);
+    let env = TestEnv::start(brokers, servers);
     let conclusion = libtest_mimic::run(&args, trials(&env));
     env.stop();
     conclusion.exit()
@@ -253,6 +261,14 @@ pub fn run(brokers: u8, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>) -> ! {
 pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
     const N: usize = 200;
     let topic = env.topic(&format!("flow-{}", persist.as_str()), 3).await;
+    if env.brokers == 3 {
+        // Read back from the brokers' own metadata and configs.
+        for name in [topic.as_str(), "chat.messages"] {
+            let d = stack::topic_config(&env.kafka, name).await.unwrap_or_else(|e| panic!("describe {name}: {e}"));
+            assert_eq!(d.replication_factor, 3, "{name}: replication factor");
+            assert_eq!(d.min_insync_replicas, 2, "{name}: min.insync.replicas");
+        }
+    }
     let a = env.server(env.config(&topic, persist, "a")).await;
     let b = env.server(env.config(&topic, persist, "b")).await;
     let room = room("flow");

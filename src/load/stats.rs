@@ -1,0 +1,232 @@
+//! Latency and throughput recording: per-shard HdrHistograms that virtual users write
+//! into, merged once a second by one aggregator into the run totals and the timeline.
+//!
+//! Users are spread over a fixed number of shards; each shard is a short mutex around
+//! the current interval's histograms and counters. The aggregator swaps every shard's
+//! interval out, merges it, and resets it, so no sample is ever stored individually.
+//! Samples whose intended send time falls in the measured phase also go to the
+//! "measured" histograms, the only ones the summary figures come from.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use hdrhistogram::Histogram;
+
+/// Highest latency recorded: 60 s in microseconds (larger values are clamped).
+pub const MAX_LATENCY_US: u64 = 60_000_000;
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("static histogram bounds are valid")
+}
+
+fn record(h: &mut Histogram<u64>, us: u64) {
+    let _ = h.record(us.clamp(1, MAX_LATENCY_US));
+}
+
+/// One shard's figures since the aggregator last looked.
+pub struct Interval {
+    /// Every delivery this interval (timeline percentiles).
+    pub corrected_all: Histogram<u64>,
+    /// Deliveries of messages intended inside the measured phase.
+    pub corrected: Histogram<u64>,
+    pub raw: Histogram<u64>,
+    pub receipt: Histogram<u64>,
+    pub sent: u64,
+    pub delivered: u64,
+    pub receipts: u64,
+    pub errors: u64,
+    pub measured_sent: u64,
+    pub measured_delivered: u64,
+}
+
+impl Interval {
+    fn new() -> Self {
+        Interval {
+            corrected_all: histogram(),
+            corrected: histogram(),
+            raw: histogram(),
+            receipt: histogram(),
+            sent: 0,
+            delivered: 0,
+            receipts: 0,
+            errors: 0,
+            measured_sent: 0,
+            measured_delivered: 0,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.corrected_all.reset();
+        self.corrected.reset();
+        self.raw.reset();
+        self.receipt.reset();
+        self.sent = 0;
+        self.delivered = 0;
+        self.receipts = 0;
+        self.errors = 0;
+        self.measured_sent = 0;
+        self.measured_delivered = 0;
+    }
+}
+
+/// Where virtual users record; shared by all of them.
+pub struct Recorder {
+    shards: Vec<Mutex<Interval>>,
+    /// Open sessions right now.
+    pub sessions: AtomicU64,
+    pub peak_sessions: AtomicU64,
+    pub connected: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub disconnects: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new(shards: usize) -> Self {
+        Recorder {
+            shards: (0..shards.max(1)).map(|_| Mutex::new(Interval::new())).collect(),
+            sessions: AtomicU64::new(0),
+            peak_sessions: AtomicU64::new(0),
+            connected: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            disconnects: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, user: u32) -> std::sync::MutexGuard<'_, Interval> {
+        let shard = &self.shards[user as usize % self.shards.len()];
+        shard.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn session_opened(&self) {
+        let now = self.sessions.fetch_add(1, Relaxed) + 1;
+        self.peak_sessions.fetch_max(now, Relaxed);
+        self.connected.fetch_add(1, Relaxed);
+    }
+
+    pub fn session_closed(&self) {
+        self.sessions.fetch_sub(1, Relaxed);
+    }
+
+    pub fn sent(&self, user: u32, measured: bool) {
+        let mut s = self.shard(user);
+        s.sent += 1;
+        s.measured_sent += measured as u64;
+    }
+
+    pub fn delivered(&self, user: u32, corrected_us: u64, raw_us: u64, measured: bool) {
+        let mut s = self.shard(user);
+        s.delivered += 1;
+        record(&mut s.corrected_all, corrected_us);
+        if measured {
+            s.measured_delivered += 1;
+            record(&mut s.corrected, corrected_us);
+            record(&mut s.raw, raw_us);
+        }
+    }
+
+    pub fn receipt(&self, user: u32, us: u64, measured: bool) {
+        let mut s = self.shard(user);
+        s.receipts += 1;
+        if measured {
+            record(&mut s.receipt, us);
+        }
+    }
+
+    pub fn error(&self, user: u32) {
+        self.errors.fetch_add(1, Relaxed);
+        self.shard(user).errors += 1;
+    }
+
+    /// Merges every shard's interval into `into` and resets the shards.
+    pub fn drain(&self, into: &mut Interval) {
+        into.reset();
+        for shard in &self.shards {
+            let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = into.corrected_all.add(&s.corrected_all);
+            let _ = into.corrected.add(&s.corrected);
+            let _ = into.raw.add(&s.raw);
+            let _ = into.receipt.add(&s.receipt);
+            into.sent += s.sent;
+            into.delivered += s.delivered;
+            into.receipts += s.receipts;
+            into.errors += s.errors;
+            into.measured_sent += s.measured_sent;
+            into.measured_delivered += s.measured_delivered;
+            s.reset();
+        }
+    }
+
+    pub fn empty_interval() -> Interval {
+        Interval::new()
+    }
+}
+
+/// Run totals, built up by the aggregator.
+pub struct Totals {
+    pub corrected: Histogram<u64>,
+    pub raw: Histogram<u64>,
+    pub receipt: Histogram<u64>,
+    pub sent: u64,
+    pub delivered: u64,
+    pub receipts: u64,
+    pub measured_sent: u64,
+    pub measured_delivered: u64,
+}
+
+impl Default for Totals {
+    fn default() -> Self {
+        Totals {
+            corrected: histogram(),
+            raw: histogram(),
+            receipt: histogram(),
+            sent: 0,
+            delivered: 0,
+            receipts: 0,
+            measured_sent: 0,
+            measured_delivered: 0,
+        }
+    }
+}
+
+impl Totals {
+    pub fn add(&mut self, i: &Interval) {
+        let _ = self.corrected.add(&i.corrected);
+        let _ = self.raw.add(&i.raw);
+        let _ = self.receipt.add(&i.receipt);
+        self.sent += i.sent;
+        self.delivered += i.delivered;
+        self.receipts += i.receipts;
+        self.measured_sent += i.measured_sent;
+        self.measured_delivered += i.measured_delivered;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_merge_exactly() {
+        let r = Recorder::new(4);
+        for user in 0..100u32 {
+            r.sent(user, user % 2 == 0);
+            r.delivered(user, 1000 + user as u64, 900, user % 2 == 0);
+        }
+        let mut i = Recorder::empty_interval();
+        r.drain(&mut i);
+        assert_eq!(i.sent, 100);
+        assert_eq!(i.measured_sent, 50);
+        assert_eq!(i.corrected_all.len(), 100);
+        assert_eq!(i.corrected.len(), 50);
+        assert_eq!(i.corrected_all.max(), 1099);
+        let mut again = Recorder::empty_interval();
+        r.drain(&mut again);
+        assert_eq!(again.sent, 0, "drain resets the shards");
+        let mut t = Totals::default();
+        t.add(&i);
+        t.add(&again);
+        assert_eq!(t.corrected.len(), 50);
+    }
+}

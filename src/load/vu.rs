@@ -1,0 +1,435 @@
+//! One virtual user: connect, subscribe, send on schedule, check every message received.
+//!
+//! A user is a task that owns one STOMP session. After its connect slot in the ramp it
+//! subscribes to its rooms (waiting for receipts where the target gives them), reports
+//! ready, and waits for the run's schedule. It then selects over: the next frame, the
+//! next due send, its heart-beat, churn commands (leave/rejoin a room) and the end of the
+//! run. Every MESSAGE carrying this run's stamp is checked against the user's membership
+//! record and timed; the aggregator only ever sees histograms and counters.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use tokio::sync::mpsc;
+
+use crate::client::StompClient;
+use crate::load::integrity::Membership;
+use crate::load::stamp::Stamp;
+use crate::load::{RunContext, Schedule};
+use crate::scenario::{Arrival, BodyFormat, LoadModel, RatePer};
+use crate::stomp::{heart_beat_period, Command, Frame};
+
+/// Churn commands from the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub enum Control {
+    Leave(u32),
+}
+
+/// What a user hands back at the end.
+pub struct UserReport {
+    pub memberships: HashMap<u32, Membership>,
+}
+
+/// Most SENDs awaiting a receipt per user; past it, receipts are not asked for.
+const MAX_PENDING_RECEIPTS: usize = 10_000;
+
+struct Leaving {
+    room: u32,
+    snapshot: HashMap<u32, u64>,
+    deadline: Instant,
+}
+
+enum Away {
+    /// Unsubscribed; rejoin at this instant.
+    Until(Instant),
+    /// SUBSCRIBE sent, waiting for its receipt.
+    Rejoining,
+}
+
+struct User {
+    ctx: Arc<RunContext>,
+    index: u32,
+    rng: rand::rngs::StdRng,
+    memberships: HashMap<u32, Membership>,
+    /// Due sends: (µs since t0, room).
+    due: BinaryHeap<Reverse<(u64, u32)>>,
+    /// Closed model: the message each room's next send waits for.
+    awaiting: HashMap<u32, u64>,
+    pending: HashMap<String, Instant>,
+    leaving: Option<Leaving>,
+    away: HashMap<u32, Away>,
+    schedule: Schedule,
+}
+
+pub async fn run(ctx: Arc<RunContext>, index: u32, mut control: mpsc::Receiver<Control>) -> UserReport {
+    let seed = ctx.scenario.seed ^ (u64::from(index) << 20) ^ 0x5eed;
+    let mut user = User {
+        ctx: ctx.clone(),
+        index,
+        rng: rand::rngs::StdRng::seed_from_u64(seed),
+        memberships: HashMap::new(),
+        due: BinaryHeap::new(),
+        awaiting: HashMap::new(),
+        pending: HashMap::new(),
+        leaving: None,
+        away: HashMap::new(),
+        schedule: Schedule::default(),
+    };
+    let slot = Duration::from_secs_f64(f64::from(index) / ctx.scenario.users.connect_rate);
+    tokio::select! {
+        _ = ctx.stop.cancelled() => { ctx.ready.fetch_add(1, Relaxed); return user.report() }
+        _ = tokio::time::sleep_until((ctx.t0 + slot).into()) => {}
+    }
+    let url = &ctx.urls[index as usize % ctx.urls.len()];
+    let connected = tokio::time::timeout(Duration::from_secs(30), StompClient::connect(url, &ctx.connect)).await;
+    let mut client = match connected {
+        Ok(Ok(client)) => client,
+        Ok(Err(e)) => {
+            tracing::warn!("user {index}: cannot connect to {url}: {e}");
+            ctx.recorder.connect_errors.fetch_add(1, Relaxed);
+            ctx.ready.fetch_add(1, Relaxed);
+            return user.report();
+        }
+        Err(_) => {
+            tracing::warn!("user {index}: no CONNECTED from {url} within 30 s");
+            ctx.recorder.connect_errors.fetch_add(1, Relaxed);
+            ctx.ready.fetch_add(1, Relaxed);
+            return user.report();
+        }
+    };
+    ctx.recorder.session_opened();
+    let subscribed = user.subscribe_all(&mut client).await;
+    ctx.ready.fetch_add(1, Relaxed);
+    if subscribed {
+        user.converse(&mut client, &mut control).await;
+    }
+    ctx.recorder.session_closed();
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.send_frame(&Frame::new(Command::Disconnect))).await;
+    user.report()
+}
+
+impl User {
+    fn report(self) -> UserReport {
+        UserReport { memberships: self.memberships }
+    }
+
+    fn now_us(&self) -> u64 {
+        self.ctx.t0.elapsed().as_micros() as u64
+    }
+
+    fn subscribe_frame(&self, room: u32, receipt: bool) -> Frame {
+        let plan = &self.ctx.plan.rooms[room as usize];
+        let mut frame = Frame::new(Command::Subscribe)
+            .header("id", format!("r{room}"))
+            .header("destination", self.ctx.scenario.target.subscribe_destination(&plan.id))
+            .header("ack", "auto");
+        if receipt {
+            frame = frame.header("receipt", format!("sub-{room}"));
+        }
+        frame
+    }
+
+    /// Subscribes to every room; with receipts, waits until all are confirmed.
+    async fn subscribe_all(&mut self, client: &mut StompClient) -> bool {
+        let rooms = self.ctx.plan.users[self.index as usize].rooms.clone();
+        for room in &rooms {
+            if let Err(e) = client.send_frame(&self.subscribe_frame(*room, self.ctx.receipts)).await {
+                tracing::warn!("user {}: SUBSCRIBE failed: {e}", self.index);
+                return false;
+            }
+        }
+        let mut confirmed = 0;
+        while self.ctx.receipts && confirmed < rooms.len() {
+            match client.recv_timeout(Duration::from_secs(30)).await {
+                Ok(Some(frame)) if frame.command == Command::Receipt => confirmed += 1,
+                Ok(Some(frame)) if frame.command == Command::Error => {
+                    self.ctx.recorder.error(self.index);
+                    tracing::warn!("user {}: ERROR while subscribing: {}", self.index, frame.get("message").unwrap_or(""));
+                    return false;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => {
+                    tracing::warn!("user {}: no receipt for SUBSCRIBE", self.index);
+                    return false;
+                }
+            }
+        }
+        for room in rooms {
+            // Nothing is sent before every user is subscribed: expect from the start.
+            self.memberships.entry(room).or_default().join(self.ctx.slots.snapshot(room));
+        }
+        true
+    }
+
+    fn first_sends(&mut self) {
+        let sends_to = self.ctx.plan.users[self.index as usize].sends_to.clone();
+        for room in sends_to {
+            let at = match &self.ctx.scenario.load.model {
+                LoadModel::Open { .. } => {
+                    let period = self.period_us(room);
+                    self.schedule.send_start_us + (self.rng.random::<f64>() * period as f64) as u64
+                }
+                LoadModel::Closed { .. } => self.schedule.send_start_us,
+            };
+            self.due.push(Reverse((at, room)));
+        }
+    }
+
+    fn period_us(&self, room: u32) -> u64 {
+        let rate = self.ctx.plan.rooms[room as usize].rate_per_sender.max(1e-9);
+        (1e6 / rate) as u64
+    }
+
+    fn next_gap_us(&mut self, room: u32) -> u64 {
+        match &self.ctx.scenario.load.model {
+            LoadModel::Open { arrival: Arrival::Poisson, .. } => {
+                let mean = self.period_us(room) as f64;
+                let u: f64 = self.rng.random::<f64>().max(1e-12);
+                (-u.ln() * mean) as u64
+            }
+            _ => self.period_us(room),
+        }
+    }
+
+    async fn converse(&mut self, client: &mut StompClient, control: &mut mpsc::Receiver<Control>) {
+        let mut schedule = self.ctx.schedule.clone();
+        let got = tokio::select! {
+            _ = self.ctx.stop.cancelled() => None,
+            s = schedule.wait_for(|s| s.is_some()) => s.ok().and_then(|s| *s),
+        };
+        let Some(s) = got else { return };
+        self.schedule = s;
+        self.first_sends();
+        let (cx, _) = self.ctx.connect.heartbeat;
+        let sy = client
+            .connected
+            .get("heart-beat")
+            .and_then(crate::stomp::parse_heart_beat)
+            .map_or(0, |(_, sy)| sy);
+        let beat = heart_beat_period(cx, sy);
+        let mut beat_tick = tokio::time::interval(Duration::from_millis(if beat > 0 { beat } else { 3_600_000 }));
+        beat_tick.tick().await;
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
+        let _ = RatePer::Room; // rates are resolved per room by the plan
+        loop {
+            let next_due = self.due.peek().map(|Reverse((at, _))| *at).filter(|at| *at < self.schedule.send_end_us);
+            let due_at = next_due.map(|at| self.ctx.t0 + Duration::from_micros(at));
+            tokio::select! {
+                _ = self.ctx.stop.cancelled() => return,
+                frame = client.recv() => match frame {
+                    Ok(Some(frame)) => self.on_frame(client, frame).await,
+                    Ok(None) | Err(_) => {
+                        self.ctx.recorder.disconnects.fetch_add(1, Relaxed);
+                        return;
+                    }
+                },
+                _ = sleep_until_opt(due_at) => {
+                    if let Some(Reverse((at, room))) = self.due.pop() {
+                        if self.send(client, room, at).await.is_err() {
+                            self.ctx.recorder.disconnects.fetch_add(1, Relaxed);
+                            return;
+                        }
+                    }
+                }
+                _ = beat_tick.tick(), if beat > 0 => {
+                    if client.heartbeat().await.is_err() {
+                        return;
+                    }
+                }
+                command = control.recv() => {
+                    if let Some(Control::Leave(room)) = command {
+                        self.start_leave(room);
+                    }
+                }
+                _ = housekeeping.tick() => {
+                    if self.churn_step(client).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, client: &mut StompClient, room: u32, intended_us: u64) -> Result<(), crate::client::ClientError> {
+        let ctx = self.ctx.clone();
+        let Some(slot) = ctx.slots.slot(room, self.index) else { return Ok(()) };
+        if self.away.contains_key(&room) || self.leaving.as_ref().is_some_and(|l| l.room == room) {
+            // Not a member right now: skip this turn, keep the schedule going.
+            let gap = self.next_gap_us(room);
+            self.due.push(Reverse((intended_us + gap, room)));
+            return Ok(());
+        }
+        let seq = ctx.slots.next_seq(slot);
+        let sent_us = self.now_us();
+        let intended_us = match ctx.scenario.load.model {
+            LoadModel::Open { .. } => intended_us,
+            LoadModel::Closed { .. } => sent_us,
+        };
+        let stamp = Stamp { sender: self.index, room, seq, intended_us, sent_us };
+        let size = ctx.scenario.load.message_size.sample(&mut self.rng) as usize;
+        let text = stamp.text(&ctx.run_id, size);
+        let room_id = &ctx.plan.rooms[room as usize].id;
+        let body = match ctx.scenario.target.body {
+            BodyFormat::ChatJson => serde_json::json!({
+                "roomId": room_id, "sender": ctx.plan.users[self.index as usize].id, "message": text, "type": "TALK"
+            })
+            .to_string(),
+            BodyFormat::Raw => text,
+        };
+        let receipt = (ctx.receipts && self.pending.len() < MAX_PENDING_RECEIPTS).then(|| format!("{room}:{seq}"));
+        let destination = ctx.scenario.target.send_destination(room_id);
+        client.send(&destination, body, receipt.as_deref()).await?;
+        if let Some(receipt) = receipt {
+            self.pending.insert(receipt, Instant::now());
+        }
+        ctx.recorder.sent(self.index, self.schedule.measured(intended_us));
+        match ctx.scenario.load.model {
+            LoadModel::Open { .. } => {
+                let gap = self.next_gap_us(room);
+                self.due.push(Reverse((intended_us + gap, room)));
+            }
+            LoadModel::Closed { .. } => {
+                self.awaiting.insert(room, seq);
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_frame(&mut self, client: &mut StompClient, frame: Frame) {
+        match frame.command {
+            Command::Message => {
+                let Some(stamp) = Stamp::find(&frame.body, &self.ctx.run_id) else { return };
+                let now = self.now_us();
+                if let Some(m) = self.memberships.get_mut(&stamp.room) {
+                    m.arrive(stamp.sender, stamp.seq);
+                }
+                let measured = self.schedule.measured(stamp.intended_us);
+                self.ctx.recorder.delivered(
+                    self.index,
+                    now.saturating_sub(stamp.intended_us),
+                    now.saturating_sub(stamp.sent_us),
+                    measured,
+                );
+                if stamp.sender == self.index && !self.ctx.receipts {
+                    self.closed_model_next(stamp.room, stamp.seq);
+                }
+                if let Some(leaving) = &self.leaving {
+                    if leaving.room == stamp.room {
+                        let _ = self.churn_step(client).await;
+                    }
+                }
+            }
+            Command::Receipt => {
+                let Some(id) = frame.get("receipt-id") else { return };
+                if let Some(room) = id.strip_prefix("sub-").and_then(|r| r.parse::<u32>().ok()) {
+                    if matches!(self.away.get(&room), Some(Away::Rejoining)) {
+                        self.rejoined(client, room).await;
+                    }
+                    return;
+                }
+                if let Some(sent) = self.pending.remove(id) {
+                    let us = sent.elapsed().as_micros() as u64;
+                    let intended = sent.duration_since(self.ctx.t0).as_micros() as u64;
+                    self.ctx.recorder.receipt(self.index, us, self.schedule.measured(intended));
+                    if let Some((room, seq)) = id.split_once(':').and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?))) {
+                        self.closed_model_next(room, seq);
+                    }
+                }
+            }
+            Command::Error => {
+                self.ctx.recorder.error(self.index);
+                tracing::warn!(
+                    "user {}: ERROR from the server: {}",
+                    self.index,
+                    frame.get("message").unwrap_or("(no message)")
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn closed_model_next(&mut self, room: u32, seq: u64) {
+        if let LoadModel::Closed { think_time } = self.ctx.scenario.load.model {
+            if self.awaiting.get(&room) == Some(&seq) {
+                self.awaiting.remove(&room);
+                let at = self.now_us() + think_time.as_micros() as u64;
+                self.due.push(Reverse((at, room)));
+            }
+        }
+    }
+
+    fn start_leave(&mut self, room: u32) {
+        if self.leaving.is_some() || self.away.contains_key(&room) || !self.memberships.contains_key(&room) {
+            return;
+        }
+        let snapshot = self.ctx.slots.snapshot(room);
+        self.leaving = Some(Leaving { room, snapshot, deadline: Instant::now() + self.ctx.scenario.grace });
+    }
+
+    /// Advances a leave (once caught up) or a rejoin (once its time came).
+    async fn churn_step(&mut self, client: &mut StompClient) -> Result<(), crate::client::ClientError> {
+        if let Some(leaving) = &self.leaving {
+            let room = leaving.room;
+            let done = self.memberships.get(&room).is_none_or(|m| m.caught_up(&leaving.snapshot));
+            if done || Instant::now() >= leaving.deadline {
+                let leaving = self.leaving.take().expect("checked above");
+                if let Some(m) = self.memberships.get_mut(&room) {
+                    m.leave(&leaving.snapshot);
+                }
+                self.presence(client, room, "LEAVE").await?;
+                client.send_frame(&Frame::new(Command::Unsubscribe).header("id", format!("r{room}"))).await?;
+                let back = Instant::now() + self.ctx.churn_rejoin;
+                self.away.insert(room, Away::Until(back));
+            }
+        }
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .away
+            .iter()
+            .filter_map(|(room, away)| matches!(away, Away::Until(t) if *t <= now).then_some(*room))
+            .collect();
+        for room in due {
+            if self.ctx.receipts {
+                client.send_frame(&self.subscribe_frame(room, true)).await?;
+                self.away.insert(room, Away::Rejoining);
+            } else {
+                client.send_frame(&self.subscribe_frame(room, false)).await?;
+                self.rejoined(client, room).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn rejoined(&mut self, client: &mut StompClient, room: u32) {
+        self.away.remove(&room);
+        let snapshot = self.ctx.slots.snapshot(room);
+        self.memberships.entry(room).or_default().join(snapshot);
+        let _ = self.presence(client, room, "ENTER").await;
+    }
+
+    /// An ENTER or LEAVE chat message (unstamped: it is not part of the measured traffic).
+    async fn presence(&mut self, client: &mut StompClient, room: u32, kind: &str) -> Result<(), crate::client::ClientError> {
+        let ctx = self.ctx.clone();
+        let room_id = &ctx.plan.rooms[room as usize].id;
+        let user = &ctx.plan.users[self.index as usize].id;
+        let text = format!("{user} {}", if kind == "ENTER" { "joined" } else { "left" });
+        let body = match ctx.scenario.target.body {
+            BodyFormat::ChatJson => {
+                serde_json::json!({"roomId": room_id, "sender": user, "message": text, "type": kind}).to_string()
+            }
+            BodyFormat::Raw => text,
+        };
+        client.send(&ctx.scenario.target.send_destination(room_id), body, None).await
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,640 @@
+//! A WebSocket relay that misbehaves on purpose, so tests can prove the harness reports
+//! exactly what happened on the wire.
+//!
+//! The relay listens on `127.0.0.1:0` and, for each client, opens one connection to a
+//! fixed upstream URL, then pumps WebSocket messages both ways:
+//!
+//! ```text
+//! client ──read──▶ [c2s queue] ──write at t+delay──▶ upstream      (bytes as-is)
+//! client ◀─write at t+delay── [s2c queue] ◀──filter◀──read── upstream
+//! ```
+//!
+//! - **Handshake.** The client's HTTP request head is read first, its
+//!   `Sec-WebSocket-Protocol` offer is forwarded upstream, and only then is the client's
+//!   handshake answered, with the upstream's choice (or the upstream's refusal status).
+//! - **Filter (server→client only).** Each message is fed to the crate's STOMP
+//!   [`Decoder`]; every decoded item (frame or heart-beat EOL) is forwarded as its exact
+//!   wire bytes, so non-MESSAGE frames and heart-beats pass through unchanged. MESSAGE
+//!   frames are numbered across all connections (`messages_seen`); the n-th is dropped
+//!   if `drop_every` divides n, else sent twice if `duplicate_every` divides n (dropping
+//!   wins when both do; `Some(0)` disables a rule). Items left in one WebSocket message
+//!   go out together as one message; half a frame waits for its other half. If the
+//!   stream stops being STOMP, the rest of the connection is forwarded raw.
+//! - **Delay.** A reader stamps each message with a release time (receipt + `delay`) and
+//!   queues it; the writer sleeps until that time, then sends. Per-direction order is
+//!   kept and delays overlap instead of adding up.
+//! - **Closing.** A Close (or a read error) is queued behind the data like any message
+//!   and delivered to the other side; once a Close has gone out, the peer gets
+//!   [`CLOSE_LINGER`] to finish its side before the connection is torn down.
+//!   [`Relay::stop`] cancels every loop. Ping and Pong are answered per hop.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use tokio::io::{AsyncReadExt, Chain, Join};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::{header::SEC_WEBSOCKET_PROTOCOL, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::stomp::{Command, Decoder, Item, Version, DEFAULT_MAX_FRAME_SIZE};
+
+/// Messages buffered per direction before the reader waits for the writer.
+const QUEUE: usize = 1024;
+/// Longest HTTP request head accepted from a client.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// Time allowed for both handshakes together.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection lives after a Close went out in either direction.
+const CLOSE_LINGER: Duration = Duration::from_secs(5);
+
+/// What the relay connects to and how it tampers with the traffic. The default
+/// forwards everything untouched and at once.
+#[derive(Debug, Clone, Default)]
+pub struct RelayConfig {
+    /// Upstream WebSocket URL, e.g. `ws://127.0.0.1:8080/ws-stomp`.
+    pub upstream: String,
+    /// Drop the n-th, 2n-th, … server→client MESSAGE frame.
+    pub drop_every: Option<u64>,
+    /// Send the m-th, 2m-th, … server→client MESSAGE frame twice (unless dropped).
+    pub duplicate_every: Option<u64>,
+    /// Added to every WebSocket message, in each direction.
+    pub delay: Duration,
+}
+
+/// What the relay did, shared with the test that reads it.
+#[derive(Debug, Default)]
+pub struct RelayCounters {
+    /// Server→client MESSAGE frames decoded, across all connections.
+    pub messages_seen: AtomicU64,
+    /// MESSAGE frames not forwarded.
+    pub dropped: AtomicU64,
+    /// MESSAGE frames forwarded twice.
+    pub duplicated: AtomicU64,
+    /// Client connections relayed (both handshakes succeeded).
+    pub connections: AtomicU64,
+}
+
+/// A running relay; see the module docs.
+pub struct Relay {
+    /// Where virtual users connect: `ws://127.0.0.1:PORT/ws-stomp` (any path works).
+    pub url: String,
+    pub counters: Arc<RelayCounters>,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Relay {
+    /// Binds `127.0.0.1:0` and starts accepting clients in the background.
+    pub async fn start(config: RelayConfig) -> io::Result<Relay> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("ws://{}/ws-stomp", listener.local_addr()?);
+        let counters = Arc::new(RelayCounters::default());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, Arc::new(config), counters.clone(), shutdown.clone()));
+        Ok(Relay { url, counters, shutdown, task })
+    }
+
+    /// Stops accepting, ends every relayed connection and waits for all of it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<RelayConfig>,
+    counters: Arc<RelayCounters>,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Usually out of file descriptors; give some back before retrying.
+                    tracing::warn!("relay: accepting a connection failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        tracker.spawn(serve(stream, config.clone(), counters.clone(), shutdown.child_token()));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The client's socket, with the request head already read put back in front.
+type ClientWs = WebSocketStream<Join<Chain<io::Cursor<Vec<u8>>, OwnedReadHalf>, OwnedWriteHalf>>;
+type UpstreamWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Relays one client until either side closes or the relay stops.
+async fn serve(stream: TcpStream, config: Arc<RelayConfig>, counters: Arc<RelayCounters>, cancel: CancellationToken) {
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &config.upstream));
+    let outcome = tokio::select! {
+        _ = cancel.cancelled() => return,
+        outcome = handshake => outcome.unwrap_or_else(|_| Err(format!("handshakes took over {HANDSHAKE_TIMEOUT:?}"))),
+    };
+    let (client, upstream) = match outcome {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("relay: {e}");
+            return;
+        }
+    };
+    counters.connections.fetch_add(1, Relaxed);
+    let (client_out, client_in) = client.split();
+    let (upstream_out, upstream_in) = upstream.split();
+    let (c2s_tx, c2s_rx) = mpsc::channel(QUEUE);
+    let (s2c_tx, s2c_rx) = mpsc::channel(QUEUE);
+    let filter = Filter::new(&config, counters);
+    let closing = CancellationToken::new();
+    let pumps = async {
+        tokio::join!(
+            read_side(client_in, c2s_tx, None, config.delay, &cancel),
+            read_side(upstream_in, s2c_tx, Some(filter), config.delay, &cancel),
+            write_side(upstream_out, c2s_rx, &closing, &cancel),
+            write_side(client_out, s2c_rx, &closing, &cancel),
+        )
+    };
+    tokio::select! {
+        _ = pumps => {}
+        _ = async { closing.cancelled().await; tokio::time::sleep(CLOSE_LINGER).await } => {}
+    }
+}
+
+/// Reads the client's request head, connects upstream with the same subprotocol offer,
+/// then answers the client with the upstream's choice or refusal. Errors say which
+/// handshake failed.
+async fn handshake(mut stream: TcpStream, upstream: &str) -> Result<(ClientWs, UpstreamWs), String> {
+    let head = read_request_head(&mut stream).await?;
+    let offer = offered_protocols(&head);
+    let upstream_error = |e: &WsError| format!("connecting to upstream {upstream} failed: {e}");
+    let mut request = upstream.into_client_request().map_err(|e| upstream_error(&e))?;
+    if let Some(value) = offer.and_then(|offer| HeaderValue::from_str(&offer).ok()) {
+        request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
+    }
+    let connected = tokio_tungstenite::connect_async(request).await;
+    // Give tungstenite the client's bytes again, head first.
+    let (read, write) = stream.into_split();
+    let client_io = tokio::io::join(io::Cursor::new(head).chain(read), write);
+    match connected {
+        Ok((upstream_ws, response)) => {
+            let chosen = response.headers().get(SEC_WEBSOCKET_PROTOCOL).cloned();
+            let answer = move |_: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
+                if let Some(chosen) = chosen {
+                    response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, chosen);
+                }
+                Ok(response)
+            };
+            let client_ws = tokio_tungstenite::accept_hdr_async(client_io, answer)
+                .await
+                .map_err(|e| format!("the client's WebSocket handshake failed: {e}"))?;
+            Ok((client_ws, upstream_ws))
+        }
+        Err(source) => {
+            let status = match &source {
+                WsError::Http(refusal) => refusal.status(),
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let body = format!("relay: {}\n", upstream_error(&source));
+            let refuse = move |_: &Request, _: Response| -> Result<Response, ErrorResponse> {
+                let mut refusal = ErrorResponse::new(Some(body));
+                *refusal.status_mut() = status;
+                Err(refusal)
+            };
+            let _ = tokio_tungstenite::accept_hdr_async(client_io, refuse).await;
+            Err(upstream_error(&source))
+        }
+    }
+}
+
+/// The client's bytes up to the end of its HTTP request head (and any after it).
+async fn read_request_head(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut head = Vec::with_capacity(1024);
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        if head.len() > MAX_REQUEST_HEAD {
+            return Err(format!("the client's HTTP request head exceeds {MAX_REQUEST_HEAD} bytes"));
+        }
+        match stream.read_buf(&mut head).await {
+            Ok(0) => return Err("the client closed before finishing its HTTP request".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("reading the client's HTTP request failed: {e}")),
+        }
+    }
+    Ok(head)
+}
+
+/// Every `Sec-WebSocket-Protocol` value in a request head, joined with ", ".
+fn offered_protocols(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let header_block = text.split("\r\n\r\n").next().unwrap_or("");
+    let offers: Vec<&str> = header_block
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(name, _)| name.trim().eq_ignore_ascii_case("sec-websocket-protocol"))
+        .map(|(_, value)| value.trim())
+        .collect();
+    (!offers.is_empty()).then(|| offers.join(", "))
+}
+
+/// A message and the instant it may be forwarded.
+type Timed = (Instant, Message);
+
+/// Reads one side, filters if asked, and queues each message for `delay` later.
+/// Returns after queueing a Close (received, or standing in for a read error).
+async fn read_side<S>(
+    mut source: S,
+    queue: mpsc::Sender<Timed>,
+    mut filter: Option<Filter>,
+    delay: Duration,
+    cancel: &CancellationToken,
+) where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = source.next() => next,
+        };
+        let release = Instant::now() + delay;
+        let (message, last) = match next {
+            Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => match filter.as_mut() {
+                Some(filter) => match filter.apply(message) {
+                    Some(kept) => (kept, false),
+                    None => continue,
+                },
+                None => (message, false),
+            },
+            Some(Ok(close @ Message::Close(_))) => (close, true),
+            // Ping and Pong are answered by each hop; raw frames never surface on read.
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+            Some(Err(_)) | None => (Message::Close(None), true),
+        };
+        let queued = tokio::select! {
+            _ = cancel.cancelled() => return,
+            queued = queue.send((release, message)) => queued,
+        };
+        if queued.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Forwards queued messages to one side, each at its release time. Returns once a
+/// Close went out or the side cannot be written, and then starts the linger.
+async fn write_side<S>(
+    mut sink: S,
+    mut queue: mpsc::Receiver<Timed>,
+    closing: &CancellationToken,
+    cancel: &CancellationToken,
+) where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
+    loop {
+        let (release, message) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            next = queue.recv() => match next {
+                Some(timed) => timed,
+                None => return,
+            },
+        };
+        let is_close = matches!(message, Message::Close(_));
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => return,
+            sent = async {
+                tokio::time::sleep_until(release).await;
+                sink.send(message).await
+            } => sent,
+        };
+        if sent.is_err() || is_close {
+            closing.cancel();
+            return;
+        }
+    }
+}
+
+/// Server→client STOMP filter for one connection: drops and duplicates MESSAGE frames.
+struct Filter {
+    decoder: Decoder,
+    /// Bytes received and not yet decoded; the decoder consumes from the front.
+    pending: BytesMut,
+    /// The same bytes, from which each decoded item's exact wire bytes are split off.
+    raw: BytesMut,
+    /// Set once the stream failed to decode; everything after is forwarded raw.
+    raw_only: bool,
+    drop_every: Option<u64>,
+    duplicate_every: Option<u64>,
+    counters: Arc<RelayCounters>,
+}
+
+impl Filter {
+    fn new(config: &RelayConfig, counters: Arc<RelayCounters>) -> Filter {
+        Filter {
+            decoder: Decoder::new(DEFAULT_MAX_FRAME_SIZE * 16),
+            pending: BytesMut::new(),
+            raw: BytesMut::new(),
+            raw_only: false,
+            drop_every: config.drop_every.filter(|&n| n > 0),
+            duplicate_every: config.duplicate_every.filter(|&n| n > 0),
+            counters,
+        }
+    }
+
+    /// The message to forward in place of `message`, or `None` if nothing is left.
+    fn apply(&mut self, message: Message) -> Option<Message> {
+        let (data, binary) = match message {
+            Message::Text(text) => (Bytes::from(text), false),
+            Message::Binary(data) => (data, true),
+            other => return Some(other),
+        };
+        if self.raw_only {
+            return Some(ws_message(data, binary));
+        }
+        self.pending.extend_from_slice(&data);
+        self.raw.extend_from_slice(&data);
+        let mut out = BytesMut::with_capacity(data.len());
+        loop {
+            let before = self.pending.len();
+            match self.decoder.decode(&mut self.pending) {
+                Ok(None) => break,
+                Ok(Some(item)) => {
+                    let wire = self.raw.split_to(before - self.pending.len());
+                    for _ in 0..self.copies(&item) {
+                        out.extend_from_slice(&wire);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("relay: upstream stopped speaking STOMP ({e}); forwarding the rest raw");
+                    self.raw_only = true;
+                    self.pending.clear();
+                    out.extend_from_slice(&self.raw.split());
+                    break;
+                }
+            }
+        }
+        (!out.is_empty()).then(|| ws_message(out.freeze(), binary))
+    }
+
+    /// How many times to forward `item`: MESSAGE frames are numbered and judged.
+    fn copies(&mut self, item: &Item) -> usize {
+        let Item::Frame(frame) = item else { return 1 };
+        match frame.command {
+            Command::Connected => {
+                // Header escapes depend on the version; 1.0 has none.
+                self.decoder.set_version(frame.get("version").and_then(Version::parse).unwrap_or(Version::V1_0));
+                1
+            }
+            Command::Message => {
+                let n = self.counters.messages_seen.fetch_add(1, Relaxed) + 1;
+                if self.drop_every.is_some_and(|k| n % k == 0) {
+                    self.counters.dropped.fetch_add(1, Relaxed);
+                    0
+                } else if self.duplicate_every.is_some_and(|k| n % k == 0) {
+                    self.counters.duplicated.fetch_add(1, Relaxed);
+                    2
+                } else {
+                    1
+                }
+            }
+            _ => 1,
+        }
+    }
+}
+
+/// Text if the input was text and the bytes are still UTF-8, else binary.
+fn ws_message(data: Bytes, binary: bool) -> Message {
+    if !binary {
+        if let Ok(text) = Utf8Bytes::try_from(data.clone()) {
+            return Message::Text(text);
+        }
+    }
+    Message::Binary(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stomp::{encode, heartbeat, Frame};
+    use std::future::Future;
+
+    type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+    const PATIENCE: Duration = Duration::from_secs(5);
+
+    /// A one-connection upstream on port 0 that picks `v12.stomp` when offered.
+    async fn upstream<F, Fut>(serve: F) -> String
+    where
+        F: FnOnce(WebSocketStream<TcpStream>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}/ws-stomp", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let choose = |request: &Request, mut response: Response| {
+                let offer = request.headers().get(SEC_WEBSOCKET_PROTOCOL);
+                if offer.and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("v12.stomp")) {
+                    response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v12.stomp"));
+                }
+                Ok(response)
+            };
+            serve(tokio_tungstenite::accept_hdr_async(stream, choose).await.unwrap()).await;
+        });
+        url
+    }
+
+    /// Connects offering two subprotocols; returns the one chosen.
+    async fn connect(url: &str) -> Result<(Ws, Option<String>), WsError> {
+        let mut request = url.into_client_request()?;
+        request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v11.stomp, v12.stomp"));
+        let (ws, response) = tokio_tungstenite::connect_async(request).await?;
+        let chosen = response.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+        Ok((ws, chosen.map(str::to_string)))
+    }
+
+    fn text(bytes: BytesMut) -> Message {
+        Message::Text(Utf8Bytes::try_from(bytes.freeze()).unwrap())
+    }
+
+    fn frame(command: Command, id: u64) -> Frame {
+        Frame::new(command)
+            .header("destination", "/topic/room.1")
+            .header("message-id", id.to_string())
+            .with_body(format!("{{\"n\":{id}}}"))
+    }
+
+    async fn next_text(ws: &mut Ws) -> Utf8Bytes {
+        match tokio::time::timeout(PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => text,
+            other => panic!("expected a text message through the relay, got {other:?}"),
+        }
+    }
+
+    /// On any message: MESSAGE 1..=100 packed two-with-a-heart-beat, alone, or split
+    /// over two WebSocket messages; then a RECEIPT carrying the heart-beat count; then Close.
+    async fn burst(mut ws: WebSocketStream<TcpStream>) {
+        let _ = ws.next().await;
+        let (mut n, mut beats) = (1, 0);
+        while n <= 100 {
+            let mut out = BytesMut::new();
+            encode(&frame(Command::Message, n), &mut out);
+            if n % 3 == 0 && n < 100 {
+                encode(&frame(Command::Message, n + 1), &mut out);
+                heartbeat(&mut out);
+                beats += 1;
+                n += 1;
+            } else if n % 10 == 1 {
+                let half = out.split_to(out.len() / 2);
+                ws.send(text(half)).await.unwrap();
+            }
+            n += 1;
+            ws.send(text(out)).await.unwrap();
+        }
+        let receipt =
+            Frame::new(Command::Receipt).header("receipt-id", "done").header("heart-beats", beats.to_string());
+        ws.send(text(BytesMut::from(&receipt.to_bytes()[..]))).await.unwrap();
+        let _ = ws.close(None).await;
+    }
+
+    #[tokio::test]
+    async fn drops_and_duplicates_exactly_as_counted() {
+        let url = upstream(burst).await;
+        let config = RelayConfig { upstream: url, drop_every: Some(7), duplicate_every: Some(5), ..Default::default() };
+        let relay = Relay::start(config).await.unwrap();
+        let (mut ws, chosen) = connect(&relay.url).await.unwrap();
+        assert_eq!(chosen.as_deref(), Some("v12.stomp"), "the upstream's subprotocol choice is passed back");
+        ws.send(text(BytesMut::from(&b"SUBSCRIBE\ndestination:/topic/room.1\n\n\0"[..]))).await.unwrap();
+
+        let (mut decoder, mut buf) = (Decoder::default(), BytesMut::new());
+        let (mut ids, mut beats, mut receipt) = (Vec::new(), 0, None);
+        while receipt.is_none() {
+            buf.extend_from_slice(next_text(&mut ws).await.as_bytes());
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                match item {
+                    Item::HeartBeat => beats += 1,
+                    Item::Frame(f) if f.command == Command::Message => {
+                        ids.push(f.get("message-id").unwrap().parse::<u64>().unwrap())
+                    }
+                    Item::Frame(f) => receipt = Some(f),
+                }
+            }
+        }
+
+        // The rule, worked out independently: drop multiples of 7, else double multiples of 5.
+        let expected: Vec<u64> =
+            (1..=100u64).filter(|n| n % 7 != 0).flat_map(|n| vec![n; if n % 5 == 0 { 2 } else { 1 }]).collect();
+        let dropped = (1..=100).filter(|n| n % 7 == 0).count() as u64;
+        let duplicated = (1..=100).filter(|n| n % 5 == 0 && n % 7 != 0).count() as u64;
+        assert_eq!((dropped, duplicated), (14, 18), "35 and 70 are multiples of both: dropping wins");
+        assert_eq!(expected.len(), 100 - 14 + 18);
+        assert_eq!(ids, expected);
+        let receipt = receipt.unwrap();
+        assert_eq!(receipt.get("receipt-id"), Some("done"));
+        assert_eq!(receipt.get("heart-beats"), Some(beats.to_string().as_str()), "heart-beats pass through");
+        let c = &relay.counters;
+        assert_eq!(c.messages_seen.load(Relaxed), 100);
+        assert_eq!(c.dropped.load(Relaxed), dropped);
+        assert_eq!(c.duplicated.load(Relaxed), duplicated);
+        assert_eq!(c.connections.load(Relaxed), 1);
+
+        // The upstream's Close reaches the client, and stopping does not hang.
+        match tokio::time::timeout(PATIENCE, ws.next()).await {
+            Ok(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {}
+            other => panic!("expected the upstream's close, got {other:?}"),
+        }
+        tokio::time::timeout(PATIENCE, relay.stop()).await.expect("relay stops promptly");
+    }
+
+    async fn echo(mut ws: WebSocketStream<TcpStream>) {
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_close() || ((message.is_text() || message.is_binary()) && ws.send(message).await.is_err()) {
+                break;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn delays_each_direction_without_serialising() {
+        let delay = Duration::from_millis(50);
+        let relay =
+            Relay::start(RelayConfig { upstream: upstream(echo).await, delay, ..Default::default() }).await.unwrap();
+        let (mut ws, _) = connect(&relay.url).await.unwrap();
+        let send = |id| {
+            let mut out = BytesMut::new();
+            encode(&frame(Command::Send, id), &mut out);
+            text(out)
+        };
+        let id_of = |text: Utf8Bytes| {
+            let mut buf = BytesMut::from(text.as_bytes());
+            match Decoder::default().decode(&mut buf) {
+                Ok(Some(Item::Frame(f))) => f.get("message-id").unwrap().parse::<u64>().unwrap(),
+                other => panic!("expected one SEND frame back, got {other:?}"),
+            }
+        };
+
+        let start = Instant::now();
+        ws.send(send(0)).await.unwrap();
+        assert_eq!(id_of(next_text(&mut ws).await), 0);
+        let round_trip = start.elapsed();
+        assert!(
+            round_trip >= 2 * delay && round_trip < 2 * delay + Duration::from_millis(40),
+            "round trip {round_trip:?}"
+        );
+
+        let mut due = Vec::new();
+        for id in 1..=20 {
+            due.push(Instant::now() + 2 * delay);
+            ws.send(send(id)).await.unwrap();
+        }
+        let first_sent = due[0] - 2 * delay;
+        for (id, due) in (1..=20).zip(due) {
+            assert_eq!(id_of(next_text(&mut ws).await), id, "order is kept");
+            let now = Instant::now();
+            assert!(
+                now >= due && now < due + Duration::from_millis(60),
+                "message {id} arrived {:?} after its due time",
+                now - due
+            );
+        }
+        let total = first_sent.elapsed();
+        assert!(total < 2 * delay + Duration::from_millis(60), "20 messages took {total:?}: delays add up");
+        relay.stop().await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_upstream_is_refused_with_502() {
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let relay = Relay::start(RelayConfig { upstream: format!("ws://{closed}/ws-stomp"), ..Default::default() })
+            .await
+            .unwrap();
+        match connect(&relay.url).await {
+            Err(WsError::Http(response)) => assert_eq!(response.status(), StatusCode::BAD_GATEWAY),
+            other => panic!("expected a 502 refusal, got {:?}", other.map(|(_, chosen)| chosen)),
+        }
+        assert_eq!(relay.counters.connections.load(Relaxed), 0);
+        relay.stop().await;
+    }
+}

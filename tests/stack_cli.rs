@@ -1,0 +1,96 @@
+//! `stompede stack up --brokers 3 --partitions 6 --servers 2`, `stack status --json`,
+//! `stack down`, through the real binary: afterwards no stack process runs and no stack
+//! port is bound.
+
+use std::process::Command;
+use std::time::Duration;
+
+fn stompede(args: &[&str], state: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_stompede"))
+        .args(args)
+        .arg("--state-dir")
+        .arg(state)
+        .output()
+        .expect("run the stompede binary")
+}
+
+fn alive(pid: u64) -> bool {
+    // A zombie is not running; /proc/<pid>/stat's third field says which.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+fn port_free(port: u64) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok()
+}
+
+#[test]
+fn stack_up_status_down_leaves_nothing_behind() {
+    let state = std::env::temp_dir().join(format!("stompede-stack-cli-{}", std::process::id()));
+    let up = stompede(&["stack", "up", "--brokers", "3", "--partitions", "6", "--servers", "2"], &state);
+    let stderr = String::from_utf8_lossy(&up.stderr);
+    if !up.status.success() {
+        let _ = stompede(&["stack", "down"], &state);
+        panic!("stack up failed:\n{stderr}");
+    }
+    let status = stompede(&["stack", "status", "--json"], &state);
+    assert!(status.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json prints JSON");
+
+    let mut pids = Vec::new();
+    let mut ports = Vec::new();
+    let brokers = info["brokers"].as_array().expect("brokers");
+    assert_eq!(brokers.len(), 3);
+    for b in brokers {
+        pids.push(b["pid"].as_u64().expect("broker pid"));
+        ports.push(b["port"].as_u64().expect("broker port"));
+        ports.push(b["controller_port"].as_u64().expect("controller port"));
+        assert_eq!(b["alive"], true);
+    }
+    assert_eq!(info["partitions"], 6);
+    assert_eq!(info["replication_factor"], 3);
+    assert_eq!(info["min_insync_replicas"], 2);
+    assert!(info["kafka_bootstrap"].as_str().is_some_and(|s| s.split(',').count() == 3));
+    pids.push(info["postgres"]["pid"].as_u64().expect("postgres pid"));
+    ports.push(info["postgres"]["port"].as_u64().expect("postgres port"));
+    assert!(info["postgres"]["url"].as_str().is_some_and(|u| u.starts_with("postgres://")));
+    let servers = info["servers"].as_array().expect("servers");
+    assert_eq!(servers.len(), 2);
+    for s in servers {
+        pids.push(s["pid"].as_u64().expect("server pid"));
+        let ws = s["ws_url"].as_str().expect("ws_url");
+        let metrics = s["metrics_url"].as_str().expect("metrics_url");
+        assert!(ws.starts_with("ws://127.0.0.1:") && ws.ends_with("/ws-stomp"), "{ws}");
+        for url in [ws, metrics] {
+            let port = url.rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok());
+            ports.push(port.expect("a port in the URL"));
+        }
+    }
+    // The brokers themselves confirm the topic's replication settings.
+    let bootstrap = info["kafka_bootstrap"].as_str().expect("bootstrap").to_string();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let topic = rt
+        .block_on(stompede::stack::topic_config(&bootstrap, "chat.messages"))
+        .expect("describe chat.messages");
+    assert_eq!((topic.partitions, topic.replication_factor, topic.min_insync_replicas), (6, 3, 2));
+    assert!(pids.iter().all(|p| alive(*p)), "a recorded process is not running");
+
+    let down = stompede(&["stack", "down"], &state);
+    assert!(down.status.success(), "stack down failed: {}", String::from_utf8_lossy(&down.stderr));
+    for pid in &pids {
+        assert!(!alive(*pid), "pid {pid} still running after stack down");
+    }
+    for port in &ports {
+        // A just-closed listener may linger for a moment in the kernel; allow a short wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !port_free(*port) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(port_free(*port), "port {port} still bound after stack down");
+    }
+    let status = stompede(&["stack", "status", "--json"], &state);
+    assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "null");
+    let _ = std::fs::remove_dir_all(&state);
+}
