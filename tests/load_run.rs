@@ -16,7 +16,8 @@ use stompede::report::Summary;
 use stompede::scenario::{Overrides, Scenario};
 
 fn main() {
-    common::run(1, 2, |env| {
+    // One at a time: the latency test compares two runs and wants a quiet machine.
+    common::run_with(1, 2, Some(1), |env| {
         vec![
             trial(env, "smoke_run_on_the_local_stack", smoke_run),
             trial(env, "relay_drops_and_duplicates_are_reported_exactly", relay_integrity),

@@ -169,9 +169,18 @@ impl User {
         let sends_to = self.ctx.plan.users[self.index as usize].sends_to.clone();
         for room in sends_to {
             let at = match &self.ctx.scenario.load.model {
-                LoadModel::Open { .. } => {
-                    let period = self.period_us(room);
-                    self.schedule.send_start_us + (self.rng.random::<f64>() * period as f64) as u64
+                LoadModel::Open { arrival, .. } => {
+                    // Constant arrivals: spread the senders' phases evenly over the period
+                    // (a golden-ratio sequence over the slots), so the total rate is smooth.
+                    let period = self.period_us(room) as f64;
+                    let fraction = match arrival {
+                        Arrival::Constant => {
+                            let ordinal = self.ctx.slots.slot(room, self.index).unwrap_or(0) as f64;
+                            (ordinal * 0.618_033_988_749_895).fract()
+                        }
+                        Arrival::Poisson => self.rng.random::<f64>(),
+                    };
+                    self.schedule.send_start_us + (fraction * period) as u64
                 }
                 LoadModel::Closed { .. } => self.schedule.send_start_us,
             };

@@ -248,7 +248,29 @@ where
 
 /// Runs `trials` against an environment with `brokers` brokers, then tears it down.
 pub fn run(brokers: u8, servers: u32, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>) -> ! {
-    let args = Arguments::from_args();
+    run_with(brokers, servers, None, trials)
+}
+
+/// [`run`] with a default number of test threads (1 for timing-sensitive binaries).
+pub fn run_with(brokers: u8, servers: u32, threads: Option<usize>, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>) -> ! {
+    let mut args = Arguments::from_args();
+    if args.test_threads.is_none() {
+        args.test_threads = threads;
+    }
+    if args.list {
+        // Listing needs no stack.
+        let env = Arc::new(TestEnv {
+            kafka: String::new(),
+            db: String::new(),
+            brokers,
+            state_dir: std::env::temp_dir(),
+            info: None,
+            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
+            stack: std::sync::Mutex::new(None),
+            _state: None,
+        });
+        libtest_mimic::run(&args, trials(&env)).exit()
+    }
     let env = TestEnv::start(brokers, servers);
     let conclusion = libtest_mimic::run(&args, trials(&env));
     env.stop();
