@@ -66,6 +66,14 @@ pub struct RunArgs {
     pub dir: StackDirArgs,
 }
 
+fn parse_brokers(s: &str) -> Result<u8, String> {
+    match s.trim() {
+        "1" => Ok(1),
+        "3" => Ok(3),
+        _ => Err("must be 1 (one combined node) or 3 (a 3-voter quorum, RF 3, min.insync.replicas 2)".into()),
+    }
+}
+
 fn parse_duration_arg(s: &str) -> Result<Duration, String> {
     crate::scenario::parse_duration(s)
 }
@@ -178,7 +186,7 @@ pub enum StackCommand {
 #[derive(Args, Debug)]
 pub struct StackUpArgs {
     /// Kafka brokers: 1 (one combined node) or 3 (3-voter quorum, RF 3, min.insync.replicas 2).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=3))]
+    #[arg(long, default_value_t = 1, value_parser = parse_brokers)]
     pub brokers: u8,
     /// Partitions of the chat topic.
     #[arg(long, default_value_t = 3)]
