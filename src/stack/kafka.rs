@@ -6,19 +6,13 @@
 //! `kafka-<version>/lib`); each node gets a properties file and a formatted storage
 //! directory under `<state_dir>/data/`, then runs as its own JVM (broker and controller
 //! in one process, a static voter quorum of every node) logging to
-//! `<state_dir>/logs/kafka-N.log`. Readiness and topic checks go through librdkafka
-//! (`rdkafka`): broker metadata and DescribeConfigs, the same view any client gets.
-use std::collections::BTreeMap;
+//! `<state_dir>/logs/kafka-N.log`. Readiness and topic checks live in
+//! `kafka_admin.rs`.
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use super::process::{self, Registry};
 use super::state::{BrokerInfo, Role};
@@ -42,16 +36,6 @@ pub fn kafka_version() -> &'static str {
             rest.find('<').map(|j| rest[..j].trim())
         })
         .unwrap_or("unknown")
-}
-
-/// Topic facts as the brokers report them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicDescription {
-    pub partitions: u32,
-    pub replication_factor: u16,
-    pub min_insync_replicas: u16,
-    /// Every config entry the brokers return for the topic (defaults included).
-    pub configs: BTreeMap<String, String>,
 }
 
 /// Where downloaded jars are kept between runs.
@@ -81,7 +65,9 @@ fn pom_fingerprint() -> String {
 /// The java executable: `$JAVA_HOME/bin/java` if set, else `java` from PATH.
 fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME").filter(|v| !v.is_empty()) {
-        Some(home) if Path::new(&home).join("bin/java").exists() => Path::new(&home).join("bin/java"),
+        Some(home) if Path::new(&home).join("bin/java").exists() => {
+            Path::new(&home).join("bin/java")
+        }
         _ => PathBuf::from("java"),
     }
 }
@@ -100,7 +86,10 @@ async fn check_java() -> Result<(), StackError> {
     if status.success() {
         Ok(())
     } else {
-        Err(StackError::MissingPrerequisite { program: "a working java (17+)".into(), install: JAVA_INSTALL })
+        Err(StackError::MissingPrerequisite {
+            program: "a working java (17+)".into(),
+            install: JAVA_INSTALL,
+        })
     }
 }
 
@@ -111,13 +100,16 @@ pub async fn ensure_classpath() -> Result<PathBuf, StackError> {
     let lib = base.join("lib");
     let fingerprint = pom_fingerprint();
     let marker_ok = |dir: &Path| {
-        std::fs::read_to_string(dir.join(COMPLETE_MARKER)).map(|s| s.trim() == fingerprint).unwrap_or(false)
+        std::fs::read_to_string(dir.join(COMPLETE_MARKER))
+            .map(|s| s.trim() == fingerprint)
+            .unwrap_or(false)
     };
     if marker_ok(&lib) {
         return Ok(lib);
     }
     eprintln!("kafka: fetching Apache Kafka {version} jars from Maven Central (first run only)…");
-    std::fs::create_dir_all(&base).map_err(|e| StackError::io("create cache directory", &base, e))?;
+    std::fs::create_dir_all(&base)
+        .map_err(|e| StackError::io("create cache directory", &base, e))?;
     let pom = base.join("pom.xml");
     std::fs::write(&pom, POM).map_err(|e| StackError::io("write", &pom, e))?;
     let tmp = base.join(format!("lib.tmp-{}", std::process::id()));
@@ -160,9 +152,17 @@ pub async fn ensure_classpath() -> Result<PathBuf, StackError> {
     Ok(lib)
 }
 
-fn missing_or_io(e: std::io::Error, program: &str, install: &'static str, action: &str) -> StackError {
+fn missing_or_io(
+    e: std::io::Error,
+    program: &str,
+    install: &'static str,
+    action: &str,
+) -> StackError {
     if e.kind() == std::io::ErrorKind::NotFound {
-        StackError::MissingPrerequisite { program: program.to_string(), install }
+        StackError::MissingPrerequisite {
+            program: program.to_string(),
+            install,
+        }
     } else {
         StackError::io(action, Path::new(program), e)
     }
@@ -185,8 +185,10 @@ pub struct NodePlan {
 
 /// The server.properties text for one node of a cluster of `nodes`.
 pub fn broker_properties(node: &NodePlan, nodes: &[NodePlan], partitions: u32) -> String {
-    let voters: Vec<String> =
-        nodes.iter().map(|n| format!("{}@127.0.0.1:{}", n.node_id, n.controller_port)).collect();
+    let voters: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.node_id, n.controller_port))
+        .collect();
     let (rf, isr) = if nodes.len() >= 3 { (3, 2) } else { (1, 1) };
     let mut p = String::new();
     let mut set = |k: &str, v: &dyn std::fmt::Display| {
@@ -195,11 +197,23 @@ pub fn broker_properties(node: &NodePlan, nodes: &[NodePlan], partitions: u32) -
     set("process.roles", &"broker,controller");
     set("node.id", &node.node_id);
     set("controller.quorum.voters", &voters.join(","));
-    set("listeners", &format!("PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}", node.port, node.controller_port));
-    set("advertised.listeners", &format!("PLAINTEXT://127.0.0.1:{}", node.port));
+    set(
+        "listeners",
+        &format!(
+            "PLAINTEXT://127.0.0.1:{},CONTROLLER://127.0.0.1:{}",
+            node.port, node.controller_port
+        ),
+    );
+    set(
+        "advertised.listeners",
+        &format!("PLAINTEXT://127.0.0.1:{}", node.port),
+    );
     set("controller.listener.names", &"CONTROLLER");
     set("inter.broker.listener.name", &"PLAINTEXT");
-    set("listener.security.protocol.map", &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT");
+    set(
+        "listener.security.protocol.map",
+        &"PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+    );
     set("log.dirs", &node.data_dir.display());
     set("num.partitions", &partitions);
     set("auto.create.topics.enable", &false);
@@ -256,27 +270,40 @@ pub async fn start(
     // One JVM start each; run them side by side.
     let java = java();
     futures_util::future::try_join_all(
-        nodes.iter().map(|node| format_storage(&java, &classpath, &log4j, &cluster_id, node)),
+        nodes
+            .iter()
+            .map(|node| format_storage(&java, &classpath, &log4j, &cluster_id, node)),
     )
     .await?;
     let mut out = Vec::new();
     for node in &nodes {
         let (stdout, stderr) = process::append_log(&node.log)?;
         let mut cmd = Command::new(&java);
-        cmd.args(["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20"])
-            .args(["-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true"])
-            .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
-            .arg("-cp")
-            .arg(&classpath)
-            .arg("kafka.Kafka")
-            .arg(&node.props)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
+        cmd.args([
+            "-Xms256m",
+            "-Xmx512m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+        ])
+        .args([
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true",
+        ])
+        .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
+        .arg("-cp")
+        .arg(&classpath)
+        .arg("kafka.Kafka")
+        .arg(&node.props)
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
         let label = format!("kafka broker {}", node.node_id);
         let rec = reg.spawn(Role::Kafka, &label, cmd).map_err(|e| match e {
             StackError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-                StackError::MissingPrerequisite { program: "java".into(), install: JAVA_INSTALL }
+                StackError::MissingPrerequisite {
+                    program: "java".into(),
+                    install: JAVA_INSTALL,
+                }
             }
             other => other,
         })?;
@@ -306,7 +333,14 @@ async fn format_storage(
         .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
         .arg("-cp")
         .arg(classpath)
-        .args(["kafka.tools.StorageTool", "format", "--ignore-formatted", "--cluster-id", cluster_id, "--config"])
+        .args([
+            "kafka.tools.StorageTool",
+            "format",
+            "--ignore-formatted",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+        ])
         .arg(&node.props)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -328,184 +362,11 @@ async fn format_storage(
 
 /// `host:port,...` for the given brokers.
 pub fn bootstrap(brokers: &[BrokerInfo]) -> String {
-    brokers.iter().map(|b| format!("127.0.0.1:{}", b.port)).collect::<Vec<_>>().join(",")
-}
-
-fn client_config(bootstrap: &str) -> ClientConfig {
-    let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", bootstrap)
-        .set("socket.timeout.ms", "5000")
-        .set("reconnect.backoff.max.ms", "500")
-        .set("log_level", "3");
-    cfg
-}
-
-/// One metadata round trip: `Ok(())` when all `brokers` are listed and, if a topic is
-/// given, every partition has a leader and a full ISR; otherwise what is missing.
-async fn probe(bootstrap: &str, brokers: usize, topic: Option<&str>) -> Result<(), String> {
-    let cfg = client_config(bootstrap);
-    let topic = topic.map(str::to_string);
-    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        let consumer: BaseConsumer = cfg.create().map_err(|e| format!("cannot create a Kafka client: {e}"))?;
-        let md = consumer
-            .fetch_metadata(topic.as_deref(), Duration::from_secs(3))
-            .map_err(|e| format!("metadata request failed: {e}"))?;
-        if md.brokers().len() < brokers {
-            let seen: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
-            return Err(format!("{} of {brokers} brokers registered (ids {seen:?})", seen.len()));
-        }
-        let Some(name) = topic else { return Ok(()) };
-        let t = md.topics().iter().find(|t| t.name() == name).ok_or(format!("topic {name} not in metadata"))?;
-        if let Some(err) = t.error() {
-            return Err(format!("topic {name}: {err:?}"));
-        }
-        if t.partitions().is_empty() {
-            return Err(format!("topic {name} has no partitions yet"));
-        }
-        for p in t.partitions() {
-            if p.leader() < 0 || p.error().is_some() {
-                return Err(format!("topic {name} partition {} has no leader", p.id()));
-            }
-            if p.isr().len() < p.replicas().len() {
-                return Err(format!("topic {name} partition {} has ISR {:?} of replicas {:?}", p.id(), p.isr(), p.replicas()));
-            }
-        }
-        Ok(())
-    })
-    .await;
-    res.map_err(|e| format!("metadata task failed: {e}"))?
-}
-
-/// Wait until metadata lists `brokers` brokers and (if given) a leader for every
-/// partition of `topic`.
-pub async fn wait_kafka_ready(
-    bootstrap: &str,
-    brokers: usize,
-    topic: Option<&str>,
-    timeout: Duration,
-) -> Result<(), StackError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match probe(bootstrap, brokers, topic).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            return Err(StackError::Kafka {
-                bootstrap: bootstrap.to_string(),
-                what: format!("not ready after {timeout:?}"),
-                detail: last,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-/// Like [`wait_kafka_ready`], but fails at once, naming the node and its log, when one
-/// of the started broker processes exits.
-pub async fn wait_ready_started(
-    reg: &Registry,
-    brokers: &[BrokerInfo],
-    topic: Option<&str>,
-    deadline: Instant,
-) -> Result<(), StackError> {
-    let boot = bootstrap(brokers);
-    loop {
-        for b in brokers {
-            if let Some(status) = reg.exited(b.pid) {
-                return Err(StackError::part(&format!("kafka broker {}", b.node_id), format!("the JVM exited with {status}"), &b.log));
-            }
-        }
-        let last = match probe(&boot, brokers.len(), topic).await {
-            Ok(()) => return Ok(()),
-            Err(e) => e,
-        };
-        if Instant::now() >= deadline {
-            let b = &brokers[0];
-            let what = if brokers.len() > 1 { "kafka (brokers 1..)".to_string() } else { "kafka broker 1".to_string() };
-            return Err(StackError::part(&what, format!("not ready in time: {last}"), &b.log));
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>, StackError> {
-    client_config(bootstrap).create().map_err(|e| StackError::Kafka {
-        bootstrap: bootstrap.to_string(),
-        what: "cannot create an admin client".into(),
-        detail: e.to_string(),
-    })
-}
-
-/// Create `topic` with `partitions` partitions, replication factor `replication`, and
-/// the given topic configs. An existing topic is an error (its settings may differ).
-pub async fn create_topic(
-    bootstrap: &str,
-    topic: &str,
-    partitions: u32,
-    replication: u16,
-    configs: &[(&str, &str)],
-) -> Result<(), StackError> {
-    let err = |what: String, detail: String| StackError::Kafka { bootstrap: bootstrap.to_string(), what, detail };
-    let parts = i32::try_from(partitions).map_err(|_| err(format!("create topic {topic}"), "too many partitions".into()))?;
-    let mut new = NewTopic::new(topic, parts, TopicReplication::Fixed(i32::from(replication)));
-    for (k, v) in configs {
-        new = new.set(k, v);
-    }
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let results = admin(bootstrap)?
-        .create_topics([&new], &opts)
-        .await
-        .map_err(|e| err(format!("create topic {topic}"), e.to_string()))?;
-    for r in results {
-        if let Err((name, code)) = r {
-            return Err(err(format!("create topic {name}"), format!("{code:?} ({code})")));
-        }
-    }
-    Ok(())
-}
-
-/// Partitions, replication factor and configs of `topic`, read from the brokers.
-pub async fn topic_config(bootstrap: &str, topic: &str) -> Result<TopicDescription, StackError> {
-    let err = |detail: String| StackError::Kafka {
-        bootstrap: bootstrap.to_string(),
-        what: format!("describe topic {topic}"),
-        detail,
-    };
-    let cfg = client_config(bootstrap);
-    let name = topic.to_string();
-    let (partitions, rf) = tokio::task::spawn_blocking(move || -> Result<(u32, u16), String> {
-        let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
-        let md = consumer.fetch_metadata(Some(&name), Duration::from_secs(10)).map_err(|e| e.to_string())?;
-        let t = md.topics().iter().find(|t| t.name() == name).ok_or("topic not in metadata")?;
-        if let Some(e) = t.error() {
-            return Err(format!("{e:?}"));
-        }
-        let rf = t.partitions().iter().map(|p| p.replicas().len()).min().unwrap_or(0);
-        Ok((t.partitions().len() as u32, rf as u16))
-    })
-    .await
-    .map_err(|e| err(e.to_string()))?
-    .map_err(err)?;
-    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
-    let results = admin(bootstrap)?
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
-        .await
-        .map_err(|e| err(e.to_string()))?;
-    let mut configs = BTreeMap::new();
-    for r in results {
-        let resource = r.map_err(|code| err(format!("DescribeConfigs: {code:?}")))?;
-        for entry in resource.entries {
-            if let Some(v) = entry.value {
-                configs.insert(entry.name, v);
-            }
-        }
-    }
-    let min_isr = configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| err("DescribeConfigs returned no min.insync.replicas".into()))?;
-    Ok(TopicDescription { partitions, replication_factor: rf, min_insync_replicas: min_isr, configs })
+    brokers
+        .iter()
+        .map(|b| format!("127.0.0.1:{}", b.port))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -521,7 +382,9 @@ mod tests {
     fn cluster_id_is_22_base64url_chars() {
         let id = new_cluster_id();
         assert_eq!(id.len(), 22);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 
     #[test]
@@ -538,7 +401,9 @@ mod tests {
             .collect();
         let p = broker_properties(&nodes[1], &nodes, 6);
         assert!(p.contains("node.id=2\n"));
-        assert!(p.contains("controller.quorum.voters=1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103\n"));
+        assert!(p.contains(
+            "controller.quorum.voters=1@127.0.0.1:9101,2@127.0.0.1:9102,3@127.0.0.1:9103\n"
+        ));
         assert!(p.contains("listeners=PLAINTEXT://127.0.0.1:9002,CONTROLLER://127.0.0.1:9102\n"));
         assert!(p.contains("default.replication.factor=3\n"));
         assert!(p.contains("min.insync.replicas=2\n"));

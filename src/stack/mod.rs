@@ -5,11 +5,11 @@
 //! to get real components. Flow of [`up`]:
 //!
 //! 1. refuse if `state_dir` records a stack whose processes still run;
-//! 2. Kafka ([`kafka`]) and PostgreSQL ([`postgres`]) start side by side; Kafka is
+//! 2. Kafka (`kafka.rs`) and PostgreSQL (`postgres.rs`) start side by side; Kafka is
 //!    ready when every broker is in the metadata, then the chat topic is created and
 //!    every partition has a leader; PostgreSQL is ready when `SELECT 1` succeeds, then
 //!    the `stompede` database and schema are created;
-//! 3. the chat servers ([`servers`]) start against both and must answer `/healthz`;
+//! 3. the chat servers (`servers.rs`) start against both and must answer `/healthz`;
 //! 4. `<state_dir>/state.json` ([`StackInfo`]) is written.
 //!
 //! Every spawned process is journaled before anything waits on it, so a failed or
@@ -20,13 +20,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub mod kafka;
-pub mod postgres;
+mod kafka;
+mod kafka_admin;
+mod postgres;
 mod process;
-pub mod servers;
-pub mod state;
+mod servers;
+mod state;
 
-pub use kafka::{create_topic, topic_config, wait_kafka_ready, TopicDescription};
+pub use kafka::{cache_root, kafka_version};
+pub use kafka_admin::{create_topic, topic_config, wait_kafka_ready, TopicDescription};
+pub use servers::READY_TIMEOUT as SERVER_TIMEOUT;
 pub use state::{BrokerInfo, PostgresInfo, ServerInfo, StackInfo};
 
 use crate::server::Persist;
@@ -54,7 +57,9 @@ pub struct StackOptions {
     pub state_dir: PathBuf,
     /// The `stompede` binary the servers are started from.
     pub server_exe: PathBuf,
-    /// `true`: children get their own session and outlive us (`stompede stack up`).
+    /// `true`: children get their own session and outlive us (`stompede stack up`);
+    /// while `up` runs, Ctrl-C stops what was started (this installs a process-wide
+    /// SIGINT handler, fine for a command that exits after `up`).
     /// `false`: children are killed when this process dies or the [`Stack`] is dropped.
     pub detach: bool,
 }
@@ -80,13 +85,29 @@ pub enum StackError {
     #[error("invalid stack options: {0}")]
     Invalid(String),
     #[error("{program} is not installed or not on PATH; install it with `{install}`")]
-    MissingPrerequisite { program: String, install: &'static str },
+    MissingPrerequisite {
+        program: String,
+        install: &'static str,
+    },
     #[error("{part} failed: {reason}{}", log_suffix(.log.as_deref(), .tail))]
-    Part { part: String, reason: String, log: Option<PathBuf>, tail: String },
+    Part {
+        part: String,
+        reason: String,
+        log: Option<PathBuf>,
+        tail: String,
+    },
     #[error("{part}: cannot start {program}: {source}")]
-    Spawn { part: String, program: String, source: io::Error },
+    Spawn {
+        part: String,
+        program: String,
+        source: io::Error,
+    },
     #[error("kafka at {bootstrap}: {what}: {detail}")]
-    Kafka { bootstrap: String, what: String, detail: String },
+    Kafka {
+        bootstrap: String,
+        what: String,
+        detail: String,
+    },
     #[error("a stack is already running from {} ({running}); run `stompede stack down` first", .state_dir.display())]
     AlreadyRunning { state_dir: PathBuf, running: String },
     #[error(
@@ -96,7 +117,11 @@ pub enum StackError {
     )]
     Incomplete { state_dir: PathBuf, running: String },
     #[error("cannot {action} {}: {source}", .path.display())]
-    Io { action: String, path: PathBuf, source: io::Error },
+    Io {
+        action: String,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("the stack record {} is unreadable ({detail}); if no stack processes still run, delete it", .path.display())]
     BadState { path: PathBuf, detail: String },
     #[error("interrupted; everything started so far was stopped")]
@@ -111,18 +136,30 @@ fn log_suffix(log: Option<&Path>, tail: &str) -> String {
         Some(log) if tail.is_empty() => format!("\n  log: {}", log.display()),
         Some(log) => {
             let indented: Vec<String> = tail.lines().map(|l| format!("    {l}")).collect();
-            format!("\n  log: {}\n  last lines:\n{}", log.display(), indented.join("\n"))
+            format!(
+                "\n  log: {}\n  last lines:\n{}",
+                log.display(),
+                indented.join("\n")
+            )
         }
     }
 }
 
 impl StackError {
     pub(crate) fn io(action: &str, path: &Path, source: io::Error) -> StackError {
-        StackError::Io { action: action.to_string(), path: path.to_path_buf(), source }
+        StackError::Io {
+            action: action.to_string(),
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     pub(crate) fn spawn(part: &str, program: &str, source: io::Error) -> StackError {
-        StackError::Spawn { part: part.to_string(), program: program.to_string(), source }
+        StackError::Spawn {
+            part: part.to_string(),
+            program: program.to_string(),
+            source,
+        }
     }
 
     /// A part failed; attach its log path and the last 20 lines of it.
@@ -173,8 +210,19 @@ impl Drop for Stack {
 /// Start Kafka, PostgreSQL and `opts.servers` chat servers; returns when all are ready.
 pub async fn up(opts: &StackOptions) -> Result<Stack, StackError> {
     validate(opts)?;
+    std::fs::create_dir_all(&opts.state_dir)
+        .map_err(|e| StackError::io("create state directory", &opts.state_dir, e))?;
+    // Absolute paths in state.json, props files and child arguments: children run with
+    // other working directories, and `down` may run from anywhere.
+    let state_dir = std::fs::canonicalize(&opts.state_dir)
+        .map_err(|e| StackError::io("resolve state directory", &opts.state_dir, e))?;
+    let opts = &StackOptions {
+        state_dir,
+        ..opts.clone()
+    };
     let dir = &opts.state_dir;
-    std::fs::create_dir_all(dir).map_err(|e| StackError::io("create state directory", dir, e))?;
+    // Held until `up` returns: a second `up` on the same directory cannot race this one.
+    let _lock = process::lock_dir(dir)?;
     refuse_if_running(dir)?;
     // Whatever is recorded is dead: clear it so this start begins clean.
     remove_records(dir)?;
@@ -203,7 +251,12 @@ pub async fn up(opts: &StackOptions) -> Result<Stack, StackError> {
             if opts.detach {
                 registry.disarm();
             }
-            Ok(Stack { info, registry, detach: opts.detach, stopped: false })
+            Ok(Stack {
+                info,
+                registry,
+                detach: opts.detach,
+                stopped: false,
+            })
         }
         Err(e) => {
             registry.kill_all();
@@ -215,10 +268,23 @@ pub async fn up(opts: &StackOptions) -> Result<Stack, StackError> {
 
 fn validate(opts: &StackOptions) -> Result<(), StackError> {
     if opts.brokers != 1 && opts.brokers != 3 {
-        return Err(StackError::Invalid(format!("brokers must be 1 or 3, not {}", opts.brokers)));
+        return Err(StackError::Invalid(format!(
+            "brokers must be 1 or 3, not {}",
+            opts.brokers
+        )));
     }
     if opts.partitions == 0 || opts.partitions > 10_000 {
-        return Err(StackError::Invalid(format!("partitions must be 1..=10000, not {}", opts.partitions)));
+        return Err(StackError::Invalid(format!(
+            "partitions must be 1..=10000, not {}",
+            opts.partitions
+        )));
+    }
+    let exe = &opts.server_exe;
+    if opts.servers > 0 && exe.components().count() > 1 && !exe.is_file() {
+        return Err(StackError::Invalid(format!(
+            "the server binary {} does not exist; build it with `cargo build` or pass the path of the stompede binary",
+            exe.display()
+        )));
     }
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if opts.topic.is_empty() || opts.topic.len() > 249 || !opts.topic.chars().all(legal) {
@@ -232,17 +298,26 @@ fn validate(opts: &StackOptions) -> Result<(), StackError> {
 
 fn refuse_if_running(dir: &Path) -> Result<(), StackError> {
     let running = |procs: &[ProcRecord]| -> Option<String> {
-        let live: Vec<String> =
-            procs.iter().filter(|p| p.alive()).map(|p| format!("{} pid {}", p.label, p.pid)).collect();
+        let live: Vec<String> = procs
+            .iter()
+            .filter(|p| p.alive())
+            .map(|p| format!("{} pid {}", p.label, p.pid))
+            .collect();
         (!live.is_empty()).then(|| live.join(", "))
     };
     if let Some(info) = state::read_state(dir)? {
         if let Some(running) = running(&info.processes()) {
-            return Err(StackError::AlreadyRunning { state_dir: dir.to_path_buf(), running });
+            return Err(StackError::AlreadyRunning {
+                state_dir: dir.to_path_buf(),
+                running,
+            });
         }
     }
     if let Some(running) = running(&state::journal_read(dir)?) {
-        return Err(StackError::Incomplete { state_dir: dir.to_path_buf(), running });
+        return Err(StackError::Incomplete {
+            state_dir: dir.to_path_buf(),
+            running,
+        });
     }
     Ok(())
 }
@@ -253,18 +328,24 @@ async fn bring_up(opts: &StackOptions, reg: &Registry) -> Result<StackInfo, Stac
     let (rf, min_isr): (u16, u16) = if opts.brokers >= 3 { (3, 2) } else { (1, 1) };
 
     let kafka_part = async {
-        let brokers = kafka::start(reg, dir, opts.brokers, opts.partitions).await?;
         let t = Instant::now();
-        let deadline = t + KAFKA_TIMEOUT;
-        kafka::wait_ready_started(reg, &brokers, None, deadline).await?;
+        let brokers = kafka::start(reg, dir, opts.brokers, opts.partitions).await?;
+        // The clock for readiness starts once the JVMs run (not during a jar download).
+        let deadline = Instant::now() + KAFKA_TIMEOUT;
+        kafka_admin::wait_ready_started(reg, &brokers, None, deadline).await?;
         let boot = kafka::bootstrap(&brokers);
         let min_isr_text = min_isr.to_string();
-        let configs: Vec<(&str, &str)> =
-            if rf >= 3 { vec![("min.insync.replicas", min_isr_text.as_str())] } else { Vec::new() };
+        let configs: Vec<(&str, &str)> = if rf >= 3 {
+            vec![("min.insync.replicas", min_isr_text.as_str())]
+        } else {
+            Vec::new()
+        };
         create_topic(&boot, &opts.topic, opts.partitions, rf, &configs)
             .await
-            .map_err(|e| StackError::part("kafka (topic creation)", e.to_string(), &brokers[0].log))?;
-        kafka::wait_ready_started(reg, &brokers, Some(&opts.topic), deadline).await?;
+            .map_err(|e| {
+                StackError::part("kafka (topic creation)", e.to_string(), &brokers[0].log)
+            })?;
+        kafka_admin::wait_ready_started(reg, &brokers, Some(&opts.topic), deadline).await?;
         let ports: Vec<String> = brokers.iter().map(|b| b.port.to_string()).collect();
         eprintln!(
             "kafka: {} broker{} ready on 127.0.0.1:{}, topic {} ({} partitions, RF {rf}) ({:.1} s)",
@@ -297,7 +378,11 @@ async fn bring_up(opts: &StackOptions, reg: &Registry) -> Result<StackInfo, Stac
         eprintln!("server {}: ready at {}", s.instance_id, s.ws_url);
     }
     if !servers.is_empty() {
-        eprintln!("servers: {} ready ({:.1} s)", servers.len(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "servers: {} ready ({:.1} s)",
+            servers.len(),
+            t.elapsed().as_secs_f64()
+        );
     }
 
     let info = StackInfo {
@@ -338,7 +423,10 @@ pub fn status(state_dir: &Path) -> Result<Option<StackInfo>, StackError> {
     if live.is_empty() {
         Ok(None)
     } else {
-        Err(StackError::Incomplete { state_dir: state_dir.to_path_buf(), running: live.join(", ") })
+        Err(StackError::Incomplete {
+            state_dir: state_dir.to_path_buf(),
+            running: live.join(", "),
+        })
     }
 }
 
@@ -356,7 +444,10 @@ pub async fn down(state_dir: &Path) -> Result<(), StackError> {
     }
     if procs.is_empty() {
         remove_records(state_dir)?;
-        eprintln!("no stack recorded in {}; nothing to stop", state_dir.display());
+        eprintln!(
+            "no stack recorded in {}; nothing to stop",
+            state_dir.display()
+        );
         return Ok(());
     }
     teardown(state_dir, &procs).await
@@ -370,10 +461,16 @@ async fn teardown(state_dir: &Path, procs: &[ProcRecord]) -> Result<(), StackErr
     let mut killed = process::stop(&servers, STOP_GRACE).await;
     killed.extend(process::stop(&rest, STOP_GRACE).await);
     if !killed.is_empty() {
-        eprintln!("stack: {} did not stop within {STOP_GRACE:?} and got SIGKILL", killed.join(", "));
+        eprintln!(
+            "stack: {} did not stop within {STOP_GRACE:?} and got SIGKILL",
+            killed.join(", ")
+        );
     }
-    let survivors: Vec<String> =
-        procs.iter().filter(|p| p.alive()).map(|p| format!("{} pid {}", p.label, p.pid)).collect();
+    let survivors: Vec<String> = procs
+        .iter()
+        .filter(|p| p.alive())
+        .map(|p| format!("{} pid {}", p.label, p.pid))
+        .collect();
     if !survivors.is_empty() {
         return Err(StackError::StopFailed(survivors.join(", ")));
     }
@@ -395,7 +492,10 @@ fn remove_records(state_dir: &Path) -> Result<(), StackError> {
     if let Ok(outside) = std::fs::read_to_string(data.join(postgres::OUTSIDE_DATA_NOTE)) {
         let outside = PathBuf::from(outside.trim());
         // Only ever a directory this module created under the temp dir.
-        let ours = outside.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("stompede-pg-"));
+        let ours = outside
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("stompede-pg-"));
         if ours {
             state::remove_dir_if_present(&outside)?;
         }
@@ -413,9 +513,15 @@ mod tests {
     fn options_are_validated() {
         let ok = StackOptions::default();
         assert!(validate(&ok).is_ok());
-        let two = StackOptions { brokers: 2, ..StackOptions::default() };
+        let two = StackOptions {
+            brokers: 2,
+            ..StackOptions::default()
+        };
         assert!(matches!(validate(&two), Err(StackError::Invalid(m)) if m.contains("1 or 3")));
-        let bad_topic = StackOptions { topic: "chat messages".into(), ..StackOptions::default() };
+        let bad_topic = StackOptions {
+            topic: "chat messages".into(),
+            ..StackOptions::default()
+        };
         assert!(validate(&bad_topic).is_err());
     }
 

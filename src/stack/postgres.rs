@@ -62,7 +62,10 @@ pub fn find_bindir() -> Result<PathBuf, StackError> {
             return Ok(dir);
         }
     }
-    Err(StackError::MissingPrerequisite { program: "initdb and postgres (PostgreSQL server)".into(), install: PG_INSTALL })
+    Err(StackError::MissingPrerequisite {
+        program: "initdb and postgres (PostgreSQL server)".into(),
+        install: PG_INSTALL,
+    })
 }
 
 /// The uid/gid to run PostgreSQL as: `None` when we are not root.
@@ -93,28 +96,33 @@ fn run_as() -> Result<Option<(u32, u32)>, StackError> {
 
 /// Whether user `uid`/`gid` may enter every ancestor directory of `path`.
 fn traversable(path: &Path, uid: u32, gid: u32) -> bool {
-    path.ancestors().skip(1).all(|dir| match std::fs::metadata(dir) {
-        Ok(m) => {
-            let mode = m.mode();
-            if m.uid() == uid {
-                mode & 0o100 != 0
-            } else if m.gid() == gid {
-                mode & 0o010 != 0
-            } else {
-                mode & 0o001 != 0
+    path.ancestors()
+        .skip(1)
+        .all(|dir| match std::fs::metadata(dir) {
+            Ok(m) => {
+                let mode = m.mode();
+                if m.uid() == uid {
+                    mode & 0o100 != 0
+                } else if m.gid() == gid {
+                    mode & 0o010 != 0
+                } else {
+                    mode & 0o001 != 0
+                }
             }
-        }
-        Err(_) => false,
-    })
+            Err(_) => false,
+        })
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), StackError> {
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| StackError::io("chown to the postgres user", path, e))
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .map_err(|e| StackError::io("chown to the postgres user", path, e))
 }
 
 fn pg_command(bin: &Path, user: Option<(u32, u32)>, cwd: &Path) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.current_dir(cwd).env_remove("PGDATA").stdin(Stdio::null());
+    cmd.current_dir(cwd)
+        .env_remove("PGDATA")
+        .stdin(Stdio::null());
     if let Some((uid, gid)) = user {
         cmd.uid(uid).gid(gid);
     }
@@ -125,14 +133,17 @@ fn pg_command(bin: &Path, user: Option<(u32, u32)>, cwd: &Path) -> Command {
 /// temp directory when running as root and the postgres user cannot reach that path.
 fn choose_data_dir(state_dir: &Path, user: Option<(u32, u32)>) -> Result<PathBuf, StackError> {
     let preferred = state_dir.join("data").join("pg");
-    let Some((uid, gid)) = user else { return Ok(preferred) };
+    let Some((uid, gid)) = user else {
+        return Ok(preferred);
+    };
     if traversable(&preferred, uid, gid) {
         return Ok(preferred);
     }
     let fallback = std::env::temp_dir().join(format!("stompede-pg-{:016x}", rand::random::<u64>()));
     // Recorded before anything is written there, so `down` finds it even after a crash.
     let note = state_dir.join("data").join(OUTSIDE_DATA_NOTE);
-    std::fs::write(&note, fallback.display().to_string()).map_err(|e| StackError::io("write", &note, e))?;
+    std::fs::write(&note, fallback.display().to_string())
+        .map_err(|e| StackError::io("write", &note, e))?;
     eprintln!(
         "postgres: the `postgres` user cannot reach {}, so the cluster lives in {} (removed by `stack down`)",
         preferred.display(),
@@ -142,7 +153,11 @@ fn choose_data_dir(state_dir: &Path, user: Option<(u32, u32)>) -> Result<PathBuf
 }
 
 /// initdb and start PostgreSQL; returns once the server answers and the schema exists.
-pub async fn start(reg: &Registry, state_dir: &Path, deadline: Instant) -> Result<PostgresInfo, StackError> {
+pub async fn start(
+    reg: &Registry,
+    state_dir: &Path,
+    deadline: Instant,
+) -> Result<PostgresInfo, StackError> {
     let bindir = find_bindir()?;
     let user = run_as()?;
     let data_dir = choose_data_dir(state_dir, user)?;
@@ -157,7 +172,15 @@ pub async fn start(reg: &Registry, state_dir: &Path, deadline: Instant) -> Resul
     initdb
         .arg("-D")
         .arg(&data_dir)
-        .args(["-U", USER, "--auth=trust", "-E", "UTF8", "--no-locale", "--no-sync"])
+        .args([
+            "-U",
+            USER,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ])
         .stdout(out)
         .stderr(err);
     let status = tokio::process::Command::from(initdb)
@@ -166,7 +189,11 @@ pub async fn start(reg: &Registry, state_dir: &Path, deadline: Instant) -> Resul
         .await
         .map_err(|e| StackError::spawn(PART, "initdb", e))?;
     if !status.success() {
-        return Err(StackError::part(PART, format!("initdb exited with {status}"), &log));
+        return Err(StackError::part(
+            PART,
+            format!("initdb exited with {status}"),
+            &log,
+        ));
     }
 
     let port = process::free_ports(1)?[0];
@@ -190,29 +217,49 @@ pub async fn start(reg: &Registry, state_dir: &Path, deadline: Instant) -> Resul
     let admin_url = format!("postgres://{USER}@127.0.0.1:{port}/postgres");
 
     // Ready = a real query succeeds.
-    let mut last = String::from("no connection attempt yet");
     loop {
         if let Some(status) = reg.exited(rec.pid) {
-            return Err(StackError::part(PART, format!("postgres exited with {status}"), &log));
+            return Err(StackError::part(
+                PART,
+                format!("postgres exited with {status}"),
+                &log,
+            ));
         }
-        match query_one(&admin_url, "SELECT 1").await {
+        let last = match query_one(&admin_url, "SELECT 1").await {
             Ok(()) => break,
-            Err(e) => last = e,
-        }
+            Err(e) => e,
+        };
         if Instant::now() >= deadline {
-            return Err(StackError::part(PART, format!("no answer to SELECT 1 on port {port} in time: {last}"), &log));
+            return Err(StackError::part(
+                PART,
+                format!("no answer to SELECT 1 on port {port} in time: {last}"),
+                &log,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    create_database(&admin_url, &url).await.map_err(|e| StackError::part(PART, e, &log))?;
-    Ok(PostgresInfo { url, port, pid: rec.pid, pid_start: rec.pid_start, data_dir, log, alive: None })
+    create_database(&admin_url, &url)
+        .await
+        .map_err(|e| StackError::part(PART, e, &log))?;
+    Ok(PostgresInfo {
+        url,
+        port,
+        pid: rec.pid,
+        pid_start: rec.pid_start,
+        data_dir,
+        log,
+        alive: None,
+    })
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(5), tokio_postgres::connect(url, tokio_postgres::NoTls))
-        .await
-        .map_err(|_| "connection attempt timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_postgres::connect(url, tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| "connection attempt timed out".to_string())?
+    .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!("stack postgres connection ended: {e}");
@@ -223,7 +270,11 @@ async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
 
 async fn query_one(url: &str, sql: &str) -> Result<(), String> {
     let client = connect(url).await?;
-    client.simple_query(sql).await.map(|_| ()).map_err(|e| e.to_string())
+    client
+        .simple_query(sql)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 async fn create_database(admin_url: &str, url: &str) -> Result<(), String> {
@@ -233,7 +284,9 @@ async fn create_database(admin_url: &str, url: &str) -> Result<(), String> {
         .await
         .map_err(|e| format!("CREATE DATABASE {DATABASE}: {e}"))?;
     let db = connect(url).await?;
-    db.batch_execute(crate::db::SCHEMA).await.map_err(|e| format!("applying the chat history schema: {e}"))
+    db.batch_execute(crate::db::SCHEMA)
+        .await
+        .map_err(|e| format!("applying the chat history schema: {e}"))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 use std::fs::File;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus};
@@ -78,7 +79,11 @@ pub fn spawn(mut cmd: Command, detach: bool) -> io::Result<Child> {
     }
     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
     let closed = || io::Error::other("the process spawner thread is gone");
-    spawner().lock().map_err(|_| closed())?.send((cmd, reply_tx)).map_err(|_| closed())?;
+    spawner()
+        .lock()
+        .map_err(|_| closed())?
+        .send((cmd, reply_tx))
+        .map_err(|_| closed())?;
     reply_rx.recv().map_err(|_| closed())?
 }
 
@@ -156,17 +161,29 @@ pub struct Registry {
 
 impl Registry {
     pub fn new(state_dir: &Path, detach: bool) -> Registry {
-        Registry { state_dir: state_dir.to_path_buf(), detach, armed: true, children: Mutex::new(Vec::new()) }
+        Registry {
+            state_dir: state_dir.to_path_buf(),
+            detach,
+            armed: true,
+            children: Mutex::new(Vec::new()),
+        }
     }
 
     /// Spawn `cmd`, record it in the journal, and keep its handle.
     pub fn spawn(&self, role: Role, label: &str, cmd: Command) -> Result<ProcRecord, StackError> {
         let program = cmd.get_program().to_string_lossy().into_owned();
-        let child = spawn(cmd, self.detach)
-            .map_err(|e| StackError::spawn(label, &program, e))?;
-        let record = ProcRecord { role, label: label.to_string(), pid: child.id(), pid_start: start_time(child.id()) };
+        let child = spawn(cmd, self.detach).map_err(|e| StackError::spawn(label, &program, e))?;
+        let record = ProcRecord {
+            role,
+            label: label.to_string(),
+            pid: child.id(),
+            pid_start: start_time(child.id()),
+        };
         let journaled = state::journal_append(&self.state_dir, &record);
-        self.lock().push(Managed { record: record.clone(), child });
+        self.lock().push(Managed {
+            record: record.clone(),
+            child,
+        });
         journaled?;
         Ok(record)
     }
@@ -207,7 +224,9 @@ impl Registry {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Managed>> {
         // A panic while holding the lock leaves a Vec that is still valid.
-        self.children.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.children
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -217,6 +236,21 @@ impl Drop for Registry {
             self.kill_all();
         }
     }
+}
+
+/// An exclusive advisory lock on `<dir>/.lock`, released when the file is dropped.
+pub fn lock_dir(dir: &Path) -> Result<File, StackError> {
+    let path = dir.join(".lock");
+    let file = File::create(&path).map_err(|e| StackError::io("create", &path, e))?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StackError::AlreadyRunning {
+            state_dir: dir.to_path_buf(),
+            running: "another `stompede stack up` is starting it".into(),
+        });
+    }
+    Ok(file)
 }
 
 /// Reserve `n` distinct free TCP ports on 127.0.0.1. The listeners are closed on
@@ -238,7 +272,9 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>, StackError> {
 /// Create (truncate) a log file for a child's stdout and stderr.
 pub fn open_log(path: &Path) -> Result<(File, File), StackError> {
     let out = File::create(path).map_err(|e| StackError::io("create log file", path, e))?;
-    let err = out.try_clone().map_err(|e| StackError::io("open log file", path, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| StackError::io("open log file", path, e))?;
     Ok((out, err))
 }
 
@@ -249,7 +285,9 @@ pub fn append_log(path: &Path) -> Result<(File, File), StackError> {
         .append(true)
         .open(path)
         .map_err(|e| StackError::io("open log file", path, e))?;
-    let err = out.try_clone().map_err(|e| StackError::io("open log file", path, e))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| StackError::io("open log file", path, e))?;
     Ok((out, err))
 }
 
@@ -310,8 +348,14 @@ mod tests {
 
     #[test]
     fn status_line_parsing() {
-        assert_eq!(parse_status_line(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"), Some(200));
-        assert_eq!(parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\n"), Some(503));
+        assert_eq!(
+            parse_status_line(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"),
+            Some(200)
+        );
+        assert_eq!(
+            parse_status_line(b"HTTP/1.0 503 Service Unavailable\r\n"),
+            Some(503)
+        );
         assert_eq!(parse_status_line(b"SSH-2.0-OpenSSH\r\n"), None);
         assert_eq!(parse_status_line(b""), None);
     }
@@ -324,6 +368,20 @@ mod tests {
         assert!(is_alive(me, start));
         assert!(!is_alive(me, start + 1));
         assert!(!is_alive(u32::MAX - 1, 0));
+    }
+
+    #[test]
+    fn a_state_dir_can_be_locked_once_at_a_time() {
+        let dir = std::env::temp_dir().join(format!("stompede-lock-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let held = lock_dir(&dir).expect("first lock");
+        assert!(matches!(
+            lock_dir(&dir),
+            Err(StackError::AlreadyRunning { .. })
+        ));
+        drop(held);
+        assert!(lock_dir(&dir).is_ok());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

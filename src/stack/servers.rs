@@ -41,7 +41,10 @@ pub async fn start(
             .args(["--persist", opts.persist.as_str()])
             .args(["--topic", &opts.topic])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -68,21 +71,33 @@ pub async fn start(
     Ok(out)
 }
 
-async fn wait_healthy(reg: &Registry, info: &ServerInfo, port: u16, deadline: Instant) -> Result<(), StackError> {
+async fn wait_healthy(
+    reg: &Registry,
+    info: &ServerInfo,
+    port: u16,
+    deadline: Instant,
+) -> Result<(), StackError> {
     let part = format!("server {}", info.instance_id);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut last = String::from("no answer yet");
     loop {
         if let Some(status) = reg.exited(info.pid) {
-            return Err(StackError::part(&part, format!("the server exited with {status}"), &info.log));
+            return Err(StackError::part(
+                &part,
+                format!("the server exited with {status}"),
+                &info.log,
+            ));
         }
-        match process::http_get_status(addr, "/healthz", Duration::from_secs(2)).await {
+        let last = match process::http_get_status(addr, "/healthz", Duration::from_secs(2)).await {
             Ok(200) => return Ok(()),
-            Ok(code) => last = format!("GET /healthz answered {code}"),
-            Err(e) => last = format!("GET /healthz: {e}"),
-        }
+            Ok(code) => format!("GET /healthz answered {code}"),
+            Err(e) => format!("GET /healthz: {e}"),
+        };
         if Instant::now() >= deadline {
-            return Err(StackError::part(&part, format!("not healthy after {READY_TIMEOUT:?} ({last})"), &info.log));
+            return Err(StackError::part(
+                &part,
+                format!("not healthy after {READY_TIMEOUT:?} ({last})"),
+                &info.log,
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -195,15 +195,20 @@ pub fn read_state(state_dir: &Path) -> Result<Option<StackInfo>, StackError> {
     };
     serde_json::from_str(&text)
         .map(Some)
-        .map_err(|e| StackError::BadState { path, detail: e.to_string() })
+        .map_err(|e| StackError::BadState {
+            path,
+            detail: e.to_string(),
+        })
 }
 
 /// Write `state.json` atomically (temporary file, then rename).
 pub fn write_state(state_dir: &Path, info: &StackInfo) -> Result<(), StackError> {
     let path = state_dir.join(STATE_FILE);
     let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
-    let text = serde_json::to_string_pretty(info)
-        .map_err(|e| StackError::BadState { path: path.clone(), detail: e.to_string() })?;
+    let text = serde_json::to_string_pretty(info).map_err(|e| StackError::BadState {
+        path: path.clone(),
+        detail: e.to_string(),
+    })?;
     fs::write(&tmp, text + "\n").map_err(|e| StackError::io("write", &tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| StackError::io("rename into place", &path, e))
 }
@@ -217,8 +222,15 @@ pub fn journal_append(state_dir: &Path, rec: &ProcRecord) -> Result<(), StackErr
         .open(&path)
         .map_err(|e| StackError::io("open", &path, e))?;
     // label last: it may contain spaces.
-    writeln!(f, "{} {} {} {}", rec.pid, rec.pid_start, rec.role.as_str(), rec.label)
-        .map_err(|e| StackError::io("append to", &path, e))
+    writeln!(
+        f,
+        "{} {} {} {}",
+        rec.pid,
+        rec.pid_start,
+        rec.role.as_str(),
+        rec.label
+    )
+    .map_err(|e| StackError::io("append to", &path, e))
 }
 
 /// The processes in the start journal; malformed lines are skipped (they can only
@@ -239,7 +251,12 @@ fn parse_journal_line(line: &str) -> Option<ProcRecord> {
     let pid_start = it.next()?.parse().ok()?;
     let role = Role::parse(it.next()?)?;
     let label = it.next()?.to_string();
-    Some(ProcRecord { role, label, pid, pid_start })
+    Some(ProcRecord {
+        role,
+        label,
+        pid,
+        pid_start,
+    })
 }
 
 /// Remove a file, treating "already gone" as success.

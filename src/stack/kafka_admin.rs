@@ -1,0 +1,289 @@
+//! Kafka as a client sees it: readiness, topic creation, topic description.
+//!
+//! Everything here goes through librdkafka (`rdkafka`), the same view the chat server
+//! and the harness get: broker metadata (which brokers are registered, which partitions
+//! have a leader and a full ISR) and the admin API (CreateTopics, DescribeConfigs). The
+//! stack uses it to decide when Kafka is ready; tests use it to check what the brokers
+//! really report (partition count, replication factor, `min.insync.replicas`).
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::kafka::bootstrap;
+use super::process::Registry;
+use super::state::BrokerInfo;
+use super::StackError;
+
+/// Topic facts as the brokers report them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub partitions: u32,
+    pub replication_factor: u16,
+    pub min_insync_replicas: u16,
+    /// Every config entry the brokers return for the topic (defaults included).
+    pub configs: BTreeMap<String, String>,
+}
+
+fn client_config(bootstrap: &str) -> ClientConfig {
+    let mut cfg = ClientConfig::new();
+    cfg.set("bootstrap.servers", bootstrap)
+        .set("socket.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "500")
+        .set("log_level", "3");
+    cfg
+}
+
+/// Why a metadata probe was not satisfied, and which broker ids the metadata listed.
+struct NotReady {
+    why: String,
+    seen: Vec<i32>,
+}
+
+impl From<String> for NotReady {
+    fn from(why: String) -> Self {
+        NotReady {
+            why,
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// One metadata round trip: `Ok(())` when all `brokers` are listed and, if a topic is
+/// given, every partition has a leader and a full ISR; otherwise what is missing.
+async fn probe(bootstrap: &str, brokers: usize, topic: Option<&str>) -> Result<(), NotReady> {
+    let cfg = client_config(bootstrap);
+    let topic = topic.map(str::to_string);
+    let res = tokio::task::spawn_blocking(move || -> Result<(), NotReady> {
+        let consumer: BaseConsumer = cfg
+            .create()
+            .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+        let md = consumer
+            .fetch_metadata(topic.as_deref(), Duration::from_secs(3))
+            .map_err(|e| format!("metadata request failed: {e}"))?;
+        let seen: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+        if seen.len() < brokers {
+            let why = format!(
+                "{} of {brokers} brokers registered (ids {seen:?})",
+                seen.len()
+            );
+            return Err(NotReady { why, seen });
+        }
+        let fail = |why: String| NotReady {
+            why,
+            seen: seen.clone(),
+        };
+        let Some(name) = topic else { return Ok(()) };
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| fail(format!("topic {name} not in metadata")))?;
+        if let Some(err) = t.error() {
+            return Err(fail(format!("topic {name}: {err:?}")));
+        }
+        if t.partitions().is_empty() {
+            return Err(fail(format!("topic {name} has no partitions yet")));
+        }
+        for p in t.partitions() {
+            if p.leader() < 0 || p.error().is_some() {
+                return Err(fail(format!(
+                    "topic {name} partition {} has no leader",
+                    p.id()
+                )));
+            }
+            if p.isr().len() < p.replicas().len() {
+                let (isr, replicas) = (p.isr(), p.replicas());
+                return Err(fail(format!(
+                    "topic {name} partition {} has ISR {isr:?} of replicas {replicas:?}",
+                    p.id()
+                )));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    res.map_err(|e| NotReady::from(format!("metadata task failed: {e}")))?
+}
+
+/// Wait until metadata lists `brokers` brokers and (if given) a leader for every
+/// partition of `topic`.
+pub async fn wait_kafka_ready(
+    bootstrap: &str,
+    brokers: usize,
+    topic: Option<&str>,
+    timeout: Duration,
+) -> Result<(), StackError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match probe(bootstrap, brokers, topic).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e.why,
+        };
+        if Instant::now() >= deadline {
+            return Err(StackError::Kafka {
+                bootstrap: bootstrap.to_string(),
+                what: format!("not ready after {timeout:?}"),
+                detail: last,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Like [`wait_kafka_ready`], but fails at once, naming the node and its log, when one
+/// of the started broker processes exits.
+pub async fn wait_ready_started(
+    reg: &Registry,
+    brokers: &[BrokerInfo],
+    topic: Option<&str>,
+    deadline: Instant,
+) -> Result<(), StackError> {
+    let boot = bootstrap(brokers);
+    loop {
+        for b in brokers {
+            if let Some(status) = reg.exited(b.pid) {
+                return Err(StackError::part(
+                    &format!("kafka broker {}", b.node_id),
+                    format!("the JVM exited with {status}"),
+                    &b.log,
+                ));
+            }
+        }
+        let last = match probe(&boot, brokers.len(), topic).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            // Blame the first broker missing from the metadata; if none is missing (or
+            // no metadata came back at all), broker 1 is where to start reading.
+            let missing = brokers
+                .iter()
+                .find(|b| !last.seen.is_empty() && !last.seen.contains(&(b.node_id as i32)));
+            let b = missing.unwrap_or(&brokers[0]);
+            let what = format!("kafka broker {}", b.node_id);
+            return Err(StackError::part(
+                &what,
+                format!("not ready in time: {}", last.why),
+                &b.log,
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>, StackError> {
+    client_config(bootstrap)
+        .create()
+        .map_err(|e| StackError::Kafka {
+            bootstrap: bootstrap.to_string(),
+            what: "cannot create an admin client".into(),
+            detail: e.to_string(),
+        })
+}
+
+/// Create `topic` with `partitions` partitions, replication factor `replication`, and
+/// the given topic configs. An existing topic is an error (its settings may differ).
+pub async fn create_topic(
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    replication: u16,
+    configs: &[(&str, &str)],
+) -> Result<(), StackError> {
+    let err = |what: String, detail: String| StackError::Kafka {
+        bootstrap: bootstrap.to_string(),
+        what,
+        detail,
+    };
+    let parts = i32::try_from(partitions).map_err(|_| {
+        err(
+            format!("create topic {topic}"),
+            "too many partitions".into(),
+        )
+    })?;
+    let mut new = NewTopic::new(
+        topic,
+        parts,
+        TopicReplication::Fixed(i32::from(replication)),
+    );
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin(bootstrap)?
+        .create_topics([&new], &opts)
+        .await
+        .map_err(|e| err(format!("create topic {topic}"), e.to_string()))?;
+    for r in results {
+        if let Err((name, code)) = r {
+            return Err(err(
+                format!("create topic {name}"),
+                format!("{code:?} ({code})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Partitions, replication factor and configs of `topic`, read from the brokers.
+pub async fn topic_config(bootstrap: &str, topic: &str) -> Result<TopicDescription, StackError> {
+    let err = |detail: String| StackError::Kafka {
+        bootstrap: bootstrap.to_string(),
+        what: format!("describe topic {topic}"),
+        detail,
+    };
+    let cfg = client_config(bootstrap);
+    let name = topic.to_string();
+    let (partitions, rf) = tokio::task::spawn_blocking(move || -> Result<(u32, u16), String> {
+        let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+        let md = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or("topic not in metadata")?;
+        if let Some(e) = t.error() {
+            return Err(format!("{e:?}"));
+        }
+        let rf = t
+            .partitions()
+            .iter()
+            .map(|p| p.replicas().len())
+            .min()
+            .unwrap_or(0);
+        Ok((t.partitions().len() as u32, rf as u16))
+    })
+    .await
+    .map_err(|e| err(e.to_string()))?
+    .map_err(err)?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let results = admin(bootstrap)?
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    let mut configs = BTreeMap::new();
+    for r in results {
+        let resource = r.map_err(|code| err(format!("DescribeConfigs: {code:?}")))?;
+        for entry in resource.entries {
+            if let Some(v) = entry.value {
+                configs.insert(entry.name, v);
+            }
+        }
+    }
+    let min_isr = configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| err("DescribeConfigs returned no min.insync.replicas".into()))?;
+    Ok(TopicDescription {
+        partitions,
+        replication_factor: rf,
+        min_insync_replicas: min_isr,
+        configs,
+    })
+}
