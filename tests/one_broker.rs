@@ -24,6 +24,8 @@ fn main() {
             trial(env, "heart_beats_sent_and_silent_client_dropped", heart_beats),
             trial(env, "websocket_subprotocols_and_binary_messages", subprotocols),
             trial(env, "interop_stompjs_v7", stompjs_interop),
+            trial(env, "metrics_and_healthz", metrics_endpoint),
+            trial(env, "sigterm_drains_everything_kafka_took_into_the_db", graceful_shutdown),
         ]
     })
 }
@@ -292,4 +294,117 @@ async fn stompjs_interop(env: Arc<TestEnv>) {
     assert!(output.status.success(), "@stomp/stompjs interop failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("# pass 1") || stdout.contains("pass 1"), "no passing node test:\n{stdout}");
     server.stop().await;
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect to the metrics port");
+    stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.expect("write request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read response");
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, response)
+}
+
+async fn metrics_endpoint(env: Arc<TestEnv>) {
+    let topic = env.topic("metrics", 2).await;
+    let mut config = env.config(&topic, Persist::Producer, "m");
+    config.metrics_listen = Some("127.0.0.1:0".parse().expect("address"));
+    let group = config.fanout_group();
+    let server = env.server(config).await;
+    let addr = server.bound.metrics_addr.expect("metrics address");
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/nope").await.0, 404);
+    let room = room("metrics");
+    let mut c = client(&server.url).await;
+    subscribe(&mut c, "m", &room).await;
+    c.send(&format!("/app/chat/{room}"), chat(&room, "erin", "counted"), Some("r")).await.expect("SEND");
+    let mut kinds = Vec::new();
+    for _ in 0..2 {
+        kinds.push(next(&mut c).await.command);
+    }
+    assert!(kinds.contains(&Command::Receipt) && kinds.contains(&Command::Message), "{kinds:?}");
+    // Lag comes from librdkafka's statistics, once a second.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, body) = http_get(addr, "/metrics").await;
+        assert_eq!(status, 200);
+        if body.contains(&format!("group=\"{group}\"")) || std::time::Instant::now() > deadline {
+            break body;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for needle in [
+        "stompede_sessions_open{",
+        "stompede_published_total{",
+        "stompede_frames_in_total{",
+        "stompede_produce_latency_seconds_bucket{le=",
+        "stompede_db_batch_rows_count",
+        "stompede_db_batch_latency_seconds_sum",
+        "stompede_fanout_drops_total{",
+        &format!("stompede_consumer_lag{{instance=\"{}\",group=\"{group}\",partition=\"0\"}}", server.bound.metrics.instance_id),
+    ] {
+        assert!(body.contains(needle), "/metrics lacks {needle}:\n{body}");
+    }
+    let published = body
+        .lines()
+        .find(|l| l.starts_with("stompede_published_total{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert_eq!(published, Some(1));
+    server.stop().await;
+}
+
+async fn graceful_shutdown(env: Arc<TestEnv>) {
+    let topic = env.topic("sigterm", 3).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("addr").port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_stompede"))
+        .args(["server", "--listen", &format!("127.0.0.1:{port}"), "--kafka", &env.kafka, "--db", &env.db])
+        .args(["--topic", &topic, "--instance-id", &format!("term-{}", rand::random::<u32>())])
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start stompede server");
+    // Ready once the log says so.
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("ready: ws://") {
+                return true;
+            }
+        }
+        false
+    });
+    assert_eq!(ready.await, Ok(true), "the server never became ready");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let url = format!("ws://127.0.0.1:{port}/ws-stomp");
+    let room = room("term");
+    let mut sender = client(&url).await;
+    for i in 0..300 {
+        sender.send(&format!("/app/chat/{room}"), chat(&room, "frank", &format!("t{i}")), Some(&format!("r{i}"))).await.expect("SEND");
+    }
+    // Terminate while sends are in flight.
+    let pid = child.id().expect("pid") as i32;
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut receipted = 0;
+    let mut error = None;
+    loop {
+        match sender.recv_timeout(Duration::from_secs(30)).await {
+            Ok(Some(f)) if f.command == Command::Receipt => receipted += 1,
+            Ok(Some(f)) if f.command == Command::Error => error = f.get("message").map(str::to_string),
+            Ok(Some(_)) => {}
+            _ => break,
+        }
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), child.wait()).await.expect("exit within 60 s").expect("wait");
+    assert!(status.success(), "server exited with {status}");
+    // Everything Kafka took is in the database; every receipt had its row.
+    let in_kafka = records_in(&env, &topic).await;
+    let rows = common::db_rows(&env.db, &room).await.len() as i64;
+    assert_eq!(rows, in_kafka, "Kafka holds {in_kafka} records but PostgreSQL {rows} rows");
+    assert!(rows >= receipted, "{receipted} receipts but only {rows} rows");
+    if receipted < 300 {
+        assert_eq!(error.as_deref(), Some("server shutting down"), "connection closed without the shutdown ERROR");
+    }
 }

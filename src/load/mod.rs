@@ -147,12 +147,20 @@ async fn drive(
     });
     let samplers = target.start_samplers(ctx.t0, ctx.stop.child_token()).await;
 
+    // `users.per_task` users share one task: their state machines are polled together
+    // (join_all), which costs less than a task each when there are tens of thousands.
     let mut controls = Vec::with_capacity(users);
-    let mut handles = Vec::with_capacity(users);
+    let mut handles = Vec::new();
+    let per_task = ctx.scenario.users.per_task.max(1) as usize;
+    let mut group = Vec::with_capacity(per_task);
     for index in 0..users as u32 {
         let (tx, rx) = mpsc::channel(4);
         controls.push(tx);
-        handles.push(tokio::spawn(vu::run(ctx.clone(), index, rx)));
+        group.push(vu::run(ctx.clone(), index, rx));
+        if group.len() == per_task || index as usize == users - 1 {
+            let users_of_task = std::mem::take(&mut group);
+            handles.push(tokio::spawn(futures_util::future::join_all(users_of_task)));
+        }
     }
 
     // The aggregator: one tick a second, phases, churn, status line.
@@ -234,7 +242,7 @@ async fn drive(
 
     let mut tally = Tally::default();
     for handle in handles {
-        if let Ok(mut report) = handle.await {
+        for mut report in handle.await.unwrap_or_default() {
             for (room, membership) in report.memberships.iter_mut() {
                 tally.add(membership, &ctx.slots.snapshot(*room));
             }

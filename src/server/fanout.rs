@@ -85,6 +85,9 @@ pub async fn start(
             assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
         }
         consumer.assign(&assignment)?;
+        // Commit the starting positions at once, so the group's lag reads 0 rather than
+        // the topic's whole history until the first record of each partition arrives.
+        consumer.commit(&assignment, CommitMode::Sync)?;
         Ok(consumer)
     })
     .await
