@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -94,23 +94,34 @@ pub async fn start(
     .map_err(|_| KafkaError::Canceled)?
 }
 
-/// Reads records until `shutdown`, delivering each to local subscribers.
-pub async fn run(consumer: StreamConsumer<LagContext>, rooms: Arc<Rooms>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// The next record, or `None` once `shutdown` fires. Errors (a broker away, a
+/// rebalance) are logged and retried after a short pause.
+pub async fn next_record<'c>(
+    consumer: &'c StreamConsumer<LagContext>,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<BorrowedMessage<'c>> {
     loop {
         let record = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => return None,
             record = consumer.recv() => record,
         };
-        let record = match record {
-            Ok(record) => record,
+        match record {
+            Ok(record) => return Some(record),
             Err(e) => {
-                tracing::warn!("fan-out consumer: {e}");
+                tracing::warn!("{what}: {e}");
                 tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
-        };
+        }
+    }
+}
+
+/// Reads records until `shutdown`, delivering each to local subscribers.
+pub async fn run(consumer: StreamConsumer<LagContext>, rooms: Arc<Rooms>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    while let Some(record) = next_record(&consumer, &shutdown, "fan-out consumer").await {
         metrics.fanout_messages.fetch_add(1, Relaxed);
         let payload = record.payload().unwrap_or_default();
         let room = match serde_json::from_slice::<ChatMessage>(payload) {

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatMessage;
 use crate::db::{DbQueue, Row, WriteRequest};
-use crate::server::fanout::LagContext;
+use crate::server::fanout::{next_record, LagContext};
 use crate::server::metrics::Metrics;
 
 /// Longest a partial batch waits for more records.
@@ -57,21 +57,7 @@ pub async fn run(
     // Offsets of the last batch whose rows are committed, committed again synchronously
     // at the end so a clean shutdown leaves nothing to re-read.
     let mut written = TopicPartitionList::new();
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            record = consumer.recv() => record,
-        };
-        let first = match first {
-            Ok(record) => record,
-            Err(e) => {
-                tracing::warn!("persist consumer: {e}");
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
-                }
-            }
-        };
+    while let Some(first) = next_record(&consumer, &shutdown, "persist consumer").await {
         let mut rows = Vec::with_capacity(batch);
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
         take(&first, &mut rows, &mut next);
