@@ -93,7 +93,7 @@ impl StompClient {
                 request.headers_mut().insert("sec-websocket-protocol", value);
             }
         }
-        let (ws, response) = tokio_tungstenite::connect_async(request).await.map_err(connect_error)?;
+        let (ws, response) = tokio_tungstenite::connect_async_with_config(request, None, true).await.map_err(connect_error)?; // TCP_NODELAY: small frames go out at once
         let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")
