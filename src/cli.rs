@@ -250,8 +250,11 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         termination().await;
-        tracing::info!("shutting down: draining sends, the producer and the database queue");
+        tracing::info!("shutting down: draining sends, the producer and the database queue (a second signal exits at once)");
         trigger.cancel();
+        termination().await;
+        tracing::error!("second signal: exiting without draining");
+        std::process::exit(130);
     });
     crate::server::run(listener, config, shutdown, |_| {}).await?;
     Ok(())

@@ -5,8 +5,8 @@
 //! few writer tasks, each with its own connection, take a request, top the batch up with
 //! whatever else is already queued (up to `batch` rows), write it in one statement and one
 //! transaction, then answer every request's `done`. A failed batch is retried with backoff
-//! until it lands or shutdown: because `(topic, partition, offset)` is unique, a retry
-//! never duplicates a row.
+//! until it lands or shutdown gives up, reconnecting when PostgreSQL went away: because
+//! `(topic, partition, offset)` is unique, a retry never duplicates a row.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -111,34 +111,58 @@ pub async fn spawn_writers(
         clients.push(client);
     }
     for client in clients {
+        let url = url.to_string();
         let rx = rx.clone();
         let metrics = metrics.clone();
         let abort = abort.clone();
-        tasks.spawn(async move { write_loop(client, rx, batch.max(1), metrics, abort).await });
+        tasks.spawn(async move { write_loop(client, url, rx, batch.max(1), metrics, abort).await });
     }
     Ok(Writers { queue: DbQueue { tx, metrics }, tasks })
 }
 
+/// A writer's connection and prepared insert, re-opened when PostgreSQL goes away.
+struct Conn {
+    url: String,
+    client: Option<(Client, tokio_postgres::Statement)>,
+}
+
+impl Conn {
+    async fn ready(&mut self) -> Result<&(Client, tokio_postgres::Statement), tokio_postgres::Error> {
+        if self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            self.client = None;
+        }
+        if self.client.is_none() {
+            let client = connect(&self.url).await?;
+            let statement = client.prepare(INSERT).await?;
+            self.client = Some((client, statement));
+        }
+        Ok(self.client.as_ref().expect("connected just above"))
+    }
+}
+
 async fn write_loop(
     client: Client,
+    url: String,
     rx: Arc<Mutex<mpsc::Receiver<WriteRequest>>>,
     batch: usize,
     metrics: Arc<Metrics>,
     abort: CancellationToken,
 ) {
-    let statement = match client.prepare(INSERT).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot prepare the chat insert: {e}");
-            return;
-        }
-    };
+    let statement = client.prepare(INSERT).await.ok();
+    let mut conn = Conn { url, client: statement.map(|s| (client, s)) };
     loop {
         let mut requests = Vec::new();
         let mut rows = 0usize;
         {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { return };
+            let mut rx = tokio::select! {
+                _ = abort.cancelled() => return,
+                rx = rx.lock() => rx,
+            };
+            let first = tokio::select! {
+                _ = abort.cancelled() => return,
+                first = rx.recv() => first,
+            };
+            let Some(first) = first else { return };
             rows += first.rows.len();
             requests.push(first);
             while rows < batch {
@@ -156,7 +180,18 @@ async fn write_loop(
         let mut attempt = 0u32;
         loop {
             let started = Instant::now();
-            match write_batch(&client, &statement, &columns).await {
+            // A paused or unreachable database must not hold shutdown forever.
+            let outcome = tokio::select! {
+                _ = abort.cancelled() => {
+                    tracing::error!("shutdown while the database is failing; {rows} rows not written");
+                    return;
+                }
+                outcome = async {
+                    let (client, statement) = conn.ready().await?;
+                    write_batch(client, statement, &columns).await
+                } => outcome,
+            };
+            match outcome {
                 Ok(()) => {
                     metrics.db_rows.fetch_add(rows as u64, Relaxed);
                     metrics.db_batches.fetch_add(1, Relaxed);
@@ -167,10 +202,8 @@ async fn write_loop(
                 Err(e) => {
                     metrics.db_errors.fetch_add(1, Relaxed);
                     attempt += 1;
-                    tracing::warn!("database batch of {rows} rows failed (attempt {attempt}), retrying: {e}");
-                    if client.is_closed() {
-                        tracing::error!("database connection closed; {rows} rows not written");
-                        return;
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!("database batch of {rows} rows failed (attempt {attempt}), retrying: {e}");
                     }
                     let backoff = Duration::from_millis(50 * u64::from(attempt.min(40)));
                     tokio::select! {

@@ -9,12 +9,15 @@
 //! bitset per sender, so a duplicate or a message out of order is seen on arrival and
 //! the final count of lost messages is exact.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Sequence counters of every (room, sender) pair.
 pub struct Slots {
     counters: Vec<AtomicU64>,
+    /// Numbers taken for a SEND that never went on the wire (the session broke).
+    voided: Mutex<BTreeSet<(usize, u64)>>,
     /// room index → (sender user index → slot).
     index: Vec<HashMap<u32, usize>>,
 }
@@ -29,7 +32,7 @@ impl Slots {
             n += senders.len();
             index.push(map);
         }
-        Slots { counters: (0..n).map(|_| AtomicU64::new(0)).collect(), index }
+        Slots { counters: (0..n).map(|_| AtomicU64::new(0)).collect(), voided: Mutex::new(BTreeSet::new()), index }
     }
 
     pub fn slot(&self, room: u32, sender: u32) -> Option<usize> {
@@ -52,6 +55,17 @@ impl Slots {
             .get(room as usize)
             .map(|m| m.iter().map(|(sender, slot)| (*sender, self.issued(*slot))).collect())
             .unwrap_or_default()
+    }
+
+    /// Marks a number as never sent: no recipient expects it.
+    pub fn void(&self, slot: usize, seq: u64) {
+        self.voided.lock().unwrap_or_else(|e| e.into_inner()).insert((slot, seq));
+    }
+
+    /// Voided numbers of `slot` in `[from, until)`.
+    pub fn voided_in(&self, slot: usize, from: u64, until: u64) -> Vec<u64> {
+        let voided = self.voided.lock().unwrap_or_else(|e| e.into_inner());
+        voided.range((slot, from)..(slot, until)).map(|(_, seq)| *seq).collect()
     }
 
     /// Total messages numbered across all slots.
@@ -137,15 +151,18 @@ impl Membership {
     }
 
     /// Closes the open interval at `snapshot` (end of run) and counts
-    /// (expected, delivered of those expected).
-    pub fn settle(&mut self, snapshot: &HashMap<u32, u64>) -> (u64, u64) {
+    /// (expected, delivered of those expected). `voided(sender, from, until)` lists the
+    /// numbers in that range that were never sent.
+    pub fn settle(&mut self, snapshot: &HashMap<u32, u64>, voided: &dyn Fn(u32, u64, u64) -> Vec<u64>) -> (u64, u64) {
         self.leave(snapshot);
         let mut expected = 0;
         let mut delivered = 0;
         for interval in &self.closed {
             for (sender, (from, until)) in interval {
-                expected += until.saturating_sub(*from);
-                if let Some(set) = self.received.get(sender) {
+                let set = self.received.get(sender);
+                let never_sent = voided(*sender, *from, *until).into_iter().filter(|seq| !set.is_some_and(|s| s.contains(*seq))).count();
+                expected += until.saturating_sub(*from) - never_sent as u64;
+                if let Some(set) = set {
                     delivered += set.count_range(*from, *until);
                 }
             }
@@ -165,8 +182,12 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn add(&mut self, m: &mut Membership, final_snapshot: &HashMap<u32, u64>) {
-        let (expected, delivered) = m.settle(final_snapshot);
+    /// Settles membership `m` of `room` at the end of the run.
+    pub fn add(&mut self, m: &mut Membership, room: u32, slots: &Slots) {
+        let voided = |sender: u32, from: u64, until: u64| {
+            slots.slot(room, sender).map(|slot| slots.voided_in(slot, from, until)).unwrap_or_default()
+        };
+        let (expected, delivered) = m.settle(&slots.snapshot(room), &voided);
         self.expected += expected;
         self.delivered += delivered;
         self.arrivals += m.arrivals;
@@ -218,7 +239,7 @@ mod tests {
         m.leave(&slots.snapshot(0));
         slots.next_seq(s8); // after leaving: not expected
         let mut tally = Tally::default();
-        tally.add(&mut m, &slots.snapshot(0));
+        tally.add(&mut m, 0, &slots);
         assert_eq!(tally.expected, 6);
         assert_eq!(tally.delivered, 3);
         assert_eq!(tally.lost(), 3);
@@ -239,5 +260,23 @@ mod tests {
         assert!(!m.caught_up(&at_leave));
         m.arrive(1, 1);
         assert!(m.caught_up(&at_leave));
+    }
+
+    #[test]
+    fn voided_numbers_are_not_expected() {
+        let slots = Slots::new(&[vec![1]]);
+        let slot = slots.slot(0, 1).unwrap();
+        let mut m = Membership::default();
+        m.join(slots.snapshot(0));
+        for _ in 0..4 {
+            slots.next_seq(slot);
+        }
+        slots.void(slot, 3); // the session broke while sending number 3
+        m.arrive(1, 0);
+        m.arrive(1, 1);
+        m.arrive(1, 2);
+        let mut tally = Tally::default();
+        tally.add(&mut m, 0, &slots);
+        assert_eq!((tally.expected, tally.delivered, tally.lost()), (3, 3, 0));
     }
 }

@@ -244,7 +244,7 @@ async fn drive(
     for handle in handles {
         for mut report in handle.await.unwrap_or_default() {
             for (room, membership) in report.memberships.iter_mut() {
-                tally.add(membership, &ctx.slots.snapshot(*room));
+                tally.add(membership, *room, &ctx.slots);
             }
         }
     }
@@ -252,7 +252,7 @@ async fn drive(
     if connected == 0 {
         return Err(LoadError::NoSessions(users as u64));
     }
-    let sampled = samplers.finish(&run_id).await;
+    let sampled = samplers.finish(&run_id, totals.sent).await;
     let schedule = schedule.unwrap_or_default();
     let summary = summary::build(summary::Inputs {
         ctx: &ctx,

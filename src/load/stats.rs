@@ -79,6 +79,10 @@ pub struct Recorder {
     pub connect_errors: AtomicU64,
     pub disconnects: AtomicU64,
     pub errors: AtomicU64,
+    /// Open-model sends still due when sending ended (the users had fallen behind).
+    pub unsent_backlog: AtomicU64,
+    /// Stamped messages whose stamp the run never issued (mangled in transit).
+    pub corrupt: AtomicU64,
 }
 
 impl Recorder {
@@ -91,6 +95,8 @@ impl Recorder {
             connect_errors: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            unsent_backlog: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
         }
     }
 

@@ -79,6 +79,16 @@ pub fn build(i: Inputs<'_>) -> Summary {
             .collect(),
     });
     let mut notes = i.sampled.notes;
+    let backlog = ctx.recorder.unsent_backlog.load(std::sync::atomic::Ordering::Relaxed);
+    if backlog > 0 {
+        notes.push(format!(
+            "{backlog} open-model sends were still due when sending ended (the virtual users had fallen behind schedule); they were not sent"
+        ));
+    }
+    let corrupt = ctx.recorder.corrupt.load(std::sync::atomic::Ordering::Relaxed);
+    if corrupt > 0 {
+        notes.push(format!("{corrupt} deliveries carried a stamp this run never issued (mangled in transit); they were ignored"));
+    }
     if tally.arrivals > tally.delivered + tally.duplicated {
         notes.push(format!(
             "{} deliveries arrived outside a recipient's membership (around joins and leaves); they are timed but not counted as expected",

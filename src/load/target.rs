@@ -164,7 +164,7 @@ pub struct Sampled {
 
 impl Samplers {
     /// Stops the samplers, collects their samples and audits the database for `run_id`.
-    pub async fn finish(mut self, run_id: &str) -> Sampled {
+    pub async fn finish(mut self, run_id: &str, sent: u64) -> Sampled {
         // One last lag sample after the grace period: the final lag.
         self.stop.cancel();
         let mut out = Sampled { notes: std::mem::take(&mut self.notes), ..Sampled::default() };
@@ -185,9 +185,21 @@ impl Samplers {
             out.db = Some(all);
         }
         if let Some((url, table)) = &self.db_target {
-            match samplers::audit(url, table, &crate::load::stamp::marker(run_id)).await {
-                Ok(audit) => out.audit = Some(audit),
-                Err(e) => out.notes.push(format!("database audit failed: {e}")),
+            // History may trail the run (`--persist consumer`): give it up to 30 s to
+            // catch up before counting what is missing.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match samplers::audit(url, table, &crate::load::stamp::marker(run_id)).await {
+                    Ok(audit) if audit.distinct_for_run as u64 >= sent || Instant::now() >= deadline => {
+                        out.audit = Some(audit);
+                        break;
+                    }
+                    Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    Err(e) => {
+                        out.notes.push(format!("database audit failed: {e}"));
+                        break;
+                    }
+                }
             }
         }
         out

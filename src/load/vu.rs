@@ -20,7 +20,7 @@ use crate::client::StompClient;
 use crate::load::integrity::Membership;
 use crate::load::stamp::Stamp;
 use crate::load::{RunContext, Schedule};
-use crate::scenario::{Arrival, BodyFormat, LoadModel, RatePer};
+use crate::scenario::{Arrival, BodyFormat, LoadModel};
 use crate::stomp::{heart_beat_period, Command, Frame};
 
 /// Churn commands from the coordinator.
@@ -48,7 +48,13 @@ enum Away {
     Until(Instant),
     /// SUBSCRIBE sent, waiting for its receipt.
     Rejoining,
+    /// SUBSCRIBE sent to a target without receipts: counted as joined from this instant,
+    /// once the server has surely registered it.
+    Settling(Instant),
 }
+
+/// Without receipts, how long after SUBSCRIBE a rejoined member starts to be expected.
+const SUBSCRIBE_SETTLE: Duration = Duration::from_secs(1);
 
 struct User {
     ctx: Arc<RunContext>,
@@ -58,7 +64,7 @@ struct User {
     /// Due sends: (µs since t0, room).
     due: BinaryHeap<Reverse<(u64, u32)>>,
     /// Closed model: the message each room's next send waits for.
-    awaiting: HashMap<u32, u64>,
+    awaiting: HashMap<u32, (u64, Instant)>,
     pending: HashMap<String, Instant>,
     leaving: Option<Leaving>,
     away: HashMap<u32, Away>,
@@ -166,6 +172,8 @@ impl User {
     }
 
     fn first_sends(&mut self) {
+        // A user that became ready late starts from now, not with a backlog.
+        let base = self.schedule.send_start_us.max(self.now_us());
         let sends_to = self.ctx.plan.users[self.index as usize].sends_to.clone();
         for room in sends_to {
             let at = match &self.ctx.scenario.load.model {
@@ -180,9 +188,9 @@ impl User {
                         }
                         Arrival::Poisson => self.rng.random::<f64>(),
                     };
-                    self.schedule.send_start_us + (fraction * period) as u64
+                    base + (fraction * period) as u64
                 }
-                LoadModel::Closed { .. } => self.schedule.send_start_us,
+                LoadModel::Closed { .. } => base,
             };
             self.due.push(Reverse((at, room)));
         }
@@ -205,14 +213,8 @@ impl User {
     }
 
     async fn converse(&mut self, client: &mut StompClient, control: &mut mpsc::Receiver<Control>) {
-        let mut schedule = self.ctx.schedule.clone();
-        let got = tokio::select! {
-            _ = self.ctx.stop.cancelled() => None,
-            s = schedule.wait_for(|s| s.is_some()) => s.ok().and_then(|s| *s),
-        };
-        let Some(s) = got else { return };
-        self.schedule = s;
-        self.first_sends();
+        // Heart-beats flow from the moment the session is up, including the wait for the
+        // rest of the ramp, or the server would drop users that connected early.
         let (cx, _) = self.ctx.connect.heartbeat;
         let sy = client
             .connected
@@ -223,30 +225,35 @@ impl User {
         let mut beat_tick = tokio::time::interval(Duration::from_millis(if beat > 0 { beat } else { 3_600_000 }));
         beat_tick.tick().await;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
-        let _ = RatePer::Room; // rates are resolved per room by the plan
-        loop {
-            let next_due = self.due.peek().map(|Reverse((at, _))| *at).filter(|at| *at < self.schedule.send_end_us);
+        let mut schedule = self.ctx.schedule.clone();
+        let mut scheduled = false;
+        let ended = loop {
+            let send_end_us = self.schedule.send_end_us;
+            let next_due = self.due.peek().map(|Reverse((at, _))| *at).filter(|at| *at < send_end_us);
             let due_at = next_due.map(|at| self.ctx.t0 + Duration::from_micros(at));
             tokio::select! {
-                _ = self.ctx.stop.cancelled() => return,
+                _ = self.ctx.stop.cancelled() => break false,
+                got = async { schedule.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s) }, if !scheduled => {
+                    scheduled = true;
+                    if let Some(s) = got {
+                        self.schedule = s;
+                        self.first_sends();
+                    }
+                }
                 frame = client.recv() => match frame {
                     Ok(Some(frame)) => self.on_frame(client, frame).await,
-                    Ok(None) | Err(_) => {
-                        self.ctx.recorder.disconnects.fetch_add(1, Relaxed);
-                        return;
-                    }
+                    Ok(None) | Err(_) => break true,
                 },
                 _ = sleep_until_opt(due_at) => {
                     if let Some(Reverse((at, room))) = self.due.pop() {
                         if self.send(client, room, at).await.is_err() {
-                            self.ctx.recorder.disconnects.fetch_add(1, Relaxed);
-                            return;
+                            break true;
                         }
                     }
                 }
                 _ = beat_tick.tick(), if beat > 0 => {
                     if client.heartbeat().await.is_err() {
-                        return;
+                        break true;
                     }
                 }
                 command = control.recv() => {
@@ -255,25 +262,68 @@ impl User {
                     }
                 }
                 _ = housekeeping.tick() => {
+                    self.rearm_closed_model();
                     if self.churn_step(client).await.is_err() {
-                        return;
+                        break true;
                     }
                 }
             }
+        };
+        if ended {
+            // The session is gone: nothing numbered from now on can reach this user, so
+            // it is not expected (the disconnect itself is counted).
+            self.ctx.recorder.disconnects.fetch_add(1, Relaxed);
+            self.close_memberships();
+        }
+    }
+
+    fn close_memberships(&mut self) {
+        let rooms: Vec<u32> = self.memberships.keys().copied().collect();
+        for room in rooms {
+            let snapshot = self.ctx.slots.snapshot(room);
+            if let Some(m) = self.memberships.get_mut(&room) {
+                m.leave(&snapshot);
+            }
+        }
+    }
+
+    /// Closed model: a send whose echo or receipt never came is re-armed after the grace
+    /// period, so one lost message does not silence a sender for the rest of the run.
+    fn rearm_closed_model(&mut self) {
+        let LoadModel::Closed { think_time } = self.ctx.scenario.load.model else { return };
+        let grace = self.ctx.scenario.grace.max(Duration::from_secs(1));
+        let stale: Vec<u32> =
+            self.awaiting.iter().filter(|(_, (_, since))| since.elapsed() > grace).map(|(room, _)| *room).collect();
+        for room in stale {
+            self.awaiting.remove(&room);
+            let at = self.now_us() + think_time.as_micros() as u64;
+            self.due.push(Reverse((at, room)));
         }
     }
 
     async fn send(&mut self, client: &mut StompClient, room: u32, intended_us: u64) -> Result<(), crate::client::ClientError> {
         let ctx = self.ctx.clone();
         let Some(slot) = ctx.slots.slot(room, self.index) else { return Ok(()) };
+        let now_us = self.now_us();
+        if now_us >= self.schedule.send_end_us {
+            // Behind schedule when sending ended: the backlog is not sent (it could not
+            // arrive before the end), and is counted.
+            let backlog = 1 + self.due.len() as u64;
+            self.due.clear();
+            ctx.recorder.unsent_backlog.fetch_add(backlog, Relaxed);
+            return Ok(());
+        }
         if self.away.contains_key(&room) || self.leaving.as_ref().is_some_and(|l| l.room == room) {
             // Not a member right now: skip this turn, keep the schedule going.
-            let gap = self.next_gap_us(room);
-            self.due.push(Reverse((intended_us + gap, room)));
+            let next = match ctx.scenario.load.model {
+                LoadModel::Open { .. } => intended_us + self.next_gap_us(room),
+                LoadModel::Closed { think_time } => now_us + think_time.as_micros() as u64,
+            };
+            self.due.push(Reverse((next, room)));
             return Ok(());
         }
         let seq = ctx.slots.next_seq(slot);
-        let sent_us = self.now_us();
+        let sent_us = now_us;
         let intended_us = match ctx.scenario.load.model {
             LoadModel::Open { .. } => intended_us,
             LoadModel::Closed { .. } => sent_us,
@@ -291,7 +341,11 @@ impl User {
         };
         let receipt = (ctx.receipts && self.pending.len() < MAX_PENDING_RECEIPTS).then(|| format!("{room}:{seq}"));
         let destination = ctx.scenario.target.send_destination(room_id);
-        client.send(&destination, body, receipt.as_deref()).await?;
+        if let Err(e) = client.send(&destination, body, receipt.as_deref()).await {
+            // Numbered but never on the wire: nobody may expect it.
+            ctx.slots.void(slot, seq);
+            return Err(e);
+        }
         if let Some(receipt) = receipt {
             self.pending.insert(receipt, Instant::now());
         }
@@ -302,7 +356,7 @@ impl User {
                 self.due.push(Reverse((intended_us + gap, room)));
             }
             LoadModel::Closed { .. } => {
-                self.awaiting.insert(room, seq);
+                self.awaiting.insert(room, (seq, Instant::now()));
             }
         }
         Ok(())
@@ -312,6 +366,13 @@ impl User {
         match frame.command {
             Command::Message => {
                 let Some(stamp) = Stamp::find(&frame.body, &self.ctx.run_id) else { return };
+                // Only stamps the run actually issued: a mangled one must not be trusted
+                // (or make a sequence set grow without bound).
+                let issued = self.ctx.slots.slot(stamp.room, stamp.sender).is_some_and(|slot| stamp.seq < self.ctx.slots.issued(slot));
+                if !issued {
+                    self.ctx.recorder.corrupt.fetch_add(1, Relaxed);
+                    return;
+                }
                 let now = self.now_us();
                 if let Some(m) = self.memberships.get_mut(&stamp.room) {
                     m.arrive(stamp.sender, stamp.seq);
@@ -363,7 +424,7 @@ impl User {
 
     fn closed_model_next(&mut self, room: u32, seq: u64) {
         if let LoadModel::Closed { think_time } = self.ctx.scenario.load.model {
-            if self.awaiting.get(&room) == Some(&seq) {
+            if self.awaiting.get(&room).is_some_and(|(s, _)| *s == seq) {
                 self.awaiting.remove(&room);
                 let at = self.now_us() + think_time.as_micros() as u64;
                 self.due.push(Reverse((at, room)));
@@ -407,8 +468,16 @@ impl User {
                 self.away.insert(room, Away::Rejoining);
             } else {
                 client.send_frame(&self.subscribe_frame(room, false)).await?;
-                self.rejoined(client, room).await;
+                self.away.insert(room, Away::Settling(Instant::now() + SUBSCRIBE_SETTLE));
             }
+        }
+        let settled: Vec<u32> = self
+            .away
+            .iter()
+            .filter_map(|(room, away)| matches!(away, Away::Settling(t) if *t <= now).then_some(*room))
+            .collect();
+        for room in settled {
+            self.rejoined(client, room).await;
         }
         Ok(())
     }

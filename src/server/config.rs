@@ -45,6 +45,9 @@ pub struct Limits {
     pub heartbeat: (Duration, Duration),
     /// Time a new connection has to send CONNECT. Over: ERROR, close.
     pub connect_timeout: Duration,
+    /// Longest a write to one client may block (the client reads nothing). Over: the
+    /// session is treated as a slow consumer: ERROR, close.
+    pub write_stall: Duration,
     /// Rows waiting for the database writers. Full: publishers wait (backpressure).
     pub db_queue: usize,
     /// Most rows written in one batch.
@@ -63,6 +66,7 @@ impl Default for Limits {
             max_subscriptions: 4096,
             heartbeat: (Duration::from_secs(10), Duration::from_secs(10)),
             connect_timeout: Duration::from_secs(10),
+            write_stall: Duration::from_secs(30),
             db_queue: 20_000,
             db_batch: 500,
             db_writers: 2,

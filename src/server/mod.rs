@@ -189,9 +189,14 @@ pub async fn run(
         tracing::warn!("some sends were still waiting for Kafka or the database after 30 s");
     }
     consumers_stop.cancel();
-    let _ = fanout_task.await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), fanout_task).await;
     if let Some(task) = persist_task {
-        let _ = task.await;
+        // The persist consumer finishes its batch in hand; if the database is down, the
+        // writers give up after this and the batch is re-read by the next consumer.
+        if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
+            tracing::error!("the persist consumer's last batch did not reach the database within 30 s; its offsets stay uncommitted");
+            db_abort.cancel();
+        }
     }
     drop(shared);
     let drain = writers.drain();

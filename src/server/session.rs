@@ -124,6 +124,8 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: Cancellatio
         binary: false,
         heartbeat_out: None,
         heartbeat_in: None,
+        shutdown: shutdown.clone(),
+        out_rx: None,
     };
     session.run(ws, out_rx, shutdown).await;
     session.unsubscribe_all();
@@ -143,6 +145,9 @@ struct Session {
     binary: bool,
     heartbeat_out: Option<Duration>,
     heartbeat_in: Option<Duration>,
+    shutdown: CancellationToken,
+    /// Frames queued for the client; taken out of `self` while the main loop runs.
+    out_rx: Option<mpsc::Receiver<Outbound>>,
 }
 
 impl Session {
@@ -156,7 +161,6 @@ impl Session {
         let kill = self.handle.kill.clone();
         let close = loop {
             tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => {
                     break Close::Error(error_frame("server shutting down", "the server is shutting down; reconnect to another instance", None));
                 }
@@ -177,7 +181,10 @@ impl Session {
                             Err(_) => break,
                         }
                     }
-                    match self.write(&mut ws, batch, &kill).await {
+                    self.out_rx = Some(out_rx);
+                    let written = self.write(&mut ws, batch, &kill).await;
+                    out_rx = self.out_rx.take().expect("put back above");
+                    match written {
                         Ok(None) => last_write = Instant::now(),
                         Ok(Some(frame)) => break Close::Error(frame),
                         Err(()) => break Close::Quietly,
@@ -196,7 +203,10 @@ impl Session {
                         }
                     };
                     inbuf.extend_from_slice(&data);
-                    if let Some(close) = self.read_frames(&mut inbuf, &mut ws, &kill).await {
+                    self.out_rx = Some(out_rx);
+                    let closing = self.read_frames(&mut inbuf, &mut ws, &kill).await;
+                    out_rx = self.out_rx.take().expect("put back above");
+                    if let Some(close) = closing {
                         break close;
                     }
                 }
@@ -266,15 +276,35 @@ impl Session {
             };
             let message = self.ws_message(self.encode(&frame));
             self.shared.metrics.frames_out.fetch_add(1, Relaxed);
+            let stall = self.shared.config.limits.write_stall;
             tokio::select! {
                 _ = kill.cancelled() => return Ok(None),
-                fed = ws.feed(message) => fed.map_err(|_| ())?,
+                _ = self.shutdown.cancelled() => return Ok(None),
+                fed = tokio::time::timeout(stall, ws.feed(message)) => match fed {
+                    Ok(fed) => fed.map_err(|_| ())?,
+                    Err(_) => return Ok(Some(self.stalled())),
+                },
             }
         }
+        let stall = self.shared.config.limits.write_stall;
         tokio::select! {
             _ = kill.cancelled() => Ok(None),
-            flushed = ws.flush() => flushed.map(|_| closing).map_err(|_| ()),
+            _ = self.shutdown.cancelled() => Ok(None),
+            flushed = tokio::time::timeout(stall, ws.flush()) => match flushed {
+                Ok(flushed) => flushed.map(|_| closing).map_err(|_| ()),
+                Err(_) => Ok(Some(self.stalled())),
+            },
         }
+    }
+
+    /// The client has not taken a byte for `write_stall`: it is treated as a slow consumer.
+    fn stalled(&self) -> Frame {
+        self.shared.metrics.slow_consumer_disconnects.fetch_add(1, Relaxed);
+        error_frame(
+            "slow consumer",
+            &format!("the client read nothing for {:?}; disconnected", self.shared.config.limits.write_stall),
+            None,
+        )
     }
 
     /// Decodes and handles every whole frame in `inbuf`.
@@ -336,10 +366,23 @@ impl Session {
             Command::Disconnect => {
                 // Every earlier SEND must be durable before the receipt says so.
                 let all = self.shared.config.limits.session_inflight.max(1) as u32;
-                let _ = self.inflight.acquire_many(all).await;
-                if let Some(receipt) = &receipt {
-                    let _ = self.write(ws, vec![Outbound::Frame(receipt_frame(receipt))], kill).await;
+                let shutdown = self.shutdown.clone();
+                tokio::select! {
+                    _ = self.inflight.acquire_many(all) => {}
+                    _ = shutdown.cancelled() => return Some(Close::Quietly),
+                    _ = kill.cancelled() => return None,
                 }
+                // Frames queued before (receipts of earlier SENDs) go out first.
+                let mut batch = Vec::new();
+                if let Some(out_rx) = self.out_rx.as_mut() {
+                    while let Ok(item) = out_rx.try_recv() {
+                        batch.push(item);
+                    }
+                }
+                if let Some(receipt) = &receipt {
+                    batch.push(Outbound::Frame(receipt_frame(receipt)));
+                }
+                let _ = self.write(ws, batch, kill).await;
                 return Some(Close::Quietly);
             }
             Command::Ack | Command::Nack => {} // subscriptions are auto-acknowledged
