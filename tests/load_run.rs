@@ -23,6 +23,7 @@ fn main() {
             trial(env, "relay_drops_and_duplicates_are_reported_exactly", relay_integrity),
             trial(env, "relay_delay_raises_p50_by_the_round_trip", relay_latency),
             trial(env, "rabbitmq_web_stomp_zero_loss", rabbitmq),
+            trial(env, "heart_beats_keep_users_through_a_long_ramp", long_ramp),
         ]
     })
 }
@@ -227,4 +228,26 @@ async fn rabbitmq(env: Arc<TestEnv>) {
     assert_eq!(s.integrity.lost, 0, "RabbitMQ run lost messages: {:?}", s.integrity);
     assert_eq!(s.integrity.duplicated, 0);
     assert_eq!(s.integrity.delivered, s.integrity.expected);
+}
+
+/// Users that connect early wait for the rest of the ramp; with a short server heart-beat
+/// they must keep beating through that wait, or the server drops them.
+async fn long_ramp(env: Arc<TestEnv>) {
+    let topic = env.topic("ramp", 3).await;
+    let mut config = env.config(&topic, stompede::server::Persist::Producer, "ramp");
+    config.limits.heartbeat = (Duration::from_millis(300), Duration::from_millis(300));
+    let server = env.server(config).await;
+    let out = TempDir::new("stompede-ramp-report");
+    let mut scenario = external(&server.url, 2.0, 2, "");
+    // 20 users at 5/s: a 4 s ramp, more than ten heart-beat periods.
+    scenario.users.connect_rate = 5.0;
+    scenario.users.heartbeat = Duration::from_millis(300);
+    let outcome = run(scenario, &options(&out.0, &env.state_dir)).await.expect("run with a long ramp");
+    let s = &outcome.summary;
+    let metrics = server.stop().await;
+    assert_eq!(metrics.heartbeat_timeouts.load(Relaxed), 0, "the server dropped silent users");
+    assert_eq!(s.sessions.disconnects, 0);
+    assert!(s.phases.ramp_s >= 3.5, "ramp took only {} s", s.phases.ramp_s);
+    assert_eq!(s.integrity.lost, 0);
+    assert!(s.integrity.expected > 0);
 }
