@@ -180,15 +180,16 @@ impl User {
                 LoadModel::Open { arrival, .. } => {
                     // Constant arrivals: spread the senders' phases evenly over the period
                     // (a golden-ratio sequence over the slots), so the total rate is smooth.
-                    let period = self.period_us(room) as f64;
-                    let fraction = match arrival {
+                    match arrival {
                         Arrival::Constant => {
+                            let period = self.period_us(room) as f64;
                             let ordinal = self.ctx.slots.slot(room, self.index).unwrap_or(0) as f64;
-                            (ordinal * 0.618_033_988_749_895).fract()
+                            base + ((ordinal * 0.618_033_988_749_895).fract() * period) as u64
                         }
-                        Arrival::Poisson => self.rng.random::<f64>(),
-                    };
-                    base + (fraction * period) as u64
+                        // Memoryless: the first gap is exponential too, or short runs
+                        // would send more than rate × time.
+                        Arrival::Poisson => base + self.next_gap_us(room),
+                    }
                 }
                 LoadModel::Closed { .. } => base,
             };
