@@ -187,6 +187,8 @@ async fn serve(stream: TcpStream, config: Arc<RelayConfig>, counters: Arc<RelayC
 /// Reads the client's request head, connects upstream with the same subprotocol offer,
 /// then answers the client with the upstream's choice or refusal. Errors say which
 /// handshake failed.
+// The handshake callback's error type is tungstenite's own (an HTTP response).
+#[allow(clippy::result_large_err)]
 async fn handshake(mut stream: TcpStream, upstream: &str) -> Result<(ClientWs, UpstreamWs), String> {
     // Nagle would hold a small message back until the previous one is acknowledged.
     let _ = stream.set_nodelay(true);
@@ -441,6 +443,7 @@ mod tests {
     const PATIENCE: Duration = Duration::from_secs(5);
 
     /// A one-connection upstream on port 0 that picks `v12.stomp` when offered.
+    #[allow(clippy::result_large_err)]
     async fn upstream<F: std::future::Future<Output = ()> + Send + 'static>(serve: fn(Served) -> F) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/ws-stomp", listener.local_addr().unwrap());

@@ -74,6 +74,8 @@ fn choose_subprotocol(request: &Request) -> Option<&'static str> {
 }
 
 /// Serves one TCP connection until it closes or the server shuts down.
+// The handshake callback's error type is tungstenite's own (an HTTP response).
+#[allow(clippy::result_large_err)]
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let limits = &shared.config.limits;
     let ws_config = WebSocketConfig::default()
