@@ -6,7 +6,7 @@
 //! whatever else is already queued (up to `batch` rows), write it in one statement and one
 //! transaction, then answer every request's `done`. A failed batch is retried with backoff
 //! until it lands or shutdown gives up, reconnecting when PostgreSQL went away: because
-//! `(topic, partition, offset)` is unique, a retry never duplicates a row.
+//! `(cluster, topic, partition, offset)` is unique, a retry never duplicates a row.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -25,6 +25,8 @@ use crate::server::metrics::Metrics;
 pub struct Row {
     pub message: ChatMessage,
     pub sent_at: SystemTime,
+    /// The Kafka cluster id: offsets restart at 0 in a new cluster.
+    pub cluster: Arc<str>,
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
@@ -71,10 +73,10 @@ impl Writers {
 }
 
 const INSERT: &str = "INSERT INTO chat_messages \
-    (room_id, sender, message, type, sent_at, kafka_topic, kafka_partition, kafka_offset) \
+    (room_id, sender, message, type, sent_at, kafka_topic, kafka_partition, kafka_offset, kafka_cluster) \
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], \
-    $6::text[], $7::int4[], $8::int8[]) \
-    ON CONFLICT (kafka_topic, kafka_partition, kafka_offset) DO NOTHING";
+    $6::text[], $7::int4[], $8::int8[], $9::text[]) \
+    ON CONFLICT (kafka_cluster, kafka_topic, kafka_partition, kafka_offset) DO NOTHING";
 
 /// Connects to PostgreSQL, driving the connection on a background task.
 pub async fn connect(url: &str) -> Result<Client, tokio_postgres::Error> {
@@ -232,6 +234,7 @@ struct Columns {
     kind: Vec<&'static str>,
     sent_at: Vec<SystemTime>,
     topic: Vec<String>,
+    cluster: Vec<String>,
     partition: Vec<i32>,
     offset: Vec<i64>,
 }
@@ -246,6 +249,7 @@ impl Columns {
             kind: Vec::with_capacity(n),
             sent_at: Vec::with_capacity(n),
             topic: Vec::with_capacity(n),
+            cluster: Vec::with_capacity(n),
             partition: Vec::with_capacity(n),
             offset: Vec::with_capacity(n),
         };
@@ -256,6 +260,7 @@ impl Columns {
             c.kind.push(row.message.kind.as_str());
             c.sent_at.push(row.sent_at);
             c.topic.push(row.topic.to_string());
+            c.cluster.push(row.cluster.to_string());
             c.partition.push(row.partition);
             c.offset.push(row.offset);
         }
@@ -274,7 +279,7 @@ async fn write_batch(
     client
         .execute(
             statement,
-            &[&c.room, &c.sender, &c.text, &c.kind, &c.sent_at, &c.topic, &c.partition, &c.offset],
+            &[&c.room, &c.sender, &c.text, &c.kind, &c.sent_at, &c.topic, &c.partition, &c.offset, &c.cluster],
         )
         .await?;
     Ok(())

@@ -112,6 +112,7 @@ pub async fn run(
     .map_err(|source| ServerError::Database { url: config.db_url.clone(), source })?;
     let producer_db = (config.persist == Persist::Producer).then(|| writers.queue.clone());
     let publisher = Publisher::new(&config.kafka_bootstrap, &config.topic, producer_db, metrics.clone())
+        .await
         .map_err(|e| kafka_error("producer", e))?;
     let rooms = Arc::new(Rooms::new(metrics.clone()));
     let fanout_consumer = fanout::start(&config.kafka_bootstrap, &config.topic, &config.fanout_group(), metrics.clone())
@@ -127,6 +128,7 @@ pub async fn run(
             &config.instance_id,
             metrics.clone(),
         )
+        .await
         .map_err(|e| kafka_error("persist consumer", e))?;
         Some(tokio::spawn(persist::run(consumer, writers.queue.clone(), config.limits.db_batch, consumers_stop.clone())))
     } else {

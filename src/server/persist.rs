@@ -25,13 +25,19 @@ use crate::server::metrics::Metrics;
 /// Longest a partial batch waits for more records.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 
-pub fn start(
+/// The persist consumer and the cluster id its rows are keyed by.
+pub struct PersistConsumer {
+    consumer: StreamConsumer<LagContext>,
+    cluster: Arc<str>,
+}
+
+pub async fn start(
     bootstrap: &str,
     topic: &str,
     group: &str,
     instance: &str,
     metrics: Arc<Metrics>,
-) -> Result<StreamConsumer<LagContext>, KafkaError> {
+) -> Result<PersistConsumer, KafkaError> {
     let context = LagContext { group: group.to_string(), topic: topic.to_string(), metrics };
     let consumer: StreamConsumer<LagContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -43,13 +49,16 @@ pub fn start(
         .set("fetch.wait.max.ms", "10")
         .create_with_context(context)?;
     consumer.subscribe(&[topic])?;
-    Ok(consumer)
+    // The id comes from the brokers; a short-lived probe client asks for it.
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let cluster = crate::server::publish::cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout)).await;
+    Ok(PersistConsumer { consumer, cluster })
 }
 
 /// Batches records into the database until `shutdown`; the batch in hand is finished
 /// and committed before returning.
 pub async fn run(
-    consumer: StreamConsumer<LagContext>,
+    PersistConsumer { consumer, cluster }: PersistConsumer,
     db: DbQueue,
     batch: usize,
     shutdown: CancellationToken,
@@ -60,12 +69,12 @@ pub async fn run(
     while let Some(first) = next_record(&consumer, &shutdown, "persist consumer").await {
         let mut rows = Vec::with_capacity(batch);
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        take(&first, &mut rows, &mut next);
+        take(&first, &cluster, &mut rows, &mut next);
         drop(first);
         let deadline = tokio::time::Instant::now() + BATCH_WINDOW;
         while rows.len() < batch {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
-                Ok(Ok(record)) => take(&record, &mut rows, &mut next),
+                Ok(Ok(record)) => take(&record, &cluster, &mut rows, &mut next),
                 Ok(Err(e)) => {
                     tracing::warn!("persist consumer: {e}");
                     break;
@@ -98,6 +107,7 @@ pub async fn run(
 
 fn take(
     record: &BorrowedMessage<'_>,
+    cluster: &Arc<str>,
     rows: &mut Vec<Row>,
     next: &mut BTreeMap<(String, i32), i64>,
 ) {
@@ -122,6 +132,7 @@ fn take(
     rows.push(Row {
         message,
         sent_at,
+        cluster: cluster.clone(),
         topic: Arc::from(record.topic()),
         partition: record.partition(),
         offset: record.offset(),

@@ -25,12 +25,13 @@ use crate::server::metrics::Metrics;
 pub struct Publisher {
     producer: FutureProducer,
     topic: Arc<str>,
+    cluster: Arc<str>,
     db: Option<DbQueue>,
     metrics: Arc<Metrics>,
 }
 
 impl Publisher {
-    pub fn new(
+    pub async fn new(
         bootstrap: &str,
         topic: &str,
         db: Option<DbQueue>,
@@ -45,7 +46,9 @@ impl Publisher {
             .set("queue.buffering.max.messages", "200000")
             .set("message.timeout.ms", "30000")
             .create()?;
-        Ok(Publisher { producer, topic: topic.into(), db, metrics })
+        let probe = producer.clone();
+        let cluster = cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout)).await;
+        Ok(Publisher { producer, topic: topic.into(), cluster, db, metrics })
     }
 
     /// Hands `message` to Kafka now; the returned future resolves once it is durable
@@ -78,6 +81,7 @@ impl Publisher {
         let metrics = self.metrics.clone();
         let db = self.db.clone();
         let topic = self.topic.clone();
+        let cluster = self.cluster.clone();
         Ok(async move {
             let acked = match delivery.await {
                 Ok(Ok(acked)) => acked,
@@ -94,7 +98,7 @@ impl Publisher {
             metrics.produce_latency.observe_duration(started.elapsed());
             if let Some(db) = db {
                 let (done, written) = oneshot::channel();
-                let row = Row { message, sent_at, topic, partition: acked.partition, offset: acked.offset };
+                let row = Row { message, sent_at, cluster, topic, partition: acked.partition, offset: acked.offset };
                 db.send(WriteRequest { rows: vec![row], done: Some(done) })
                     .await
                     .map_err(|_| "the database writer stopped".to_string())?;
@@ -108,6 +112,19 @@ impl Publisher {
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!("Kafka producer flush: {e}");
+        }
+    }
+}
+
+/// The Kafka cluster id, part of every history row's key, from a blocking librdkafka
+/// call. Empty (with a warning) when the brokers do not say within 10 s.
+pub async fn cluster_id(fetch: impl FnOnce(Duration) -> Option<String> + Send + 'static) -> Arc<str> {
+    let id = tokio::task::spawn_blocking(move || fetch(Duration::from_secs(10))).await.ok().flatten();
+    match id {
+        Some(id) => id.into(),
+        None => {
+            tracing::warn!("Kafka did not report its cluster id; history rows are keyed by topic and offset alone");
+            "".into()
         }
     }
 }

@@ -350,6 +350,17 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
         // Every receipted message was already in the table when its receipt came.
         assert!(rows.len() >= N);
     }
+    // Rows are keyed by the Kafka cluster too, so a rebuilt cluster cannot collide.
+    let db = stompede::db::connect(&env.db).await.expect("PostgreSQL");
+    let clusters: Vec<String> = db
+        .query("SELECT DISTINCT kafka_cluster FROM chat_messages WHERE room_id = $1", &[&room])
+        .await
+        .expect("query kafka_cluster")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(clusters.len(), 1, "rows of one room from several clusters: {clusters:?}");
+    assert_eq!(clusters[0].len(), 22, "the Kafka cluster id is missing from the rows: {clusters:?}");
     a.stop().await;
     b.stop().await;
 }
