@@ -26,6 +26,7 @@ fn main() {
             trial(env, "interop_stompjs_v7", stompjs_interop),
             trial(env, "metrics_and_healthz", metrics_endpoint),
             trial(env, "sigterm_drains_everything_kafka_took_into_the_db", graceful_shutdown),
+            trial(env, "db_connections_lost_mid_run_are_reopened_without_loss", db_connection_loss),
         ]
     })
 }
@@ -407,4 +408,43 @@ async fn graceful_shutdown(env: Arc<TestEnv>) {
     if receipted < 300 {
         assert_eq!(error.as_deref(), Some("server shutting down"), "connection closed without the shutdown ERROR");
     }
+}
+
+async fn db_connection_loss(env: Arc<TestEnv>) {
+    const N: usize = 300;
+    let topic = env.topic("dbloss", 3).await;
+    let mut config = env.config(&topic, Persist::Producer, "dbloss");
+    // Tag this server's database sessions so only they are cut.
+    let app = format!("stompede-dbloss-{}", rand::random::<u32>());
+    config.db_url = format!("{}?application_name={app}", env.db);
+    let server = env.server(config).await;
+    let metrics = server.bound.metrics.clone();
+    let room = room("dbloss");
+    let mut sender = client(&server.url).await;
+    let admin = stompede::db::connect(&env.db).await.expect("PostgreSQL");
+    let mut receipts = 0;
+    let mut cut = 0;
+    for i in 0..N {
+        sender.send(&format!("/app/chat/{room}"), chat(&room, "gina", &format!("d{i}")), Some(&format!("r{i}"))).await.expect("SEND");
+        if i % 100 == 50 {
+            // PostgreSQL drops every writer connection of the server, mid-stream.
+            let killed = admin
+                .query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1", &[&app])
+                .await
+                .expect("terminate the server's sessions");
+            cut += killed.len();
+        }
+    }
+    while receipts < N {
+        let frame = next(&mut sender).await;
+        assert_eq!(frame.command, Command::Receipt, "after a lost DB connection the sender got {frame:?}");
+        receipts += 1;
+    }
+    assert!(cut >= 2, "no database session was cut");
+    let rows = common::db_rows(&env.db, &room).await;
+    assert_eq!(rows.len(), N, "rows after reconnecting");
+    let distinct: std::collections::BTreeSet<&String> = rows.iter().collect();
+    assert_eq!(distinct.len(), N);
+    assert!(metrics.db_reconnects.load(Relaxed) >= 1, "no writer reconnected: the cut did not hit a writer");
+    server.stop().await;
 }

@@ -126,11 +126,14 @@ pub async fn spawn_writers(
 struct Conn {
     url: String,
     client: Option<(Client, tokio_postgres::Statement)>,
+    metrics: Arc<Metrics>,
 }
 
 impl Conn {
     async fn ready(&mut self) -> Result<&(Client, tokio_postgres::Statement), tokio_postgres::Error> {
         if self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
+            tracing::warn!("the database connection was lost; reconnecting");
+            self.metrics.db_reconnects.fetch_add(1, Relaxed);
             self.client = None;
         }
         if self.client.is_none() {
@@ -151,7 +154,7 @@ async fn write_loop(
     abort: CancellationToken,
 ) {
     let statement = client.prepare(INSERT).await.ok();
-    let mut conn = Conn { url, client: statement.map(|s| (client, s)) };
+    let mut conn = Conn { url, client: statement.map(|s| (client, s)), metrics: metrics.clone() };
     loop {
         let mut requests = Vec::new();
         let mut rows = 0usize;

@@ -87,6 +87,7 @@ pub struct Metrics {
     pub db_rows: AtomicU64,
     pub db_batches: AtomicU64,
     pub db_errors: AtomicU64,
+    pub db_reconnects: AtomicU64,
     pub db_batch_size: Histogram,
     pub db_batch_latency: Histogram,
     pub db_queue_depth: AtomicI64,
@@ -121,6 +122,7 @@ impl Metrics {
             db_rows: AtomicU64::new(0),
             db_batches: AtomicU64::new(0),
             db_errors: AtomicU64::new(0),
+            db_reconnects: AtomicU64::new(0),
             db_batch_size: Histogram::new(SIZE_BOUNDS),
             db_batch_latency: Histogram::new(LATENCY_BOUNDS),
             db_queue_depth: AtomicI64::new(0),
@@ -139,7 +141,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let inst = &self.instance_id;
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 17] = [
             ("stompede_sessions_total", "WebSocket sessions accepted", self.sessions_total.load(Relaxed)),
             ("stompede_sessions_rejected_total", "connections refused at the connection limit", self.sessions_rejected.load(Relaxed)),
             ("stompede_frames_in_total", "STOMP frames received", self.frames_in.load(Relaxed)),
@@ -155,6 +157,7 @@ impl Metrics {
             ("stompede_db_rows_total", "chat rows written to PostgreSQL", self.db_rows.load(Relaxed)),
             ("stompede_db_batches_total", "database batches committed", self.db_batches.load(Relaxed)),
             ("stompede_db_errors_total", "database batch attempts that failed (and were retried)", self.db_errors.load(Relaxed)),
+            ("stompede_db_reconnects_total", "database connections re-opened after being lost", self.db_reconnects.load(Relaxed)),
             ("stompede_ready", "1 once the server accepts and fans out", self.ready.load(Relaxed) as u64),
         ];
         for (name, help, value) in counters {
