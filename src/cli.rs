@@ -40,7 +40,9 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  stompede run scenarios/smoke.toml\n  stompede run scenarios/town-hall.toml --duration 30s --rate 5\n\nThe scenario format is documented in scenarios/README.md.")]
+#[command(
+    after_help = "Examples:\n  stompede run scenarios/smoke.toml\n  stompede run scenarios/town-hall.toml --duration 30s --rate 5\n\nThe scenario format is documented in scenarios/README.md."
+)]
 pub struct RunArgs {
     /// The scenario file (TOML).
     pub scenario: PathBuf,
@@ -70,7 +72,10 @@ fn parse_brokers(s: &str) -> Result<u8, String> {
     match s.trim() {
         "1" => Ok(1),
         "3" => Ok(3),
-        _ => Err("must be 1 (one combined node) or 3 (a 3-voter quorum, RF 3, min.insync.replicas 2)".into()),
+        _ => Err(
+            "must be 1 (one combined node) or 3 (a 3-voter quorum, RF 3, min.insync.replicas 2)"
+                .into(),
+        ),
     }
 }
 
@@ -94,7 +99,12 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::BAD_INPUT;
         }
     };
-    let overrides = crate::scenario::Overrides { duration: args.duration, rate: args.rate, users: args.users, warmup: args.warmup };
+    let overrides = crate::scenario::Overrides {
+        duration: args.duration,
+        rate: args.rate,
+        users: args.users,
+        warmup: args.warmup,
+    };
     if let Err(e) = scenario.apply_overrides(&overrides) {
         eprintln!("error: {e}");
         return exit::BAD_INPUT;
@@ -106,7 +116,12 @@ pub async fn run(args: RunArgs) -> u8 {
             return exit::RUN_FAILED;
         }
     };
-    let options = crate::load::RunOptions { out: args.out, state_dir: args.dir.state_dir, server_exe, progress: !args.quiet };
+    let options = crate::load::RunOptions {
+        out: args.out,
+        state_dir: args.dir.state_dir,
+        server_exe,
+        progress: !args.quiet,
+    };
     let run = crate::load::run(scenario, &options);
     tokio::pin!(run);
     let outcome = tokio::select! {
@@ -119,12 +134,22 @@ pub async fn run(args: RunArgs) -> u8 {
     match outcome {
         Ok(outcome) => {
             print!("{}", crate::report::console_table(&outcome.summary));
-            println!("report: {}", outcome.dir.join(crate::report::HTML_FILE).display());
+            println!(
+                "report: {}",
+                outcome.dir.join(crate::report::HTML_FILE).display()
+            );
             if outcome.summary.passed {
                 exit::PASSED
             } else {
                 for v in outcome.summary.slo.iter().filter(|v| !v.passed) {
-                    eprintln!("SLO failed: {} = {} {}, limit {} {}", v.name, v.measured, v.unit, v.bound.symbol(), v.limit);
+                    eprintln!(
+                        "SLO failed: {} = {} {}, limit {} {}",
+                        v.name,
+                        v.measured,
+                        v.unit,
+                        v.bound.symbol(),
+                        v.limit
+                    );
                 }
                 exit::SLO_FAILED
             }
@@ -145,7 +170,11 @@ pub struct ServerArgs {
     #[arg(long, env = "STOMPEDE_KAFKA", default_value = "127.0.0.1:9092")]
     pub kafka: String,
     /// PostgreSQL URL for chat history.
-    #[arg(long, env = "STOMPEDE_DB", default_value = "postgres://stompede@127.0.0.1:5432/stompede")]
+    #[arg(
+        long,
+        env = "STOMPEDE_DB",
+        default_value = "postgres://stompede@127.0.0.1:5432/stompede"
+    )]
     pub db: String,
     /// This instance's id; its fan-out consumer group is stompede-fanout-<id>.
     #[arg(long, default_value = "s1")]
@@ -243,9 +272,12 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
     config.limits.max_connections = args.max_connections;
     let beat = Duration::from_millis(args.heartbeat_ms);
     config.limits.heartbeat = (beat, beat);
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e} (is another server on that port? try --listen 127.0.0.1:0)", args.listen))?;
+    let listener = TcpListener::bind(args.listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {}: {e} (is another server on that port? try --listen 127.0.0.1:0)",
+            args.listen
+        )
+    })?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -263,8 +295,9 @@ pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
 pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
     match command {
         StackCommand::Up(args) => {
-            let server_exe = std::env::current_exe()
-                .map_err(|e| anyhow::anyhow!("cannot find the stompede binary to start servers with: {e}"))?;
+            let server_exe = std::env::current_exe().map_err(|e| {
+                anyhow::anyhow!("cannot find the stompede binary to start servers with: {e}")
+            })?;
             let options = StackOptions {
                 brokers: args.brokers,
                 partitions: args.partitions,
@@ -295,7 +328,10 @@ pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
                 Ok(())
             }
             None => {
-                println!("no stack running (state dir {}); start one with: stompede stack up", args.dir.state_dir.display());
+                println!(
+                    "no stack running (state dir {}); start one with: stompede stack up",
+                    args.dir.state_dir.display()
+                );
                 Ok(())
             }
         },
@@ -316,7 +352,14 @@ fn describe(info: &StackInfo) -> String {
         info.brokers.len()
     );
     for b in &info.brokers {
-        out += &format!("  broker {}  127.0.0.1:{}  pid {}{}  log {}\n", b.node_id, b.port, b.pid, alive(b.alive), b.log.display());
+        out += &format!(
+            "  broker {}  127.0.0.1:{}  pid {}{}  log {}\n",
+            b.node_id,
+            b.port,
+            b.pid,
+            alive(b.alive),
+            b.log.display()
+        );
     }
     out += &format!(
         "topic       {} ({} partitions, replication factor {}, min.insync.replicas {})\n",

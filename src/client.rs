@@ -17,19 +17,27 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::stomp::{encode_for, Command, DecodeError, Decoder, Frame, Item, Version, DEFAULT_MAX_FRAME_SIZE};
+use crate::stomp::{
+    encode_for, Command, DecodeError, Decoder, Frame, Item, Version, DEFAULT_MAX_FRAME_SIZE,
+};
 
 /// What can go wrong on a client connection.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("WebSocket connection to {url} failed: {source}")]
-    Connect { url: String, source: tokio_tungstenite::tungstenite::Error },
+    Connect {
+        url: String,
+        source: tokio_tungstenite::tungstenite::Error,
+    },
     #[error("WebSocket error: {0}")]
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("malformed frame from the server: {0}")]
     Decode(#[from] DecodeError),
     #[error("the server answered CONNECT with {command}: {message}")]
-    Refused { command: &'static str, message: String },
+    Refused {
+        command: &'static str,
+        message: String,
+    },
     #[error("the connection closed")]
     Closed,
     #[error("no frame within {0:?}")]
@@ -95,16 +103,27 @@ pub struct StompClient {
 
 impl StompClient {
     /// Opens the WebSocket without sending CONNECT (for tests of raw input).
-    pub async fn open(url: &str, options: &ConnectOptions) -> Result<(Ws, Option<String>), ClientError> {
-        let connect_error = |source| ClientError::Connect { url: url.to_string(), source };
+    pub async fn open(
+        url: &str,
+        options: &ConnectOptions,
+    ) -> Result<(Ws, Option<String>), ClientError> {
+        let connect_error = |source| ClientError::Connect {
+            url: url.to_string(),
+            source,
+        };
         let mut request = url.into_client_request().map_err(connect_error)?;
         if !options.subprotocols.is_empty() {
             let offered = options.subprotocols.join(", ");
             if let Ok(value) = HeaderValue::from_str(&offered) {
-                request.headers_mut().insert("sec-websocket-protocol", value);
+                request
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", value);
             }
         }
-        let (ws, response) = tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await.map_err(connect_error)?;
+        let (ws, response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
+                .await
+                .map_err(connect_error)?;
         let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")
@@ -129,7 +148,10 @@ impl StompClient {
         };
         let mut connect = Frame::new(Command::Connect)
             .header("accept-version", options.accept_version.as_str())
-            .header("heart-beat", format!("{},{}", options.heartbeat.0, options.heartbeat.1));
+            .header(
+                "heart-beat",
+                format!("{},{}", options.heartbeat.0, options.heartbeat.1),
+            );
         for (name, value) in &options.headers {
             connect = connect.header(name.as_str(), value.as_str());
         }
@@ -137,9 +159,15 @@ impl StompClient {
         let reply = client.recv().await?.ok_or(ClientError::Closed)?;
         if reply.command != Command::Connected {
             let message = reply.get("message").unwrap_or("").to_string();
-            return Err(ClientError::Refused { command: reply.command.as_str(), message });
+            return Err(ClientError::Refused {
+                command: reply.command.as_str(),
+                message,
+            });
         }
-        client.version = reply.get("version").and_then(Version::parse).unwrap_or(Version::V1_0);
+        client.version = reply
+            .get("version")
+            .and_then(Version::parse)
+            .unwrap_or(Version::V1_0);
         client.decoder.set_version(client.version);
         client.connected = reply;
         Ok(client)
@@ -163,7 +191,12 @@ impl StompClient {
     }
 
     /// SEND to `destination`, optionally asking for a receipt.
-    pub async fn send(&mut self, destination: &str, body: impl Into<Bytes>, receipt: Option<&str>) -> Result<(), ClientError> {
+    pub async fn send(
+        &mut self,
+        destination: &str,
+        body: impl Into<Bytes>,
+        receipt: Option<&str>,
+    ) -> Result<(), ClientError> {
         let mut frame = Frame::new(Command::Send)
             .header("destination", destination)
             .header("content-type", "application/json");
@@ -174,7 +207,10 @@ impl StompClient {
     }
 
     pub async fn subscribe(&mut self, id: &str, destination: &str) -> Result<(), ClientError> {
-        let frame = Frame::new(Command::Subscribe).header("id", id).header("destination", destination).header("ack", "auto");
+        let frame = Frame::new(Command::Subscribe)
+            .header("id", id)
+            .header("destination", destination)
+            .header("ack", "auto");
         self.send_frame(&frame).await
     }
 
@@ -211,7 +247,9 @@ impl StompClient {
 
     /// [`recv`](Self::recv) with a deadline.
     pub async fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Frame>, ClientError> {
-        tokio::time::timeout(timeout, self.recv()).await.map_err(|_| ClientError::Timeout(timeout))?
+        tokio::time::timeout(timeout, self.recv())
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
     }
 
     /// Sends DISCONNECT with a receipt and waits for it.

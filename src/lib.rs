@@ -8,8 +8,8 @@
 pub mod chat;
 pub mod cli;
 pub mod client;
-pub mod load;
 pub mod db;
+pub mod load;
 pub mod relay;
 pub mod report;
 pub mod scenario;

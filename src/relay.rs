@@ -42,7 +42,9 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use tokio_tungstenite::tungstenite::http::{header::SEC_WEBSOCKET_PROTOCOL, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::http::{
+    header::SEC_WEBSOCKET_PROTOCOL, HeaderValue, StatusCode,
+};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -102,8 +104,18 @@ impl Relay {
         let url = format!("ws://{}/ws-stomp", listener.local_addr()?);
         let counters = Arc::new(RelayCounters::default());
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, Arc::new(config), counters.clone(), shutdown.clone()));
-        Ok(Relay { url, counters, shutdown, task })
+        let task = tokio::spawn(accept_loop(
+            listener,
+            Arc::new(config),
+            counters.clone(),
+            shutdown.clone(),
+        ));
+        Ok(Relay {
+            url,
+            counters,
+            shutdown,
+            task,
+        })
     }
 
     /// Stops accepting, ends every relayed connection and waits for all of it.
@@ -139,7 +151,12 @@ async fn accept_loop(
                 }
             },
         };
-        tracker.spawn(serve(stream, config.clone(), counters.clone(), shutdown.child_token()));
+        tracker.spawn(serve(
+            stream,
+            config.clone(),
+            counters.clone(),
+            shutdown.child_token(),
+        ));
     }
     tracker.close();
     tracker.wait().await;
@@ -150,7 +167,12 @@ type ClientWs = WebSocketStream<Join<Chain<io::Cursor<Vec<u8>>, OwnedReadHalf>, 
 type UpstreamWs = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Relays one client until either side closes or the relay stops.
-async fn serve(stream: TcpStream, config: Arc<RelayConfig>, counters: Arc<RelayCounters>, cancel: CancellationToken) {
+async fn serve(
+    stream: TcpStream,
+    config: Arc<RelayConfig>,
+    counters: Arc<RelayCounters>,
+    cancel: CancellationToken,
+) {
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &config.upstream));
     let outcome = tokio::select! {
         _ = cancel.cancelled() => return,
@@ -189,13 +211,18 @@ async fn serve(stream: TcpStream, config: Arc<RelayConfig>, counters: Arc<RelayC
 /// handshake failed.
 // The handshake callback's error type is tungstenite's own (an HTTP response).
 #[allow(clippy::result_large_err)]
-async fn handshake(mut stream: TcpStream, upstream: &str) -> Result<(ClientWs, UpstreamWs), String> {
+async fn handshake(
+    mut stream: TcpStream,
+    upstream: &str,
+) -> Result<(ClientWs, UpstreamWs), String> {
     // Nagle would hold a small message back until the previous one is acknowledged.
     let _ = stream.set_nodelay(true);
     let head = read_request_head(&mut stream).await?;
     let offer = offered_protocols(&head);
     let upstream_error = |e: &WsError| format!("connecting to upstream {upstream} failed: {e}");
-    let mut request = upstream.into_client_request().map_err(|e| upstream_error(&e))?;
+    let mut request = upstream
+        .into_client_request()
+        .map_err(|e| upstream_error(&e))?;
     if let Some(value) = offer.and_then(|offer| HeaderValue::from_str(&offer).ok()) {
         request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, value);
     }
@@ -206,7 +233,11 @@ async fn handshake(mut stream: TcpStream, upstream: &str) -> Result<(ClientWs, U
     let reply = match &connected {
         Ok((_, response)) => Ok(response.headers().get(SEC_WEBSOCKET_PROTOCOL).cloned()),
         Err(e) => {
-            let status = if let WsError::Http(refusal) = e { refusal.status() } else { StatusCode::BAD_GATEWAY };
+            let status = if let WsError::Http(refusal) = e {
+                refusal.status()
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
             Err((status, upstream_error(e)))
         }
     };
@@ -214,7 +245,9 @@ async fn handshake(mut stream: TcpStream, upstream: &str) -> Result<(ClientWs, U
         match reply {
             Ok(chosen) => {
                 if let Some(chosen) = chosen {
-                    response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, chosen);
+                    response
+                        .headers_mut()
+                        .insert(SEC_WEBSOCKET_PROTOCOL, chosen);
                 }
                 Ok(response)
             }
@@ -227,7 +260,8 @@ async fn handshake(mut stream: TcpStream, upstream: &str) -> Result<(ClientWs, U
     };
     let client_ws = tokio_tungstenite::accept_hdr_async(client_io, answer).await;
     let (upstream_ws, _) = connected.map_err(|e| upstream_error(&e))?;
-    let client_ws = client_ws.map_err(|e| format!("the client's WebSocket handshake failed: {e}"))?;
+    let client_ws =
+        client_ws.map_err(|e| format!("the client's WebSocket handshake failed: {e}"))?;
     Ok((client_ws, upstream_ws))
 }
 
@@ -236,7 +270,9 @@ async fn read_request_head(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     let mut head = Vec::with_capacity(1024);
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() > MAX_REQUEST_HEAD {
-            return Err(format!("the client's HTTP request head exceeds {MAX_REQUEST_HEAD} bytes"));
+            return Err(format!(
+                "the client's HTTP request head exceeds {MAX_REQUEST_HEAD} bytes"
+            ));
         }
         match stream.read_buf(&mut head).await {
             Ok(0) => return Err("the client closed before finishing its HTTP request".into()),
@@ -283,7 +319,11 @@ async fn read_side<S>(
         let release = Instant::now() + delay;
         let (message, last) = match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                let kept = if let Some(filter) = filter.as_mut() { filter.apply(message) } else { Some(message) };
+                let kept = if let Some(filter) = filter.as_mut() {
+                    filter.apply(message)
+                } else {
+                    Some(message)
+                };
                 let Some(kept) = kept else { continue };
                 (kept, false)
             }
@@ -386,7 +426,9 @@ impl Filter {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!("relay: upstream stopped speaking STOMP ({e}); forwarding the rest raw");
+                    tracing::warn!(
+                        "relay: upstream stopped speaking STOMP ({e}); forwarding the rest raw"
+                    );
                     self.raw_only = true;
                     self.pending.clear();
                     out.extend_from_slice(&self.raw.split());
@@ -403,7 +445,12 @@ impl Filter {
         match frame.command {
             Command::Connected => {
                 // Header escapes depend on the version; 1.0 has none.
-                self.decoder.set_version(frame.get("version").and_then(Version::parse).unwrap_or(Version::V1_0));
+                self.decoder.set_version(
+                    frame
+                        .get("version")
+                        .and_then(Version::parse)
+                        .unwrap_or(Version::V1_0),
+                );
                 1
             }
             Command::Message => {
@@ -444,20 +491,33 @@ mod tests {
 
     /// A one-connection upstream on port 0 that picks `v12.stomp` when offered.
     #[allow(clippy::result_large_err)]
-    async fn upstream<F: std::future::Future<Output = ()> + Send + 'static>(serve: fn(Served) -> F) -> String {
+    async fn upstream<F: std::future::Future<Output = ()> + Send + 'static>(
+        serve: fn(Served) -> F,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("ws://{}/ws-stomp", listener.local_addr().unwrap());
         tokio::spawn(async move {
             let (stream, _) = listener.accept().await.unwrap();
             stream.set_nodelay(true).unwrap();
             let choose = |request: &Request, mut response: Response| {
-                let offer = request.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+                let offer = request
+                    .headers()
+                    .get(SEC_WEBSOCKET_PROTOCOL)
+                    .and_then(|v| v.to_str().ok());
                 if offer.is_some_and(|v| v.contains("v12.stomp")) {
-                    response.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v12.stomp"));
+                    response.headers_mut().insert(
+                        SEC_WEBSOCKET_PROTOCOL,
+                        HeaderValue::from_static("v12.stomp"),
+                    );
                 }
                 Ok(response)
             };
-            serve(tokio_tungstenite::accept_hdr_async(stream, choose).await.unwrap()).await;
+            serve(
+                tokio_tungstenite::accept_hdr_async(stream, choose)
+                    .await
+                    .unwrap(),
+            )
+            .await;
         });
         url
     }
@@ -465,15 +525,24 @@ mod tests {
     /// Connects offering two subprotocols; returns the one chosen.
     async fn connect(url: &str) -> Result<(Ws, Option<String>), WsError> {
         let mut request = url.into_client_request()?;
-        request.headers_mut().insert(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static("v11.stomp, v12.stomp"));
-        let (ws, response) = tokio_tungstenite::connect_async_with_config(request, None, true).await?;
-        let chosen = response.headers().get(SEC_WEBSOCKET_PROTOCOL).and_then(|v| v.to_str().ok());
+        request.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static("v11.stomp, v12.stomp"),
+        );
+        let (ws, response) =
+            tokio_tungstenite::connect_async_with_config(request, None, true).await?;
+        let chosen = response
+            .headers()
+            .get(SEC_WEBSOCKET_PROTOCOL)
+            .and_then(|v| v.to_str().ok());
         Ok((ws, chosen.map(str::to_string)))
     }
 
     fn frame(command: Command, id: u64) -> Frame {
         let frame = Frame::new(command).header("destination", "/topic/room.1");
-        frame.header("message-id", id.to_string()).with_body(format!("{{\"n\":{id}}}"))
+        frame
+            .header("message-id", id.to_string())
+            .with_body(format!("{{\"n\":{id}}}"))
     }
 
     fn text(bytes: BytesMut) -> Message {
@@ -506,18 +575,36 @@ mod tests {
             ws.send(text(out)).await.unwrap();
         }
         let receipt = Frame::new(Command::Receipt).header("receipt-id", "done");
-        ws.send(text(receipt.header("heart-beats", beats.to_string()).to_bytes().into())).await.unwrap();
+        ws.send(text(
+            receipt
+                .header("heart-beats", beats.to_string())
+                .to_bytes()
+                .into(),
+        ))
+        .await
+        .unwrap();
         let _ = ws.close(None).await;
     }
 
     #[tokio::test]
     async fn drops_and_duplicates_exactly_as_counted() {
         let url = upstream(burst).await;
-        let config = RelayConfig { upstream: url, drop_every: Some(7), duplicate_every: Some(5), ..Default::default() };
+        let config = RelayConfig {
+            upstream: url,
+            drop_every: Some(7),
+            duplicate_every: Some(5),
+            ..Default::default()
+        };
         let relay = Relay::start(config).await.unwrap();
         let (mut ws, chosen) = connect(&relay.url).await.unwrap();
-        assert_eq!(chosen.as_deref(), Some("v12.stomp"), "the upstream's subprotocol choice is passed back");
-        ws.send(text(frame(Command::Subscribe, 0).to_bytes().into())).await.unwrap();
+        assert_eq!(
+            chosen.as_deref(),
+            Some("v12.stomp"),
+            "the upstream's subprotocol choice is passed back"
+        );
+        ws.send(text(frame(Command::Subscribe, 0).to_bytes().into()))
+            .await
+            .unwrap();
 
         let (mut decoder, mut buf) = (Decoder::default(), BytesMut::new());
         let (mut ids, mut beats, mut receipt) = (Vec::new(), 0, None);
@@ -536,17 +623,32 @@ mod tests {
 
         // The rule, worked out independently: drop multiples of 7, else double multiples of 5.
         let kept = (1..=100u64).filter(|n| n % 7 != 0);
-        let expected: Vec<String> = kept.flat_map(|n| vec![n.to_string(); if n % 5 == 0 { 2 } else { 1 }]).collect();
+        let expected: Vec<String> = kept
+            .flat_map(|n| vec![n.to_string(); if n % 5 == 0 { 2 } else { 1 }])
+            .collect();
         let dropped = (1..=100).filter(|n| n % 7 == 0).count() as u64;
         let duplicated = (1..=100).filter(|n| n % 5 == 0 && n % 7 != 0).count() as u64;
-        assert_eq!((dropped, duplicated), (14, 18), "35 and 70 are multiples of both: dropping wins");
+        assert_eq!(
+            (dropped, duplicated),
+            (14, 18),
+            "35 and 70 are multiples of both: dropping wins"
+        );
         assert_eq!(expected.len(), 100 - 14 + 18);
         assert_eq!(ids, expected);
         let receipt = receipt.unwrap();
-        assert_eq!(receipt.get("receipt-id"), Some("done"), "non-MESSAGE frames pass through");
-        assert_eq!(receipt.get("heart-beats"), Some(beats.to_string().as_str()), "heart-beats pass through");
+        assert_eq!(
+            receipt.get("receipt-id"),
+            Some("done"),
+            "non-MESSAGE frames pass through"
+        );
+        assert_eq!(
+            receipt.get("heart-beats"),
+            Some(beats.to_string().as_str()),
+            "heart-beats pass through"
+        );
         let c = &relay.counters;
-        let counted = [&c.messages_seen, &c.dropped, &c.duplicated, &c.connections].map(|n| n.load(Relaxed));
+        let counted =
+            [&c.messages_seen, &c.dropped, &c.duplicated, &c.connections].map(|n| n.load(Relaxed));
         assert_eq!(counted, [100, dropped, duplicated, 1]);
 
         // The upstream's Close reaches the client, and stopping does not hang.
@@ -554,12 +656,16 @@ mod tests {
             Ok(Some(Ok(Message::Close(_))) | None | Some(Err(_))) => {}
             other => panic!("expected the upstream's close, got {other:?}"),
         }
-        tokio::time::timeout(PATIENCE, relay.stop()).await.expect("relay stops promptly");
+        tokio::time::timeout(PATIENCE, relay.stop())
+            .await
+            .expect("relay stops promptly");
     }
 
     async fn echo(mut ws: Served) {
         while let Some(Ok(message)) = ws.next().await {
-            if message.is_close() || ((message.is_text() || message.is_binary()) && ws.send(message).await.is_err()) {
+            if message.is_close()
+                || ((message.is_text() || message.is_binary()) && ws.send(message).await.is_err())
+            {
                 break;
             }
         }
@@ -568,11 +674,17 @@ mod tests {
     #[tokio::test]
     async fn delays_each_direction_without_serialising() {
         let (delay, ms) = (Duration::from_millis(50), Duration::from_millis);
-        let relay = Relay::start(RelayConfig { upstream: upstream(echo).await, delay, ..Default::default() });
+        let relay = Relay::start(RelayConfig {
+            upstream: upstream(echo).await,
+            delay,
+            ..Default::default()
+        });
         let relay = relay.await.unwrap();
         let (mut ws, _) = connect(&relay.url).await.unwrap();
         let send = |id| text(frame(Command::Send, id).to_bytes().into());
-        let id_of = |text: Utf8Bytes| match Decoder::default().decode(&mut BytesMut::from(text.as_bytes())) {
+        let id_of = |text: Utf8Bytes| match Decoder::default()
+            .decode(&mut BytesMut::from(text.as_bytes()))
+        {
             Ok(Some(Item::Frame(f))) => f.get("message-id").unwrap().parse::<u64>().unwrap(),
             other => panic!("expected one SEND frame back, got {other:?}"),
         };
@@ -581,7 +693,10 @@ mod tests {
         ws.send(send(0)).await.unwrap();
         assert_eq!(id_of(next_text(&mut ws).await), 0);
         let round_trip = start.elapsed();
-        assert!(round_trip >= 2 * delay && round_trip < 2 * delay + ms(40), "round trip {round_trip:?}");
+        assert!(
+            round_trip >= 2 * delay && round_trip < 2 * delay + ms(40),
+            "round trip {round_trip:?}"
+        );
 
         let start = Instant::now();
         let mut due = Vec::new();
@@ -592,21 +707,38 @@ mod tests {
         for (id, due) in (1..=20).zip(due) {
             assert_eq!(id_of(next_text(&mut ws).await), id, "order is kept");
             let now = Instant::now();
-            assert!(now >= due && now < due + ms(60), "message {id} is {:?} past its due time", now - due);
+            assert!(
+                now >= due && now < due + ms(60),
+                "message {id} is {:?} past its due time",
+                now - due
+            );
         }
         let total = start.elapsed();
-        assert!(total < 2 * delay + ms(60), "20 messages took {total:?}: the delays added up");
+        assert!(
+            total < 2 * delay + ms(60),
+            "20 messages took {total:?}: the delays added up"
+        );
         relay.stop().await;
     }
 
     #[tokio::test]
     async fn unreachable_upstream_is_refused_with_502() {
-        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let config = RelayConfig { upstream: format!("ws://{closed}/ws-stomp"), ..Default::default() };
+        let closed = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = RelayConfig {
+            upstream: format!("ws://{closed}/ws-stomp"),
+            ..Default::default()
+        };
         let relay = Relay::start(config).await.unwrap();
         match connect(&relay.url).await {
             Err(WsError::Http(response)) => assert_eq!(response.status(), StatusCode::BAD_GATEWAY),
-            other => panic!("expected a 502 refusal, got {:?}", other.map(|(_, chosen)| chosen)),
+            other => panic!(
+                "expected a 502 refusal, got {:?}",
+                other.map(|(_, chosen)| chosen)
+            ),
         }
         assert_eq!(relay.counters.connections.load(Relaxed), 0);
         relay.stop().await;

@@ -4,7 +4,10 @@
 use std::process::Command;
 
 fn stompede(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_stompede")).args(args).output().expect("run stompede")
+    Command::new(env!("CARGO_BIN_EXE_stompede"))
+        .args(args)
+        .output()
+        .expect("run stompede")
 }
 
 const GOOD: &str = r#"
@@ -26,17 +29,40 @@ fn run_bad(name: &str, text: &str) -> (i32, String) {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).expect("write scenario");
-    let out = stompede(&["run", file.to_str().expect("utf-8 path"), "--state-dir", dir.to_str().expect("utf-8")]);
+    let out = stompede(&[
+        "run",
+        file.to_str().expect("utf-8 path"),
+        "--state-dir",
+        dir.to_str().expect("utf-8"),
+    ]);
     let _ = std::fs::remove_dir_all(&dir);
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn bad_scenarios_exit_2_naming_file_key_and_allowed_values() {
     let cases: [(&str, String, &str, &[&str]); 4] = [
-        ("unknown-key", GOOD.replace("count = 4", "count = 4\nconut = 3"), "users.conut", &["count", "connect_rate"]),
-        ("wrong-type", GOOD.replace("rate = 1.0", "rate = \"fast\""), "load.rate", &["number"]),
-        ("negative-rate", GOOD.replace("rate = 1.0", "rate = -2.0"), "load.rate", &["-2"]),
+        (
+            "unknown-key",
+            GOOD.replace("count = 4", "count = 4\nconut = 3"),
+            "users.conut",
+            &["count", "connect_rate"],
+        ),
+        (
+            "wrong-type",
+            GOOD.replace("rate = 1.0", "rate = \"fast\""),
+            "load.rate",
+            &["number"],
+        ),
+        (
+            "negative-rate",
+            GOOD.replace("rate = 1.0", "rate = -2.0"),
+            "load.rate",
+            &["-2"],
+        ),
         (
             "no-rooms",
             GOOD.replace("[[rooms]]\nname = \"r\"\ncount = 2\nmembers = 2\n", ""),
@@ -47,10 +73,19 @@ fn bad_scenarios_exit_2_naming_file_key_and_allowed_values() {
     for (name, text, key, allowed) in cases {
         let (code, stderr) = run_bad(name, &text);
         assert_eq!(code, 2, "{name}: exit code {code}, stderr:\n{stderr}");
-        assert!(stderr.contains(&format!("{name}.toml")), "{name}: file not named:\n{stderr}");
-        assert!(stderr.contains(key), "{name}: key {key} not named:\n{stderr}");
+        assert!(
+            stderr.contains(&format!("{name}.toml")),
+            "{name}: file not named:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(key),
+            "{name}: key {key} not named:\n{stderr}"
+        );
         for word in allowed {
-            assert!(stderr.contains(word), "{name}: {word:?} missing from:\n{stderr}");
+            assert!(
+                stderr.contains(word),
+                "{name}: {word:?} missing from:\n{stderr}"
+            );
         }
     }
 }
@@ -65,11 +100,20 @@ fn missing_scenario_file_exits_2() {
 #[test]
 fn usage_errors_exit_2_and_help_teaches() {
     assert_eq!(stompede(&["run"]).status.code(), Some(2));
-    assert_eq!(stompede(&["stack", "up", "--brokers", "2"]).status.code(), Some(2));
+    assert_eq!(
+        stompede(&["stack", "up", "--brokers", "2"]).status.code(),
+        Some(2)
+    );
     let help = stompede(&["run", "--help"]);
     assert!(help.status.success());
     let text = String::from_utf8_lossy(&help.stdout);
-    for word in ["--duration", "--rate", "--users", "--out", "scenarios/README.md"] {
+    for word in [
+        "--duration",
+        "--rate",
+        "--users",
+        "--out",
+        "scenarios/README.md",
+    ] {
         assert!(text.contains(word), "run --help lacks {word}");
     }
 }

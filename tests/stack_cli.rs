@@ -17,7 +17,12 @@ fn stompede(args: &[&str], state: &std::path::Path) -> std::process::Output {
 fn alive(pid: u64) -> bool {
     // A zombie is not running; /proc/<pid>/stat's third field says which.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -29,7 +34,19 @@ fn port_free(port: u64) -> bool {
 #[test]
 fn stack_up_status_down_leaves_nothing_behind() {
     let state = std::env::temp_dir().join(format!("stompede-stack-cli-{}", std::process::id()));
-    let up = stompede(&["stack", "up", "--brokers", "3", "--partitions", "6", "--servers", "2"], &state);
+    let up = stompede(
+        &[
+            "stack",
+            "up",
+            "--brokers",
+            "3",
+            "--partitions",
+            "6",
+            "--servers",
+            "2",
+        ],
+        &state,
+    );
     let stderr = String::from_utf8_lossy(&up.stderr);
     if !up.status.success() {
         let _ = stompede(&["stack", "down"], &state);
@@ -37,7 +54,8 @@ fn stack_up_status_down_leaves_nothing_behind() {
     }
     let status = stompede(&["stack", "status", "--json"], &state);
     assert!(status.status.success());
-    let info: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --json prints JSON");
+    let info: serde_json::Value =
+        serde_json::from_slice(&status.stdout).expect("status --json prints JSON");
 
     let mut pids = Vec::new();
     let mut ports = Vec::new();
@@ -52,33 +70,61 @@ fn stack_up_status_down_leaves_nothing_behind() {
     assert_eq!(info["partitions"], 6);
     assert_eq!(info["replication_factor"], 3);
     assert_eq!(info["min_insync_replicas"], 2);
-    assert!(info["kafka_bootstrap"].as_str().is_some_and(|s| s.split(',').count() == 3));
+    assert!(info["kafka_bootstrap"]
+        .as_str()
+        .is_some_and(|s| s.split(',').count() == 3));
     pids.push(info["postgres"]["pid"].as_u64().expect("postgres pid"));
     ports.push(info["postgres"]["port"].as_u64().expect("postgres port"));
-    assert!(info["postgres"]["url"].as_str().is_some_and(|u| u.starts_with("postgres://")));
+    assert!(info["postgres"]["url"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("postgres://")));
     let servers = info["servers"].as_array().expect("servers");
     assert_eq!(servers.len(), 2);
     for s in servers {
         pids.push(s["pid"].as_u64().expect("server pid"));
         let ws = s["ws_url"].as_str().expect("ws_url");
         let metrics = s["metrics_url"].as_str().expect("metrics_url");
-        assert!(ws.starts_with("ws://127.0.0.1:") && ws.ends_with("/ws-stomp"), "{ws}");
+        assert!(
+            ws.starts_with("ws://127.0.0.1:") && ws.ends_with("/ws-stomp"),
+            "{ws}"
+        );
         for url in [ws, metrics] {
-            let port = url.rsplit(':').next().and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok());
+            let port = url
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.split('/').next())
+                .and_then(|p| p.parse().ok());
             ports.push(port.expect("a port in the URL"));
         }
     }
     // The brokers themselves confirm the topic's replication settings.
-    let bootstrap = info["kafka_bootstrap"].as_str().expect("bootstrap").to_string();
+    let bootstrap = info["kafka_bootstrap"]
+        .as_str()
+        .expect("bootstrap")
+        .to_string();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let topic = rt
         .block_on(stompede::stack::topic_config(&bootstrap, "chat.messages"))
         .expect("describe chat.messages");
-    assert_eq!((topic.partitions, topic.replication_factor, topic.min_insync_replicas), (6, 3, 2));
-    assert!(pids.iter().all(|p| alive(*p)), "a recorded process is not running");
+    assert_eq!(
+        (
+            topic.partitions,
+            topic.replication_factor,
+            topic.min_insync_replicas
+        ),
+        (6, 3, 2)
+    );
+    assert!(
+        pids.iter().all(|p| alive(*p)),
+        "a recorded process is not running"
+    );
 
     let down = stompede(&["stack", "down"], &state);
-    assert!(down.status.success(), "stack down failed: {}", String::from_utf8_lossy(&down.stderr));
+    assert!(
+        down.status.success(),
+        "stack down failed: {}",
+        String::from_utf8_lossy(&down.stderr)
+    );
     for pid in &pids {
         assert!(!alive(*pid), "pid {pid} still running after stack down");
     }

@@ -8,8 +8,12 @@ use stompede::server::Persist;
 fn main() {
     common::run(3, 0, |env| {
         vec![
-            trial(env, "flow_two_servers_persist_producer", |env| two_servers_flow(env, Persist::Producer)),
-            trial(env, "flow_two_servers_persist_consumer", |env| two_servers_flow(env, Persist::Consumer)),
+            trial(env, "flow_two_servers_persist_producer", |env| {
+                two_servers_flow(env, Persist::Producer)
+            }),
+            trial(env, "flow_two_servers_persist_consumer", |env| {
+                two_servers_flow(env, Persist::Consumer)
+            }),
         ]
     })
 }

@@ -119,7 +119,10 @@ pub async fn spawn_writers(
         let abort = abort.clone();
         tasks.spawn(async move { write_loop(client, url, rx, batch.max(1), metrics, abort).await });
     }
-    Ok(Writers { queue: DbQueue { tx, metrics }, tasks })
+    Ok(Writers {
+        queue: DbQueue { tx, metrics },
+        tasks,
+    })
 }
 
 /// A writer's connection and prepared insert, re-opened when PostgreSQL goes away.
@@ -130,7 +133,9 @@ struct Conn {
 }
 
 impl Conn {
-    async fn ready(&mut self) -> Result<&(Client, tokio_postgres::Statement), tokio_postgres::Error> {
+    async fn ready(
+        &mut self,
+    ) -> Result<&(Client, tokio_postgres::Statement), tokio_postgres::Error> {
         if self.client.as_ref().is_some_and(|(c, _)| c.is_closed()) {
             tracing::warn!("the database connection was lost; reconnecting");
             self.metrics.db_reconnects.fetch_add(1, Relaxed);
@@ -154,7 +159,11 @@ async fn write_loop(
     abort: CancellationToken,
 ) {
     let statement = client.prepare(INSERT).await.ok();
-    let mut conn = Conn { url, client: statement.map(|s| (client, s)), metrics: metrics.clone() };
+    let mut conn = Conn {
+        url,
+        client: statement.map(|s| (client, s)),
+        metrics: metrics.clone(),
+    };
     loop {
         let mut requests = Vec::new();
         let mut rows = 0usize;
@@ -180,7 +189,9 @@ async fn write_loop(
                 }
             }
         }
-        metrics.db_queue_depth.fetch_sub(requests.len() as i64, Relaxed);
+        metrics
+            .db_queue_depth
+            .fetch_sub(requests.len() as i64, Relaxed);
         let columns = Columns::from(&requests);
         let mut attempt = 0u32;
         loop {
@@ -282,7 +293,17 @@ async fn write_batch(
     client
         .execute(
             statement,
-            &[&c.room, &c.sender, &c.text, &c.kind, &c.sent_at, &c.topic, &c.partition, &c.offset, &c.cluster],
+            &[
+                &c.room,
+                &c.sender,
+                &c.text,
+                &c.kind,
+                &c.sent_at,
+                &c.topic,
+                &c.partition,
+                &c.offset,
+                &c.cluster,
+            ],
         )
         .await?;
     Ok(())

@@ -28,11 +28,19 @@ impl Slots {
         let mut index = Vec::with_capacity(room_senders.len());
         let mut n = 0;
         for senders in room_senders {
-            let map: HashMap<u32, usize> = senders.iter().enumerate().map(|(i, s)| (*s, n + i)).collect();
+            let map: HashMap<u32, usize> = senders
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (*s, n + i))
+                .collect();
             n += senders.len();
             index.push(map);
         }
-        Slots { counters: (0..n).map(|_| AtomicU64::new(0)).collect(), voided: Mutex::new(BTreeSet::new()), index }
+        Slots {
+            counters: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            voided: Mutex::new(BTreeSet::new()),
+            index,
+        }
     }
 
     pub fn slot(&self, room: u32, sender: u32) -> Option<usize> {
@@ -53,19 +61,29 @@ impl Slots {
     pub fn snapshot(&self, room: u32) -> HashMap<u32, u64> {
         self.index
             .get(room as usize)
-            .map(|m| m.iter().map(|(sender, slot)| (*sender, self.issued(*slot))).collect())
+            .map(|m| {
+                m.iter()
+                    .map(|(sender, slot)| (*sender, self.issued(*slot)))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Marks a number as never sent: no recipient expects it.
     pub fn void(&self, slot: usize, seq: u64) {
-        self.voided.lock().unwrap_or_else(|e| e.into_inner()).insert((slot, seq));
+        self.voided
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((slot, seq));
     }
 
     /// Voided numbers of `slot` in `[from, until)`.
     pub fn voided_in(&self, slot: usize, from: u64, until: u64) -> Vec<u64> {
         let voided = self.voided.lock().unwrap_or_else(|e| e.into_inner());
-        voided.range((slot, from)..(slot, until)).map(|(_, seq)| *seq).collect()
+        voided
+            .range((slot, from)..(slot, until))
+            .map(|(_, seq)| *seq)
+            .collect()
     }
 
     /// Total messages numbered across all slots.
@@ -96,7 +114,9 @@ impl SeqSet {
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        self.words.get((seq / 64) as usize).is_some_and(|w| w & (1 << (seq % 64)) != 0)
+        self.words
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
     }
 
     /// Members in `[from, until)`.
@@ -127,7 +147,10 @@ impl Membership {
     /// Leaving: expect what was numbered before now, nothing after.
     pub fn leave(&mut self, snapshot: &HashMap<u32, u64>) {
         if let Some(from) = self.open.take() {
-            let interval = from.iter().map(|(s, f)| (*s, (*f, snapshot.get(s).copied().unwrap_or(*f)))).collect();
+            let interval = from
+                .iter()
+                .map(|(s, f)| (*s, (*f, snapshot.get(s).copied().unwrap_or(*f))))
+                .collect();
             self.closed.push(interval);
         }
     }
@@ -137,7 +160,9 @@ impl Membership {
         let Some(from) = &self.open else { return true };
         from.iter().all(|(sender, f)| {
             let until = snapshot.get(sender).copied().unwrap_or(*f);
-            self.received.get(sender).map_or(until <= *f, |set| set.count_range(*f, until) == until.saturating_sub(*f))
+            self.received.get(sender).map_or(until <= *f, |set| {
+                set.count_range(*f, until) == until.saturating_sub(*f)
+            })
         })
     }
 
@@ -153,14 +178,21 @@ impl Membership {
     /// Closes the open interval at `snapshot` (end of run) and counts
     /// (expected, delivered of those expected). `voided(sender, from, until)` lists the
     /// numbers in that range that were never sent.
-    pub fn settle(&mut self, snapshot: &HashMap<u32, u64>, voided: &dyn Fn(u32, u64, u64) -> Vec<u64>) -> (u64, u64) {
+    pub fn settle(
+        &mut self,
+        snapshot: &HashMap<u32, u64>,
+        voided: &dyn Fn(u32, u64, u64) -> Vec<u64>,
+    ) -> (u64, u64) {
         self.leave(snapshot);
         let mut expected = 0;
         let mut delivered = 0;
         for interval in &self.closed {
             for (sender, (from, until)) in interval {
                 let set = self.received.get(sender);
-                let never_sent = voided(*sender, *from, *until).into_iter().filter(|seq| !set.is_some_and(|s| s.contains(*seq))).count();
+                let never_sent = voided(*sender, *from, *until)
+                    .into_iter()
+                    .filter(|seq| !set.is_some_and(|s| s.contains(*seq)))
+                    .count();
                 expected += until.saturating_sub(*from) - never_sent as u64;
                 if let Some(set) = set {
                     delivered += set.count_range(*from, *until);
@@ -185,7 +217,10 @@ impl Tally {
     /// Settles membership `m` of `room` at the end of the run.
     pub fn add(&mut self, m: &mut Membership, room: u32, slots: &Slots) {
         let voided = |sender: u32, from: u64, until: u64| {
-            slots.slot(room, sender).map(|slot| slots.voided_in(slot, from, until)).unwrap_or_default()
+            slots
+                .slot(room, sender)
+                .map(|slot| slots.voided_in(slot, from, until))
+                .unwrap_or_default()
         };
         let (expected, delivered) = m.settle(&slots.snapshot(room), &voided);
         self.expected += expected;

@@ -94,7 +94,10 @@ pub enum LoadError {
     #[error(transparent)]
     Target(#[from] target::TargetError),
     #[error("cannot write the report to {dir}: {source}")]
-    Report { dir: PathBuf, source: crate::report::ReportError },
+    Report {
+        dir: PathBuf,
+        source: crate::report::ReportError,
+    },
     #[error("every one of the {0} virtual users failed to connect; is the target up? (see the warnings above)")]
     NoSessions(u64),
 }
@@ -120,21 +123,31 @@ async fn drive(
     let heartbeat = scenario.users.heartbeat.as_millis() as u64;
     let mut headers = Vec::new();
     let c = &scenario.target.connect;
-    headers.push(("host".to_string(), c.host.clone().unwrap_or_else(|| "localhost".into())));
+    headers.push((
+        "host".to_string(),
+        c.host.clone().unwrap_or_else(|| "localhost".into()),
+    ));
     if let Some(login) = &c.login {
         headers.push(("login".into(), login.clone()));
     }
     if let Some(passcode) = &c.passcode {
         headers.push(("passcode".into(), passcode.clone()));
     }
-    let connect = ConnectOptions { heartbeat: (heartbeat, heartbeat), headers, ..ConnectOptions::default() };
+    let connect = ConnectOptions {
+        heartbeat: (heartbeat, heartbeat),
+        headers,
+        ..ConnectOptions::default()
+    };
     let (schedule_tx, schedule_rx) = watch::channel(None);
     let users = plan.users.len();
     let ctx = Arc::new(RunContext {
         run_id: run_id.clone(),
         t0: Instant::now(),
         receipts: scenario.receipts_expected(),
-        churn_rejoin: scenario.churn.as_ref().map_or(Duration::ZERO, |c| c.rejoin_after),
+        churn_rejoin: scenario
+            .churn
+            .as_ref()
+            .map_or(Duration::ZERO, |c| c.rejoin_after),
         slots: Slots::new(&room_senders),
         recorder: Recorder::new(64),
         urls: target.urls.clone(),
@@ -183,21 +196,29 @@ async fn drive(
             let all_ready = ctx.ready.load(Relaxed) as usize >= users;
             if all_ready || ctx.t0.elapsed() > ramp_limit {
                 if !all_ready {
-                    tracing::warn!("ramp-up took longer than planned; starting with {} of {users} users ready", ctx.ready.load(Relaxed));
+                    tracing::warn!(
+                        "ramp-up took longer than planned; starting with {} of {users} users ready",
+                        ctx.ready.load(Relaxed)
+                    );
                 }
                 // Without receipts there is no confirmation that subscriptions are in
                 // place: give the servers a moment before the first send.
                 let settle = if ctx.receipts { 200_000 } else { 1_000_000 };
                 let send_start_us = now_us + settle;
                 let measure_start_us = send_start_us + ctx.scenario.warmup.as_micros() as u64;
-                let s = Schedule { send_start_us, measure_start_us, send_end_us: measure_start_us + ctx.scenario.duration.as_micros() as u64 };
+                let s = Schedule {
+                    send_start_us,
+                    measure_start_us,
+                    send_end_us: measure_start_us + ctx.scenario.duration.as_micros() as u64,
+                };
                 ramp_end_s = now_us as f64 / 1e6;
                 schedule = Some(s);
                 let _ = schedule_tx.send(Some(s));
             }
         }
         if let (Some(s), Some(churn)) = (schedule, &ctx.scenario.churn) {
-            if now_us >= s.send_start_us && now_us < s.send_end_us && churn.leaves_per_second > 0.0 {
+            if now_us >= s.send_start_us && now_us < s.send_end_us && churn.leaves_per_second > 0.0
+            {
                 churn_budget += churn.leaves_per_second * 0.1;
                 while churn_budget >= 1.0 {
                     churn_budget -= 1.0;
@@ -210,7 +231,8 @@ async fn drive(
                 }
             }
         }
-        let finished = schedule.is_some_and(|s| now_us >= s.send_end_us + ctx.scenario.grace.as_micros() as u64);
+        let finished = schedule
+            .is_some_and(|s| now_us >= s.send_end_us + ctx.scenario.grace.as_micros() as u64);
         if last_point.elapsed() >= Duration::from_secs(1) || finished {
             let interval_s = last_point.elapsed().as_secs_f64();
             last_point = Instant::now();
@@ -218,7 +240,10 @@ async fn drive(
             totals.add(&interval);
             let t_s = now_us as f64 / 1e6;
             let phase = phase_at(schedule, now_us);
-            let pct = |q| (!interval.corrected_all.is_empty()).then(|| interval.corrected_all.value_at_quantile(q));
+            let pct = |q| {
+                (!interval.corrected_all.is_empty())
+                    .then(|| interval.corrected_all.value_at_quantile(q))
+            };
             timeline.push(TimelinePoint {
                 t_s,
                 interval_s,
@@ -269,7 +294,10 @@ async fn drive(
     let dir = options.out.join(format!("{}-{stamp}", ctx.scenario.name));
     let mut summary = summary;
     summary.files.histogram_log = summary::write_histogram_log(&dir, &intervals).ok();
-    crate::report::write_report(&summary, &dir).map_err(|source| LoadError::Report { dir: dir.clone(), source })?;
+    crate::report::write_report(&summary, &dir).map_err(|source| LoadError::Report {
+        dir: dir.clone(),
+        source,
+    })?;
     let summary = Summary::load(&dir.join(crate::report::SUMMARY_FILE)).unwrap_or(summary);
     Ok(RunOutcome { summary, dir })
 }
@@ -291,10 +319,21 @@ struct Progress {
 
 impl Progress {
     fn new(enabled: bool) -> Self {
-        Progress { enabled, tty: std::io::stderr().is_terminal() }
+        Progress {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+        }
     }
 
-    fn line(&self, t_s: f64, phase: Phase, ctx: &RunContext, i: &stats::Interval, interval_s: f64, totals: &Totals) {
+    fn line(
+        &self,
+        t_s: f64,
+        phase: Phase,
+        ctx: &RunContext,
+        i: &stats::Interval,
+        interval_s: f64,
+        totals: &Totals,
+    ) {
         if !self.enabled || (!self.tty && (t_s as u64) % 5 != 0) {
             return;
         }
@@ -302,7 +341,10 @@ impl Progress {
         let p99 = if totals.corrected.is_empty() {
             "-".to_string()
         } else {
-            format!("{:.1} ms", totals.corrected.value_at_quantile(0.99) as f64 / 1000.0)
+            format!(
+                "{:.1} ms",
+                totals.corrected.value_at_quantile(0.99) as f64 / 1000.0
+            )
         };
         let text = format!(
             "[{:>5.0}s {:<7}] sessions {}/{}  sent {:.0}/s  delivered {:.0}/s  errors {}  p99 so far {}",

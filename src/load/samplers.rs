@@ -39,9 +39,17 @@ pub const AUDIT_TIMEOUT: Duration = Duration::from_secs(120);
 #[derive(Debug, thiserror::Error)]
 pub enum SamplerError {
     #[error("kafka at {bootstrap}: {what}: {detail}")]
-    Kafka { bootstrap: String, what: String, detail: String },
+    Kafka {
+        bootstrap: String,
+        what: String,
+        detail: String,
+    },
     #[error("postgres at {url}: {what}: {detail}")]
-    Postgres { url: String, what: String, detail: String },
+    Postgres {
+        url: String,
+        what: String,
+        detail: String,
+    },
     #[error("table name {table:?} is not usable: {reason}")]
     BadTable { table: String, reason: String },
     #[error("the run marker is empty, so an audit of {table} would count every row; pass the run's marker")]
@@ -49,11 +57,19 @@ pub enum SamplerError {
 }
 
 fn kafka_err(bootstrap: &str, what: impl Into<String>, detail: impl ToString) -> SamplerError {
-    SamplerError::Kafka { bootstrap: bootstrap.to_string(), what: what.into(), detail: detail.to_string() }
+    SamplerError::Kafka {
+        bootstrap: bootstrap.to_string(),
+        what: what.into(),
+        detail: detail.to_string(),
+    }
 }
 
 fn pg_err(url: &str, what: impl Into<String>, detail: impl ToString) -> SamplerError {
-    SamplerError::Postgres { url: redact(url), what: what.into(), detail: detail.to_string() }
+    SamplerError::Postgres {
+        url: redact(url),
+        what: what.into(),
+        detail: detail.to_string(),
+    }
 }
 
 /// Which consumer groups the lag sampler reports.
@@ -123,8 +139,16 @@ impl LagSampler {
     /// A sampler for `topic` on the cluster at `bootstrap`. Connects lazily: broker
     /// trouble shows up in [`LagSampler::sample`].
     pub fn new(bootstrap: &str, topic: &str, groups: GroupSelector) -> Result<Self, SamplerError> {
-        let meta = client_config(bootstrap).create().map_err(|e| kafka_err(bootstrap, "create a Kafka client", e))?;
-        Ok(LagSampler { bootstrap: bootstrap.into(), topic: topic.into(), groups, meta, committed: HashMap::new() })
+        let meta = client_config(bootstrap)
+            .create()
+            .map_err(|e| kafka_err(bootstrap, "create a Kafka client", e))?;
+        Ok(LagSampler {
+            bootstrap: bootstrap.into(),
+            topic: topic.into(),
+            groups,
+            meta,
+            committed: HashMap::new(),
+        })
     }
 
     /// One sample of every selected group. Blocking (run it in `spawn_blocking`); each
@@ -140,13 +164,19 @@ impl LagSampler {
             return Ok(Vec::new());
         }
         let what = format!("metadata of topic {}", self.topic);
-        let md = self.call(deadline, &what, |t| self.meta.fetch_metadata(Some(&self.topic), t))?;
+        let md = self.call(deadline, &what, |t| {
+            self.meta.fetch_metadata(Some(&self.topic), t)
+        })?;
         let mut partitions: Vec<i32> = match md.topics().iter().find(|t| t.name() == self.topic) {
             Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
             _ => Vec::new(),
         };
         if partitions.is_empty() {
-            return Err(kafka_err(&self.bootstrap, what, "no such topic (or no partitions); check the name"));
+            return Err(kafka_err(
+                &self.bootstrap,
+                what,
+                "no such topic (or no partitions); check the name",
+            ));
         }
         partitions.sort_unstable();
         let (mut offsets, mut first_err) = (Vec::new(), None);
@@ -162,7 +192,9 @@ impl LagSampler {
         let mut marks = Vec::with_capacity(partitions.len());
         for p in partitions {
             let what = format!("watermarks of {} partition {p}", self.topic);
-            let (low, high) = self.call(deadline, &what, |t| self.meta.fetch_watermarks(&self.topic, p, t))?;
+            let (low, high) = self.call(deadline, &what, |t| {
+                self.meta.fetch_watermarks(&self.topic, p, t)
+            })?;
             marks.push((p, low, high));
         }
         drain(&self.meta);
@@ -185,12 +217,22 @@ impl LagSampler {
             GroupSelector::Exact(groups) => return Ok(groups.clone()),
             GroupSelector::Prefix(prefix) => prefix.as_str(),
         };
-        let listed = self.call(deadline, "list groups", |t| self.meta.fetch_group_list(None, t));
+        let listed = self.call(deadline, "list groups", |t| {
+            self.meta.fetch_group_list(None, t)
+        });
         let mut groups: Vec<String> = match listed {
-            Ok(list) => list.groups().iter().map(|g| g.name().to_string()).filter(|g| g.starts_with(prefix)).collect(),
+            Ok(list) => list
+                .groups()
+                .iter()
+                .map(|g| g.name().to_string())
+                .filter(|g| g.starts_with(prefix))
+                .collect(),
             // A broker down fails the listing: keep sampling the groups found before.
             Err(e) if !self.committed.is_empty() => {
-                tracing::warn!("{e}; sampling the {} groups found before", self.committed.len());
+                tracing::warn!(
+                    "{e}; sampling the {} groups found before",
+                    self.committed.len()
+                );
                 self.committed.keys().cloned().collect()
             }
             Err(e) => return Err(e),
@@ -210,16 +252,27 @@ impl LagSampler {
     ) -> Result<T, SamplerError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(kafka_err(&self.bootstrap, what, format!("the sample used up its {LAG_SAMPLE_BUDGET:?}")));
+            return Err(kafka_err(
+                &self.bootstrap,
+                what,
+                format!("the sample used up its {LAG_SAMPLE_BUDGET:?}"),
+            ));
         }
         f(left.min(KAFKA_CALL_TIMEOUT)).map_err(|e| kafka_err(&self.bootstrap, what, e))
     }
 
     /// The group's committed offset per partition (`None`: nothing committed), by OffsetFetch.
-    fn committed_offsets(&mut self, group: &str, parts: &[i32], deadline: Instant) -> Result<Committed, SamplerError> {
+    fn committed_offsets(
+        &mut self,
+        group: &str,
+        parts: &[i32],
+        deadline: Instant,
+    ) -> Result<Committed, SamplerError> {
         if !self.committed.contains_key(group) {
             let what = format!("create a client for group {group}");
-            let consumer = client_config(&self.bootstrap).set("group.id", group).create();
+            let consumer = client_config(&self.bootstrap)
+                .set("group.id", group)
+                .create();
             let consumer = consumer.map_err(|e| kafka_err(&self.bootstrap, what, e))?;
             self.committed.insert(group.to_string(), consumer);
         }
@@ -232,8 +285,21 @@ impl LagSampler {
         let got = self.call(deadline, &what, |t| consumer.committed_offsets(tpl, t))?;
         let mut out = HashMap::with_capacity(parts.len());
         for e in got.elements_for_topic(&self.topic) {
-            e.error().map_err(|err| kafka_err(&self.bootstrap, format!("{what}, partition {}", e.partition()), err))?;
-            out.insert(e.partition(), if let Offset::Offset(o @ 0..) = e.offset() { Some(o) } else { None });
+            e.error().map_err(|err| {
+                kafka_err(
+                    &self.bootstrap,
+                    format!("{what}, partition {}", e.partition()),
+                    err,
+                )
+            })?;
+            out.insert(
+                e.partition(),
+                if let Offset::Offset(o @ 0..) = e.offset() {
+                    Some(o)
+                } else {
+                    None
+                },
+            );
         }
         Ok(out)
     }
@@ -241,7 +307,12 @@ impl LagSampler {
 
 type Committed = HashMap<i32, Option<i64>>;
 
-fn lag_sample(t_s: f64, group: String, marks: &[(i32, i64, i64)], committed: &Committed) -> LagSample {
+fn lag_sample(
+    t_s: f64,
+    group: String,
+    marks: &[(i32, i64, i64)],
+    committed: &Committed,
+) -> LagSample {
     let (mut partitions, mut uncommitted) = (Vec::with_capacity(marks.len()), Vec::new());
     for &(p, low, high) in marks {
         let lag = match committed.get(&p).copied().flatten() {
@@ -255,7 +326,14 @@ fn lag_sample(t_s: f64, group: String, marks: &[(i32, i64, i64)], committed: &Co
     }
     let total = partitions.iter().map(|(_, l)| l).sum();
     let max = partitions.iter().map(|(_, l)| *l).max().unwrap_or(0);
-    LagSample { t_s, group, partitions, total, max, uncommitted }
+    LagSample {
+        t_s,
+        group,
+        partitions,
+        total,
+        max,
+        uncommitted,
+    }
 }
 
 /// What a sampling loop did, returned when it stops.
@@ -310,7 +388,10 @@ where
                 stats.taken += 1;
                 stats.dropped += 1;
                 if stats.dropped.is_power_of_two() {
-                    tracing::warn!("{what} samples dropped: their reader is behind ({} so far)", stats.dropped);
+                    tracing::warn!(
+                        "{what} samples dropped: their reader is behind ({} so far)",
+                        stats.dropped
+                    );
                 }
             }
             Ok(Err(TrySendError::Closed(_))) => break,
@@ -334,13 +415,24 @@ pub async fn run_lag_sampler(
     stop: CancellationToken,
     out: mpsc::Sender<Vec<LagSample>>,
 ) -> SamplerStats {
-    run_loop("kafka lag", sampler, (t0, every), stop, out, |mut sampler, t_s| async move {
-        let job = tokio::task::spawn_blocking(move || {
-            let result = sampler.sample(t_s);
-            (sampler, result)
-        });
-        job.await.map_err(|e| tracing::error!("kafka lag sampler stopped: its sample task failed: {e}")).ok()
-    })
+    run_loop(
+        "kafka lag",
+        sampler,
+        (t0, every),
+        stop,
+        out,
+        |mut sampler, t_s| async move {
+            let job = tokio::task::spawn_blocking(move || {
+                let result = sampler.sample(t_s);
+                (sampler, result)
+            });
+            job.await
+                .map_err(|e| {
+                    tracing::error!("kafka lag sampler stopped: its sample task failed: {e}")
+                })
+                .ok()
+        },
+    )
     .await
 }
 
@@ -352,10 +444,17 @@ pub async fn run_db_sampler(
     stop: CancellationToken,
     out: mpsc::Sender<DbSample>,
 ) -> SamplerStats {
-    run_loop("db throughput", sampler, (t0, every), stop, out, |mut sampler, t_s| async move {
-        let result = sampler.sample(t_s).await;
-        Some((sampler, result))
-    })
+    run_loop(
+        "db throughput",
+        sampler,
+        (t0, every),
+        stop,
+        out,
+        |mut sampler, t_s| async move {
+            let result = sampler.sample(t_s).await;
+            Some((sampler, result))
+        },
+    )
     .await
 }
 
@@ -367,15 +466,28 @@ struct TableName {
 
 impl TableName {
     fn parse(table: &str) -> Result<TableName, SamplerError> {
-        let bad = |reason: &str| SamplerError::BadTable { table: table.to_string(), reason: reason.to_string() };
-        if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.') {
-            return Err(bad("only ASCII letters, digits, '_' and one '.' between schema and table are allowed"));
+        let bad = |reason: &str| SamplerError::BadTable {
+            table: table.to_string(),
+            reason: reason.to_string(),
+        };
+        if !table
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        {
+            return Err(bad(
+                "only ASCII letters, digits, '_' and one '.' between schema and table are allowed",
+            ));
         }
-        let (schema, name) = table.split_once('.').map_or((None, table), |(s, n)| (Some(s), n));
+        let (schema, name) = table
+            .split_once('.')
+            .map_or((None, table), |(s, n)| (Some(s), n));
         if name.is_empty() || name.contains('.') || schema.is_some_and(str::is_empty) {
             return Err(bad("expected `table` or `schema.table`"));
         }
-        Ok(TableName { schema: schema.map(String::from), name: name.to_string() })
+        Ok(TableName {
+            schema: schema.map(String::from),
+            name: name.to_string(),
+        })
     }
 
     /// Quoted for SQL, so it matches exactly (case-sensitively), as `pg_stat_user_tables` does.
@@ -392,11 +504,20 @@ fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url
             .split_whitespace()
-            .map(|kv| if kv.starts_with("password=") { "password=***" } else { kv })
+            .map(|kv| {
+                if kv.starts_with("password=") {
+                    "password=***"
+                } else {
+                    kv
+                }
+            })
             .collect::<Vec<_>>()
             .join(" ");
     };
-    match rest.rsplit_once('@').and_then(|(cred, host)| Some((cred.split_once(':')?.0, host))) {
+    match rest
+        .rsplit_once('@')
+        .and_then(|(cred, host)| Some((cred.split_once(':')?.0, host)))
+    {
         Some((user, host)) => format!("{scheme}://{user}:***@{host}"),
         None => url.to_string(),
     }
@@ -454,8 +575,14 @@ impl DbSampler {
     /// Connects and takes the baseline reading; fails if the table is unknown.
     pub async fn new(url: &str, table: &str) -> Result<Self, SamplerError> {
         let table = TableName::parse(table)?;
-        let mut sampler =
-            DbSampler { url: url.into(), table, client: None, last_raw: 0, last_at: Instant::now(), total: 0 };
+        let mut sampler = DbSampler {
+            url: url.into(),
+            table,
+            client: None,
+            last_raw: 0,
+            last_at: Instant::now(),
+            total: 0,
+        };
         sampler.last_raw = sampler.read().await?;
         sampler.last_at = Instant::now();
         Ok(sampler)
@@ -465,25 +592,49 @@ impl DbSampler {
     pub async fn sample(&mut self, t_s: f64) -> Result<DbSample, SamplerError> {
         let raw = self.read().await?;
         let now = Instant::now();
-        let delta = if raw >= self.last_raw { raw - self.last_raw } else { raw };
+        let delta = if raw >= self.last_raw {
+            raw - self.last_raw
+        } else {
+            raw
+        };
         let dt = now.duration_since(self.last_at).as_secs_f64();
         (self.total, self.last_raw, self.last_at) = (self.total + delta, raw, now);
-        Ok(DbSample { t_s, inserted_total: self.total, rows_per_s: if dt > 0.0 { delta as f64 / dt } else { 0.0 } })
+        Ok(DbSample {
+            t_s,
+            inserted_total: self.total,
+            rows_per_s: if dt > 0.0 { delta as f64 / dt } else { 0.0 },
+        })
     }
 
     async fn read(&mut self) -> Result<i64, SamplerError> {
         let client = match self.client.take() {
             Some(c) if !c.is_closed() => c,
-            _ => within(&self.url, "cannot connect", DB_TIMEOUT, crate::db::connect(&self.url)).await?,
+            _ => {
+                within(
+                    &self.url,
+                    "cannot connect",
+                    DB_TIMEOUT,
+                    crate::db::connect(&self.url),
+                )
+                .await?
+            }
         };
         let what = format!("read the insert statistics of {}", self.table.quoted());
         // On failure the connection is dropped, so a late answer is never taken for the
         // next one; the next sample reconnects.
-        let row =
-            within(&self.url, &what, DB_TIMEOUT, client.query_opt(STATS_SQL, &[&self.table.name, &self.table.schema]))
-                .await?;
+        let row = within(
+            &self.url,
+            &what,
+            DB_TIMEOUT,
+            client.query_opt(STATS_SQL, &[&self.table.name, &self.table.schema]),
+        )
+        .await?;
         let Some(row) = row else {
-            return Err(pg_err(&self.url, what, "no such table in pg_stat_user_tables; check the name and schema"));
+            return Err(pg_err(
+                &self.url,
+                what,
+                "no such table in pg_stat_user_tables; check the name and schema",
+            ));
         };
         let raw: Option<i64> = row.try_get(0).map_err(|e| pg_err(&self.url, &what, e))?;
         self.client = Some(client);
@@ -507,14 +658,28 @@ pub struct Audit {
 pub async fn audit(url: &str, table: &str, run_marker: &str) -> Result<Audit, SamplerError> {
     let name = TableName::parse(table)?;
     if run_marker.is_empty() {
-        return Err(SamplerError::EmptyMarker { table: table.to_string() });
+        return Err(SamplerError::EmptyMarker {
+            table: table.to_string(),
+        });
     }
     let client = within(url, "cannot connect", DB_TIMEOUT, crate::db::connect(url)).await?;
-    let sql =
-        format!("SELECT count(*), count(DISTINCT message) FROM {} WHERE starts_with(message, $1::text)", name.quoted());
+    let sql = format!(
+        "SELECT count(*), count(DISTINCT message) FROM {} WHERE starts_with(message, $1::text)",
+        name.quoted()
+    );
     let what = format!("audit the rows of run {run_marker:?} in {}", name.quoted());
-    let row = within(url, &what, AUDIT_TIMEOUT, client.query_one(&sql, &[&run_marker])).await?;
+    let row = within(
+        url,
+        &what,
+        AUDIT_TIMEOUT,
+        client.query_one(&sql, &[&run_marker]),
+    )
+    .await?;
     let rows_for_run: i64 = row.try_get(0).map_err(|e| pg_err(url, &what, e))?;
     let distinct_for_run: i64 = row.try_get(1).map_err(|e| pg_err(url, &what, e))?;
-    Ok(Audit { rows_for_run, distinct_for_run, duplicates: rows_for_run - distinct_for_run })
+    Ok(Audit {
+        rows_for_run,
+        distinct_for_run,
+        duplicates: rows_for_run - distinct_for_run,
+    })
 }

@@ -71,18 +71,32 @@ mod tests {
 
     #[test]
     fn round_trips_through_chat_json_and_raw() {
-        let stamp = Stamp { sender: 17, room: 4, seq: 99, intended_us: 1_000_000, sent_us: 1_000_250 };
+        let stamp = Stamp {
+            sender: 17,
+            room: 4,
+            seq: 99,
+            intended_us: 1_000_000,
+            sent_us: 1_000_250,
+        };
         let text = stamp.text("ab12cd34", 128);
         assert_eq!(text.len(), 128);
         assert!(text.starts_with(&marker("ab12cd34")));
         assert_eq!(Stamp::find(text.as_bytes(), "ab12cd34"), Some(stamp));
-        let json = serde_json::json!({"roomId": "r", "sender": "u1", "message": text, "type": "TALK"}).to_string();
+        let json =
+            serde_json::json!({"roomId": "r", "sender": "u1", "message": text, "type": "TALK"})
+                .to_string();
         assert_eq!(Stamp::find(json.as_bytes(), "ab12cd34"), Some(stamp));
     }
 
     #[test]
     fn ignores_other_runs_and_garbage() {
-        let stamp = Stamp { sender: 1, room: 2, seq: 3, intended_us: 4, sent_us: 5 };
+        let stamp = Stamp {
+            sender: 1,
+            room: 2,
+            seq: 3,
+            intended_us: 4,
+            sent_us: 5,
+        };
         let text = stamp.text("run1", 64);
         assert_eq!(Stamp::find(text.as_bytes(), "run2"), None);
         assert_eq!(Stamp::find(b"~run1:1:2:x:4:5~", "run1"), None);
@@ -92,7 +106,13 @@ mod tests {
 
     #[test]
     fn worst_case_stamp_fits_the_minimum_size() {
-        let stamp = Stamp { sender: 999_999, room: 999_999, seq: 9_999_999, intended_us: 99_999_999_999, sent_us: 99_999_999_999 };
+        let stamp = Stamp {
+            sender: 999_999,
+            room: 999_999,
+            seq: 9_999_999,
+            intended_us: 99_999_999_999,
+            sent_us: 99_999_999_999,
+        };
         assert!(stamp.text("ffffffff", 0).len() <= crate::scenario::MIN_MESSAGE_SIZE as usize);
     }
 }

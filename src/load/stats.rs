@@ -88,7 +88,9 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(shards: usize) -> Self {
         Recorder {
-            shards: (0..shards.max(1)).map(|_| Mutex::new(Interval::new())).collect(),
+            shards: (0..shards.max(1))
+                .map(|_| Mutex::new(Interval::new()))
+                .collect(),
             sessions: AtomicU64::new(0),
             peak_sessions: AtomicU64::new(0),
             connected: AtomicU64::new(0),

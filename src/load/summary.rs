@@ -32,32 +32,65 @@ pub fn build(i: Inputs<'_>) -> Summary {
     let scenario = &ctx.scenario;
     let measured_s = scenario.duration.as_secs_f64();
     let tally = i.tally;
-    let loss_ratio = if tally.expected == 0 { 0.0 } else { tally.lost() as f64 / tally.expected as f64 };
+    let loss_ratio = if tally.expected == 0 {
+        0.0
+    } else {
+        tally.lost() as f64 / tally.expected as f64
+    };
     let kafka = i.sampled.lag.as_ref().map(|samples| kafka_summary(samples));
     let db = i.sampled.db.as_ref().map(|samples| {
-        let rows: Vec<RowsSample> = samples.iter().map(|s| RowsSample { t_s: s.t_s, rows_per_s: s.rows_per_s }).collect();
+        let rows: Vec<RowsSample> = samples
+            .iter()
+            .map(|s| RowsSample {
+                t_s: s.t_s,
+                rows_per_s: s.rows_per_s,
+            })
+            .collect();
         let peak = rows.iter().map(|r| r.rows_per_s).fold(0.0, f64::max);
         let active: Vec<f64> = rows
             .iter()
-            .filter(|r| r.t_s >= i.schedule.send_start_us as f64 / 1e6 && r.t_s <= i.schedule.send_end_us as f64 / 1e6)
+            .filter(|r| {
+                r.t_s >= i.schedule.send_start_us as f64 / 1e6
+                    && r.t_s <= i.schedule.send_end_us as f64 / 1e6
+            })
             .map(|r| r.rows_per_s)
             .collect();
-        let mean = if active.is_empty() { 0.0 } else { active.iter().sum::<f64>() / active.len() as f64 };
+        let mean = if active.is_empty() {
+            0.0
+        } else {
+            active.iter().sum::<f64>() / active.len() as f64
+        };
         let audit = i.sampled.audit.as_ref().map(|a| DbAudit {
             rows_for_run: a.rows_for_run.max(0) as u64,
             sent: i.totals.sent,
             receipted: ctx.receipts.then_some(i.totals.receipts),
-            missing: i.totals.sent.saturating_sub(a.distinct_for_run.max(0) as u64),
+            missing: i
+                .totals
+                .sent
+                .saturating_sub(a.distinct_for_run.max(0) as u64),
             duplicates: a.duplicates.max(0) as u64,
         });
-        DbSummary { rows_per_s: rows, peak_rows_per_s: peak, mean_rows_per_s: mean, audit }
+        DbSummary {
+            rows_per_s: rows,
+            peak_rows_per_s: peak,
+            mean_rows_per_s: mean,
+            audit,
+        }
     });
     let latency = LatencySummary {
         corrected: LatencyStats::from_histogram(&i.totals.corrected),
         raw: LatencyStats::from_histogram(&i.totals.raw),
-        receipt: ctx.receipts.then(|| LatencyStats::from_histogram(&i.totals.receipt)),
+        receipt: ctx
+            .receipts
+            .then(|| LatencyStats::from_histogram(&i.totals.receipt)),
     };
-    let slo = verdicts(ctx, &latency, loss_ratio, tally.duplicated, kafka.as_ref().map(|k| k.max_lag));
+    let slo = verdicts(
+        ctx,
+        &latency,
+        loss_ratio,
+        tally.duplicated,
+        kafka.as_ref().map(|k| k.max_lag),
+    );
     let passed = slo.iter().all(|v| v.passed);
     let stack = i.target.stack.as_ref().map(|info| StackSummary {
         brokers: info.brokers.len() as u32,
@@ -75,17 +108,28 @@ pub fn build(i: Inputs<'_>) -> Summary {
             .stack
             .iter()
             .flat_map(|info| info.servers.iter())
-            .filter_map(|s| Some(ServerResources { instance_id: s.instance_id.clone(), peak_rss_bytes: peak_rss(Some(s.pid))? }))
+            .filter_map(|s| {
+                Some(ServerResources {
+                    instance_id: s.instance_id.clone(),
+                    peak_rss_bytes: peak_rss(Some(s.pid))?,
+                })
+            })
             .collect(),
     });
     let mut notes = i.sampled.notes;
-    let backlog = ctx.recorder.unsent_backlog.load(std::sync::atomic::Ordering::Relaxed);
+    let backlog = ctx
+        .recorder
+        .unsent_backlog
+        .load(std::sync::atomic::Ordering::Relaxed);
     if backlog > 0 {
         notes.push(format!(
             "{backlog} open-model sends were still due when sending ended (the virtual users had fallen behind schedule); they were not sent"
         ));
     }
-    let corrupt = ctx.recorder.corrupt.load(std::sync::atomic::Ordering::Relaxed);
+    let corrupt = ctx
+        .recorder
+        .corrupt
+        .load(std::sync::atomic::Ordering::Relaxed);
     if corrupt > 0 {
         notes.push(format!("{corrupt} deliveries carried a stamp this run never issued (mangled in transit); they were ignored"));
     }
@@ -114,7 +158,11 @@ pub fn build(i: Inputs<'_>) -> Summary {
             grace_s: scenario.grace.as_secs_f64(),
         },
         target: TargetSummary {
-            kind: if i.target.stack.is_some() { TargetKind::Local } else { TargetKind::External },
+            kind: if i.target.stack.is_some() {
+                TargetKind::Local
+            } else {
+                TargetKind::External
+            },
             urls: i.target.urls.clone(),
             stack,
         },
@@ -137,11 +185,26 @@ pub fn build(i: Inputs<'_>) -> Summary {
         },
         sessions: Sessions {
             planned: ctx.plan.users.len() as u64,
-            connected: ctx.recorder.connected.load(std::sync::atomic::Ordering::Relaxed),
-            peak: ctx.recorder.peak_sessions.load(std::sync::atomic::Ordering::Relaxed),
-            connect_errors: ctx.recorder.connect_errors.load(std::sync::atomic::Ordering::Relaxed),
-            errors: ctx.recorder.errors.load(std::sync::atomic::Ordering::Relaxed),
-            disconnects: ctx.recorder.disconnects.load(std::sync::atomic::Ordering::Relaxed),
+            connected: ctx
+                .recorder
+                .connected
+                .load(std::sync::atomic::Ordering::Relaxed),
+            peak: ctx
+                .recorder
+                .peak_sessions
+                .load(std::sync::atomic::Ordering::Relaxed),
+            connect_errors: ctx
+                .recorder
+                .connect_errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            errors: ctx
+                .recorder
+                .errors
+                .load(std::sync::atomic::Ordering::Relaxed),
+            disconnects: ctx
+                .recorder
+                .disconnects
+                .load(std::sync::atomic::Ordering::Relaxed),
         },
         timeline: i.timeline,
         kafka,
@@ -149,7 +212,10 @@ pub fn build(i: Inputs<'_>) -> Summary {
         slo,
         passed,
         resources,
-        files: Files { histogram_log: None, charts: Vec::new() },
+        files: Files {
+            histogram_log: None,
+            charts: Vec::new(),
+        },
         notes,
     }
 }
@@ -162,14 +228,25 @@ fn kafka_summary(samples: &[crate::load::samplers::LagSample]) -> KafkaSummary {
     let groups: Vec<GroupLag> = groups
         .into_iter()
         .map(|(group, samples)| GroupLag {
-            max_lag: samples.iter().map(|s| s.max.max(0) as u64).max().unwrap_or(0),
+            max_lag: samples
+                .iter()
+                .map(|s| s.max.max(0) as u64)
+                .max()
+                .unwrap_or(0),
             final_lag: samples.last().map_or(0, |s| s.total.max(0) as u64),
             samples: samples
                 .iter()
                 .map(|s| LagSample {
                     t_s: s.t_s,
                     total_lag: s.total.max(0) as u64,
-                    partitions: s.partitions.iter().map(|(p, lag)| PartitionLag { partition: *p, lag: (*lag).max(0) as u64 }).collect(),
+                    partitions: s
+                        .partitions
+                        .iter()
+                        .map(|(p, lag)| PartitionLag {
+                            partition: *p,
+                            lag: (*lag).max(0) as u64,
+                        })
+                        .collect(),
                 })
                 .collect(),
             group,
@@ -179,31 +256,79 @@ fn kafka_summary(samples: &[crate::load::samplers::LagSample]) -> KafkaSummary {
     KafkaSummary { groups, max_lag }
 }
 
-fn verdicts(ctx: &RunContext, latency: &LatencySummary, loss: f64, duplicates: u64, max_lag: Option<u64>) -> Vec<SloVerdict> {
+fn verdicts(
+    ctx: &RunContext,
+    latency: &LatencySummary,
+    loss: f64,
+    duplicates: u64,
+    max_lag: Option<u64>,
+) -> Vec<SloVerdict> {
     let slo = &ctx.scenario.slo;
     let ms = |us: u64| us as f64 / 1000.0;
     let mut v = Vec::new();
     if let Some(limit) = slo.p50_ms {
-        v.push(SloVerdict::new("p50_ms", Bound::AtMost, limit, ms(latency.corrected.p50_us), "ms"));
+        v.push(SloVerdict::new(
+            "p50_ms",
+            Bound::AtMost,
+            limit,
+            ms(latency.corrected.p50_us),
+            "ms",
+        ));
     }
     if let Some(limit) = slo.p99_ms {
-        v.push(SloVerdict::new("p99_ms", Bound::AtMost, limit, ms(latency.corrected.p99_us), "ms"));
+        v.push(SloVerdict::new(
+            "p99_ms",
+            Bound::AtMost,
+            limit,
+            ms(latency.corrected.p99_us),
+            "ms",
+        ));
     }
     if let Some(limit) = slo.p999_ms {
-        v.push(SloVerdict::new("p999_ms", Bound::AtMost, limit, ms(latency.corrected.p999_us), "ms"));
+        v.push(SloVerdict::new(
+            "p999_ms",
+            Bound::AtMost,
+            limit,
+            ms(latency.corrected.p999_us),
+            "ms",
+        ));
     }
     if let Some(limit) = slo.max_loss {
-        v.push(SloVerdict::new("max_loss", Bound::AtMost, limit, loss, "ratio"));
+        v.push(SloVerdict::new(
+            "max_loss",
+            Bound::AtMost,
+            limit,
+            loss,
+            "ratio",
+        ));
     }
     if let Some(limit) = slo.max_duplicates {
-        v.push(SloVerdict::new("max_duplicates", Bound::AtMost, limit as f64, duplicates as f64, "messages"));
+        v.push(SloVerdict::new(
+            "max_duplicates",
+            Bound::AtMost,
+            limit as f64,
+            duplicates as f64,
+            "messages",
+        ));
     }
     if let Some(limit) = slo.max_kafka_lag {
         // Without lag samples the SLO cannot be shown to hold: it fails, measured -1.
         let verdict = match max_lag {
-            Some(lag) => SloVerdict::new("max_kafka_lag", Bound::AtMost, limit as f64, lag as f64, "messages"),
+            Some(lag) => SloVerdict::new(
+                "max_kafka_lag",
+                Bound::AtMost,
+                limit as f64,
+                lag as f64,
+                "messages",
+            ),
             None => {
-                let mut verdict = SloVerdict::new("max_kafka_lag", Bound::AtMost, limit as f64, -1.0, "messages (not sampled)");
+                let mut verdict = SloVerdict::new(
+                    "max_kafka_lag",
+                    Bound::AtMost,
+                    limit as f64,
+                    -1.0,
+                    "messages (not sampled)",
+                );
                 verdict.passed = false;
                 verdict
             }
@@ -222,7 +347,10 @@ fn environment() -> Environment {
         .map_or(0, |kb| kb * 1024);
     let os = read("/etc/os-release")
         .lines()
-        .find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
+        .find_map(|l| {
+            l.strip_prefix("PRETTY_NAME=")
+                .map(|v| v.trim_matches('"').to_string())
+        })
         .unwrap_or_else(|| std::env::consts::OS.to_string());
     Environment {
         hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
@@ -241,20 +369,31 @@ pub fn peak_rss(pid: Option<u32>) -> Option<u64> {
         None => "/proc/self/status".to_string(),
     };
     let status = std::fs::read_to_string(path).ok()?;
-    let kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kb * 1024)
 }
 
 /// Writes the per-second corrected-latency histograms as an HdrHistogram interval log
 /// (values in microseconds); returns the file name.
-pub fn write_histogram_log(dir: &Path, intervals: &[(f64, Histogram<u64>)]) -> std::io::Result<String> {
+pub fn write_histogram_log(
+    dir: &Path,
+    intervals: &[(f64, Histogram<u64>)],
+) -> std::io::Result<String> {
     std::fs::create_dir_all(dir)?;
     let name = "latency.hlog";
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     {
         let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment("stompede end-to-end latency (corrected), microseconds, one interval per second")
+            .add_comment(
+                "stompede end-to-end latency (corrected), microseconds, one interval per second",
+            )
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut out, &mut serializer)?;
         for (start, h) in intervals {

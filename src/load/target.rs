@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::load::samplers::{self, Audit, DbSample, DbSampler, GroupSelector, LagSample, LagSampler};
+use crate::load::samplers::{
+    self, Audit, DbSample, DbSampler, GroupSelector, LagSample, LagSampler,
+};
 use crate::load::RunOptions;
 use crate::scenario::{Scenario, TargetKind};
 use crate::server::FANOUT_GROUP_PREFIX;
@@ -19,7 +21,9 @@ use crate::stack::{self, StackInfo, StackOptions};
 pub enum TargetError {
     #[error("the local stack did not come up: {0}")]
     Stack(#[from] stack::StackError),
-    #[error("the stack recorded in {0} has no servers; start one with `stompede stack up --servers 2`")]
+    #[error(
+        "the stack recorded in {0} has no servers; start one with `stompede stack up --servers 2`"
+    )]
     NoServers(PathBuf),
 }
 
@@ -39,22 +43,43 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
     match &scenario.target.kind {
         TargetKind::External { urls } => {
             let kafka = scenario.target.kafka.as_ref().map(|k| {
-                let groups = GroupSelector::Prefix(k.group_prefix.clone().unwrap_or_else(|| FANOUT_GROUP_PREFIX.to_string()));
+                let groups = GroupSelector::Prefix(
+                    k.group_prefix
+                        .clone()
+                        .unwrap_or_else(|| FANOUT_GROUP_PREFIX.to_string()),
+                );
                 (k.bootstrap.clone(), k.topic.clone(), groups)
             });
-            let db = scenario.target.db.as_ref().map(|d| (d.url.clone(), d.table.clone()));
-            Ok(Resolved { urls: urls.clone(), stack: None, owned: None, kafka, db, notes: Vec::new() })
+            let db = scenario
+                .target
+                .db
+                .as_ref()
+                .map(|d| (d.url.clone(), d.table.clone()));
+            Ok(Resolved {
+                urls: urls.clone(),
+                stack: None,
+                owned: None,
+                kafka,
+                db,
+                notes: Vec::new(),
+            })
         }
         TargetKind::Local(shape) => {
             let mut notes = Vec::new();
-            let running = stack::status(&options.state_dir).ok().flatten().filter(|info| {
-                info.servers.iter().all(|s| s.alive != Some(false))
-                    && info.brokers.iter().all(|b| b.alive != Some(false))
-                    && info.postgres.alive != Some(false)
-            });
+            let running = stack::status(&options.state_dir)
+                .ok()
+                .flatten()
+                .filter(|info| {
+                    info.servers.iter().all(|s| s.alive != Some(false))
+                        && info.brokers.iter().all(|b| b.alive != Some(false))
+                        && info.postgres.alive != Some(false)
+                });
             let (info, owned) = match running {
                 Some(info) => {
-                    eprintln!("using the running stack recorded in {}", options.state_dir.display());
+                    eprintln!(
+                        "using the running stack recorded in {}",
+                        options.state_dir.display()
+                    );
                     if info.brokers.len() as u32 != shape.brokers
                         || info.partitions != shape.partitions
                         || info.servers.len() as u32 != shape.servers
@@ -94,10 +119,22 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                 return Err(TargetError::NoServers(options.state_dir.clone()));
             }
             let urls = info.servers.iter().map(|s| s.ws_url.clone()).collect();
-            let groups = GroupSelector::Exact(info.servers.iter().map(|s| format!("{FANOUT_GROUP_PREFIX}{}", s.instance_id)).collect());
+            let groups = GroupSelector::Exact(
+                info.servers
+                    .iter()
+                    .map(|s| format!("{FANOUT_GROUP_PREFIX}{}", s.instance_id))
+                    .collect(),
+            );
             let kafka = Some((info.kafka_bootstrap.clone(), info.topic.clone(), groups));
             let db = Some((info.postgres.url.clone(), crate::db::TABLE.to_string()));
-            Ok(Resolved { urls, stack: Some(info), owned, kafka, db, notes })
+            Ok(Resolved {
+                urls,
+                stack: Some(info),
+                owned,
+                kafka,
+                db,
+                notes,
+            })
         }
     }
 }
@@ -115,30 +152,52 @@ impl Resolved {
 
     /// Starts the lag and DB samplers (each optional).
     pub async fn start_samplers(&self, t0: Instant, stop: CancellationToken) -> Samplers {
-        let mut s = Samplers { lag: None, db: None, notes: self.notes.clone(), db_target: self.db.clone(), stop: stop.clone() };
+        let mut s = Samplers {
+            lag: None,
+            db: None,
+            notes: self.notes.clone(),
+            db_target: self.db.clone(),
+            stop: stop.clone(),
+        };
         if let Some((bootstrap, topic, groups)) = &self.kafka {
             match LagSampler::new(bootstrap, topic, groups.clone()) {
                 Ok(sampler) => {
                     let (tx, rx) = mpsc::channel(1024);
-                    let task = tokio::spawn(samplers::run_lag_sampler(sampler, t0, Duration::from_secs(1), stop.clone(), tx));
+                    let task = tokio::spawn(samplers::run_lag_sampler(
+                        sampler,
+                        t0,
+                        Duration::from_secs(1),
+                        stop.clone(),
+                        tx,
+                    ));
                     s.lag = Some((task, rx));
                 }
                 Err(e) => s.notes.push(format!("Kafka lag not sampled: {e}")),
             }
         } else {
-            s.notes.push("Kafka lag not sampled: the target names no Kafka bootstrap ([target.kafka])".into());
+            s.notes.push(
+                "Kafka lag not sampled: the target names no Kafka bootstrap ([target.kafka])"
+                    .into(),
+            );
         }
         if let Some((url, table)) = &self.db {
             match DbSampler::new(url, table).await {
                 Ok(sampler) => {
                     let (tx, rx) = mpsc::channel(4096);
-                    let task = tokio::spawn(samplers::run_db_sampler(sampler, t0, Duration::from_secs(1), stop.clone(), tx));
+                    let task = tokio::spawn(samplers::run_db_sampler(
+                        sampler,
+                        t0,
+                        Duration::from_secs(1),
+                        stop.clone(),
+                        tx,
+                    ));
                     s.db = Some((task, rx));
                 }
                 Err(e) => s.notes.push(format!("database not sampled: {e}")),
             }
         } else {
-            s.notes.push("database not sampled: the target names no database ([target.db])".into());
+            s.notes
+                .push("database not sampled: the target names no database ([target.db])".into());
         }
         s
     }
@@ -146,7 +205,10 @@ impl Resolved {
 
 /// Running samplers.
 pub struct Samplers {
-    lag: Option<(JoinHandle<samplers::SamplerStats>, mpsc::Receiver<Vec<LagSample>>)>,
+    lag: Option<(
+        JoinHandle<samplers::SamplerStats>,
+        mpsc::Receiver<Vec<LagSample>>,
+    )>,
     db: Option<(JoinHandle<samplers::SamplerStats>, mpsc::Receiver<DbSample>)>,
     db_target: Option<(String, String)>,
     notes: Vec<String>,
@@ -167,7 +229,10 @@ impl Samplers {
     pub async fn finish(mut self, run_id: &str, sent: u64) -> Sampled {
         // One last lag sample after the grace period: the final lag.
         self.stop.cancel();
-        let mut out = Sampled { notes: std::mem::take(&mut self.notes), ..Sampled::default() };
+        let mut out = Sampled {
+            notes: std::mem::take(&mut self.notes),
+            ..Sampled::default()
+        };
         if let Some((task, mut rx)) = self.lag.take() {
             let _ = task.await;
             let mut all = Vec::new();
@@ -190,7 +255,9 @@ impl Samplers {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 match samplers::audit(url, table, &crate::load::stamp::marker(run_id)).await {
-                    Ok(audit) if audit.distinct_for_run as u64 >= sent || Instant::now() >= deadline => {
+                    Ok(audit)
+                        if audit.distinct_for_run as u64 >= sent || Instant::now() >= deadline =>
+                    {
                         out.audit = Some(audit);
                         break;
                     }

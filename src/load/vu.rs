@@ -71,7 +71,11 @@ struct User {
     schedule: Schedule,
 }
 
-pub async fn run(ctx: Arc<RunContext>, index: u32, mut control: mpsc::Receiver<Control>) -> UserReport {
+pub async fn run(
+    ctx: Arc<RunContext>,
+    index: u32,
+    mut control: mpsc::Receiver<Control>,
+) -> UserReport {
     let seed = ctx.scenario.seed ^ (u64::from(index) << 20) ^ 0x5eed;
     let mut user = User {
         ctx: ctx.clone(),
@@ -91,7 +95,11 @@ pub async fn run(ctx: Arc<RunContext>, index: u32, mut control: mpsc::Receiver<C
         _ = tokio::time::sleep_until((ctx.t0 + slot).into()) => {}
     }
     let url = &ctx.urls[index as usize % ctx.urls.len()];
-    let connected = tokio::time::timeout(Duration::from_secs(30), StompClient::connect(url, &ctx.connect)).await;
+    let connected = tokio::time::timeout(
+        Duration::from_secs(30),
+        StompClient::connect(url, &ctx.connect),
+    )
+    .await;
     let mut client = match connected {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
@@ -114,13 +122,19 @@ pub async fn run(ctx: Arc<RunContext>, index: u32, mut control: mpsc::Receiver<C
         user.converse(&mut client, &mut control).await;
     }
     ctx.recorder.session_closed();
-    let _ = tokio::time::timeout(Duration::from_secs(2), client.send_frame(&Frame::new(Command::Disconnect))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.send_frame(&Frame::new(Command::Disconnect)),
+    )
+    .await;
     user.report()
 }
 
 impl User {
     fn report(self) -> UserReport {
-        UserReport { memberships: self.memberships }
+        UserReport {
+            memberships: self.memberships,
+        }
     }
 
     fn now_us(&self) -> u64 {
@@ -131,7 +145,10 @@ impl User {
         let plan = &self.ctx.plan.rooms[room as usize];
         let mut frame = Frame::new(Command::Subscribe)
             .header("id", format!("r{room}"))
-            .header("destination", self.ctx.scenario.target.subscribe_destination(&plan.id))
+            .header(
+                "destination",
+                self.ctx.scenario.target.subscribe_destination(&plan.id),
+            )
             .header("ack", "auto");
         if receipt {
             frame = frame.header("receipt", format!("sub-{room}"));
@@ -143,7 +160,10 @@ impl User {
     async fn subscribe_all(&mut self, client: &mut StompClient) -> bool {
         let rooms = self.ctx.plan.users[self.index as usize].rooms.clone();
         for room in &rooms {
-            if let Err(e) = client.send_frame(&self.subscribe_frame(*room, self.ctx.receipts)).await {
+            if let Err(e) = client
+                .send_frame(&self.subscribe_frame(*room, self.ctx.receipts))
+                .await
+            {
                 tracing::warn!("user {}: SUBSCRIBE failed: {e}", self.index);
                 return false;
             }
@@ -154,7 +174,11 @@ impl User {
                 Ok(Some(frame)) if frame.command == Command::Receipt => confirmed += 1,
                 Ok(Some(frame)) if frame.command == Command::Error => {
                     self.ctx.recorder.error(self.index);
-                    tracing::warn!("user {}: ERROR while subscribing: {}", self.index, frame.get("message").unwrap_or(""));
+                    tracing::warn!(
+                        "user {}: ERROR while subscribing: {}",
+                        self.index,
+                        frame.get("message").unwrap_or("")
+                    );
                     return false;
                 }
                 Ok(Some(_)) => {}
@@ -166,7 +190,10 @@ impl User {
         }
         for room in rooms {
             // Nothing is sent before every user is subscribed: expect from the start.
-            self.memberships.entry(room).or_default().join(self.ctx.slots.snapshot(room));
+            self.memberships
+                .entry(room)
+                .or_default()
+                .join(self.ctx.slots.snapshot(room));
         }
         true
     }
@@ -204,7 +231,10 @@ impl User {
 
     fn next_gap_us(&mut self, room: u32) -> u64 {
         match &self.ctx.scenario.load.model {
-            LoadModel::Open { arrival: Arrival::Poisson, .. } => {
+            LoadModel::Open {
+                arrival: Arrival::Poisson,
+                ..
+            } => {
                 let mean = self.period_us(room) as f64;
                 let u: f64 = self.rng.random::<f64>().max(1e-12);
                 (-u.ln() * mean) as u64
@@ -223,14 +253,22 @@ impl User {
             .and_then(crate::stomp::parse_heart_beat)
             .map_or(0, |(_, sy)| sy);
         let beat = heart_beat_period(cx, sy);
-        let mut beat_tick = tokio::time::interval(Duration::from_millis(if beat > 0 { beat } else { 3_600_000 }));
+        let mut beat_tick = tokio::time::interval(Duration::from_millis(if beat > 0 {
+            beat
+        } else {
+            3_600_000
+        }));
         beat_tick.tick().await;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
         let mut schedule = self.ctx.schedule.clone();
         let mut scheduled = false;
         let ended = loop {
             let send_end_us = self.schedule.send_end_us;
-            let next_due = self.due.peek().map(|Reverse((at, _))| *at).filter(|at| *at < send_end_us);
+            let next_due = self
+                .due
+                .peek()
+                .map(|Reverse((at, _))| *at)
+                .filter(|at| *at < send_end_us);
             let due_at = next_due.map(|at| self.ctx.t0 + Duration::from_micros(at));
             tokio::select! {
                 _ = self.ctx.stop.cancelled() => break false,
@@ -291,10 +329,16 @@ impl User {
     /// Closed model: a send whose echo or receipt never came is re-armed after the grace
     /// period, so one lost message does not silence a sender for the rest of the run.
     fn rearm_closed_model(&mut self) {
-        let LoadModel::Closed { think_time } = self.ctx.scenario.load.model else { return };
+        let LoadModel::Closed { think_time } = self.ctx.scenario.load.model else {
+            return;
+        };
         let grace = self.ctx.scenario.grace.max(Duration::from_secs(1));
-        let stale: Vec<u32> =
-            self.awaiting.iter().filter(|(_, (_, since))| since.elapsed() > grace).map(|(room, _)| *room).collect();
+        let stale: Vec<u32> = self
+            .awaiting
+            .iter()
+            .filter(|(_, (_, since))| since.elapsed() > grace)
+            .map(|(room, _)| *room)
+            .collect();
         for room in stale {
             self.awaiting.remove(&room);
             let at = self.now_us() + think_time.as_micros() as u64;
@@ -302,9 +346,16 @@ impl User {
         }
     }
 
-    async fn send(&mut self, client: &mut StompClient, room: u32, intended_us: u64) -> Result<(), crate::client::ClientError> {
+    async fn send(
+        &mut self,
+        client: &mut StompClient,
+        room: u32,
+        intended_us: u64,
+    ) -> Result<(), crate::client::ClientError> {
         let ctx = self.ctx.clone();
-        let Some(slot) = ctx.slots.slot(room, self.index) else { return Ok(()) };
+        let Some(slot) = ctx.slots.slot(room, self.index) else {
+            return Ok(());
+        };
         let now_us = self.now_us();
         if now_us >= self.schedule.send_end_us {
             // Behind schedule when sending ended: the backlog is not sent (it could not
@@ -329,7 +380,13 @@ impl User {
             LoadModel::Open { .. } => intended_us,
             LoadModel::Closed { .. } => sent_us,
         };
-        let stamp = Stamp { sender: self.index, room, seq, intended_us, sent_us };
+        let stamp = Stamp {
+            sender: self.index,
+            room,
+            seq,
+            intended_us,
+            sent_us,
+        };
         let size = ctx.scenario.load.message_size.sample(&mut self.rng) as usize;
         let text = stamp.text(&ctx.run_id, size);
         let room_id = &ctx.plan.rooms[room as usize].id;
@@ -340,7 +397,8 @@ impl User {
             .to_string(),
             BodyFormat::Raw => text,
         };
-        let receipt = (ctx.receipts && self.pending.len() < MAX_PENDING_RECEIPTS).then(|| format!("{room}:{seq}"));
+        let receipt = (ctx.receipts && self.pending.len() < MAX_PENDING_RECEIPTS)
+            .then(|| format!("{room}:{seq}"));
         let destination = ctx.scenario.target.send_destination(room_id);
         if let Err(e) = client.send(&destination, body, receipt.as_deref()).await {
             // Numbered but never on the wire: nobody may expect it.
@@ -350,7 +408,8 @@ impl User {
         if let Some(receipt) = receipt {
             self.pending.insert(receipt, Instant::now());
         }
-        ctx.recorder.sent(self.index, self.schedule.measured(intended_us));
+        ctx.recorder
+            .sent(self.index, self.schedule.measured(intended_us));
         match ctx.scenario.load.model {
             LoadModel::Open { .. } => {
                 let gap = self.next_gap_us(room);
@@ -366,10 +425,16 @@ impl User {
     async fn on_frame(&mut self, client: &mut StompClient, frame: Frame) {
         match frame.command {
             Command::Message => {
-                let Some(stamp) = Stamp::find(&frame.body, &self.ctx.run_id) else { return };
+                let Some(stamp) = Stamp::find(&frame.body, &self.ctx.run_id) else {
+                    return;
+                };
                 // Only stamps the run actually issued: a mangled one must not be trusted
                 // (or make a sequence set grow without bound).
-                let issued = self.ctx.slots.slot(stamp.room, stamp.sender).is_some_and(|slot| stamp.seq < self.ctx.slots.issued(slot));
+                let issued = self
+                    .ctx
+                    .slots
+                    .slot(stamp.room, stamp.sender)
+                    .is_some_and(|slot| stamp.seq < self.ctx.slots.issued(slot));
                 if !issued {
                     self.ctx.recorder.corrupt.fetch_add(1, Relaxed);
                     return;
@@ -395,7 +460,9 @@ impl User {
                 }
             }
             Command::Receipt => {
-                let Some(id) = frame.get("receipt-id") else { return };
+                let Some(id) = frame.get("receipt-id") else {
+                    return;
+                };
                 if let Some(room) = id.strip_prefix("sub-").and_then(|r| r.parse::<u32>().ok()) {
                     if matches!(self.away.get(&room), Some(Away::Rejoining)) {
                         self.rejoined(client, room).await;
@@ -405,8 +472,13 @@ impl User {
                 if let Some(sent) = self.pending.remove(id) {
                     let us = sent.elapsed().as_micros() as u64;
                     let intended = sent.duration_since(self.ctx.t0).as_micros() as u64;
-                    self.ctx.recorder.receipt(self.index, us, self.schedule.measured(intended));
-                    if let Some((room, seq)) = id.split_once(':').and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?))) {
+                    self.ctx
+                        .recorder
+                        .receipt(self.index, us, self.schedule.measured(intended));
+                    if let Some((room, seq)) = id
+                        .split_once(':')
+                        .and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?)))
+                    {
                         self.closed_model_next(room, seq);
                     }
                 }
@@ -434,25 +506,40 @@ impl User {
     }
 
     fn start_leave(&mut self, room: u32) {
-        if self.leaving.is_some() || self.away.contains_key(&room) || !self.memberships.contains_key(&room) {
+        if self.leaving.is_some()
+            || self.away.contains_key(&room)
+            || !self.memberships.contains_key(&room)
+        {
             return;
         }
         let snapshot = self.ctx.slots.snapshot(room);
-        self.leaving = Some(Leaving { room, snapshot, deadline: Instant::now() + self.ctx.scenario.grace });
+        self.leaving = Some(Leaving {
+            room,
+            snapshot,
+            deadline: Instant::now() + self.ctx.scenario.grace,
+        });
     }
 
     /// Advances a leave (once caught up) or a rejoin (once its time came).
-    async fn churn_step(&mut self, client: &mut StompClient) -> Result<(), crate::client::ClientError> {
+    async fn churn_step(
+        &mut self,
+        client: &mut StompClient,
+    ) -> Result<(), crate::client::ClientError> {
         if let Some(leaving) = &self.leaving {
             let room = leaving.room;
-            let done = self.memberships.get(&room).is_none_or(|m| m.caught_up(&leaving.snapshot));
+            let done = self
+                .memberships
+                .get(&room)
+                .is_none_or(|m| m.caught_up(&leaving.snapshot));
             if done || Instant::now() >= leaving.deadline {
                 let leaving = self.leaving.take().expect("checked above");
                 if let Some(m) = self.memberships.get_mut(&room) {
                     m.leave(&leaving.snapshot);
                 }
                 self.presence(client, room, "LEAVE").await?;
-                client.send_frame(&Frame::new(Command::Unsubscribe).header("id", format!("r{room}"))).await?;
+                client
+                    .send_frame(&Frame::new(Command::Unsubscribe).header("id", format!("r{room}")))
+                    .await?;
                 let back = Instant::now() + self.ctx.churn_rejoin;
                 self.away.insert(room, Away::Until(back));
             }
@@ -468,14 +555,19 @@ impl User {
                 client.send_frame(&self.subscribe_frame(room, true)).await?;
                 self.away.insert(room, Away::Rejoining);
             } else {
-                client.send_frame(&self.subscribe_frame(room, false)).await?;
-                self.away.insert(room, Away::Settling(Instant::now() + SUBSCRIBE_SETTLE));
+                client
+                    .send_frame(&self.subscribe_frame(room, false))
+                    .await?;
+                self.away
+                    .insert(room, Away::Settling(Instant::now() + SUBSCRIBE_SETTLE));
             }
         }
         let settled: Vec<u32> = self
             .away
             .iter()
-            .filter_map(|(room, away)| matches!(away, Away::Settling(t) if *t <= now).then_some(*room))
+            .filter_map(|(room, away)| {
+                matches!(away, Away::Settling(t) if *t <= now).then_some(*room)
+            })
             .collect();
         for room in settled {
             self.rejoined(client, room).await;
@@ -491,7 +583,12 @@ impl User {
     }
 
     /// An ENTER or LEAVE chat message (unstamped: it is not part of the measured traffic).
-    async fn presence(&mut self, client: &mut StompClient, room: u32, kind: &str) -> Result<(), crate::client::ClientError> {
+    async fn presence(
+        &mut self,
+        client: &mut StompClient,
+        room: u32,
+        kind: &str,
+    ) -> Result<(), crate::client::ClientError> {
         let ctx = self.ctx.clone();
         let room_id = &ctx.plan.rooms[room as usize].id;
         let user = &ctx.plan.users[self.index as usize].id;
@@ -502,7 +599,9 @@ impl User {
             }
             BodyFormat::Raw => text,
         };
-        client.send(&ctx.scenario.target.send_destination(room_id), body, None).await
+        client
+            .send(&ctx.scenario.target.send_destination(room_id), body, None)
+            .await
     }
 }
 

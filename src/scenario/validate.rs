@@ -389,7 +389,9 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
                 .ok_or_else(|| {
                     ctx.missing("target.kafka.bootstrap", "bootstrap = \"127.0.0.1:9092\"")
                 })?,
-            topic: ctx.take("target.kafka.topic", k.topic).unwrap_or_else(|| "chat.messages".to_string()),
+            topic: ctx
+                .take("target.kafka.topic", k.topic)
+                .unwrap_or_else(|| "chat.messages".to_string()),
             group_prefix: ctx.take("target.kafka.group_prefix", k.group_prefix),
         }),
         None => None,

@@ -35,7 +35,8 @@ impl ClientContext for LagContext {
         if let Some(topic) = statistics.topics.get(&self.topic) {
             for (partition, stats) in &topic.partitions {
                 if *partition >= 0 && stats.consumer_lag >= 0 {
-                    self.metrics.set_lag(&self.group, *partition, stats.consumer_lag);
+                    self.metrics
+                        .set_lag(&self.group, *partition, stats.consumer_lag);
                 }
             }
         }
@@ -56,7 +57,11 @@ pub async fn start(
     group: &str,
     metrics: Arc<Metrics>,
 ) -> Result<StreamConsumer<LagContext>, KafkaError> {
-    let context = LagContext { group: group.to_string(), topic: topic.to_string(), metrics };
+    let context = LagContext {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        metrics,
+    };
     let consumer: StreamConsumer<LagContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -77,11 +82,14 @@ pub async fn start(
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if partitions.is_empty() {
-            return Err(KafkaError::MetadataFetch(rdkafka::types::RDKafkaErrorCode::UnknownTopic));
+            return Err(KafkaError::MetadataFetch(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopic,
+            ));
         }
         let mut assignment = TopicPartitionList::new();
         for partition in partitions {
-            let (_, high) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
+            let (_, high) =
+                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
             assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
         }
         consumer.assign(&assignment)?;
@@ -120,7 +128,12 @@ pub async fn next_record<'c>(
 }
 
 /// Reads records until `shutdown`, delivering each to local subscribers.
-pub async fn run(consumer: StreamConsumer<LagContext>, rooms: Arc<Rooms>, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+pub async fn run(
+    consumer: StreamConsumer<LagContext>,
+    rooms: Arc<Rooms>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     while let Some(record) = next_record(&consumer, &shutdown, "fan-out consumer").await {
         metrics.fanout_messages.fetch_add(1, Relaxed);
         let payload = record.payload().unwrap_or_default();

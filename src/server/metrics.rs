@@ -61,7 +61,11 @@ impl Histogram {
         }
         let total = self.count.load(Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {total}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {total}");
     }
 }
@@ -96,7 +100,9 @@ pub struct Metrics {
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Metrics").field("instance_id", &self.instance_id).finish_non_exhaustive()
+        f.debug_struct("Metrics")
+            .field("instance_id", &self.instance_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -142,27 +148,102 @@ impl Metrics {
         let mut out = String::with_capacity(4096);
         let inst = &self.instance_id;
         let counters: [(&str, &str, u64); 17] = [
-            ("stompede_sessions_total", "WebSocket sessions accepted", self.sessions_total.load(Relaxed)),
-            ("stompede_sessions_rejected_total", "connections refused at the connection limit", self.sessions_rejected.load(Relaxed)),
-            ("stompede_frames_in_total", "STOMP frames received", self.frames_in.load(Relaxed)),
-            ("stompede_frames_out_total", "STOMP frames sent", self.frames_out.load(Relaxed)),
-            ("stompede_errors_sent_total", "STOMP ERROR frames sent", self.errors_sent.load(Relaxed)),
-            ("stompede_heartbeat_timeouts_total", "sessions dropped for missing heart-beats", self.heartbeat_timeouts.load(Relaxed)),
-            ("stompede_published_total", "chat messages acknowledged by Kafka", self.published.load(Relaxed)),
-            ("stompede_publish_failures_total", "chat messages Kafka did not take", self.publish_failures.load(Relaxed)),
-            ("stompede_fanout_messages_total", "records read by the fan-out consumer", self.fanout_messages.load(Relaxed)),
-            ("stompede_fanout_deliveries_total", "MESSAGE frames queued to local subscribers", self.fanout_deliveries.load(Relaxed)),
-            ("stompede_fanout_drops_total", "deliveries dropped because a subscriber queue was full", self.fanout_drops.load(Relaxed)),
-            ("stompede_slow_consumer_disconnects_total", "sessions disconnected for not keeping up", self.slow_consumer_disconnects.load(Relaxed)),
-            ("stompede_db_rows_total", "chat rows written to PostgreSQL", self.db_rows.load(Relaxed)),
-            ("stompede_db_batches_total", "database batches committed", self.db_batches.load(Relaxed)),
-            ("stompede_db_errors_total", "database batch attempts that failed (and were retried)", self.db_errors.load(Relaxed)),
-            ("stompede_db_reconnects_total", "database connections re-opened after being lost", self.db_reconnects.load(Relaxed)),
-            ("stompede_ready", "1 once the server accepts and fans out", self.ready.load(Relaxed) as u64),
+            (
+                "stompede_sessions_total",
+                "WebSocket sessions accepted",
+                self.sessions_total.load(Relaxed),
+            ),
+            (
+                "stompede_sessions_rejected_total",
+                "connections refused at the connection limit",
+                self.sessions_rejected.load(Relaxed),
+            ),
+            (
+                "stompede_frames_in_total",
+                "STOMP frames received",
+                self.frames_in.load(Relaxed),
+            ),
+            (
+                "stompede_frames_out_total",
+                "STOMP frames sent",
+                self.frames_out.load(Relaxed),
+            ),
+            (
+                "stompede_errors_sent_total",
+                "STOMP ERROR frames sent",
+                self.errors_sent.load(Relaxed),
+            ),
+            (
+                "stompede_heartbeat_timeouts_total",
+                "sessions dropped for missing heart-beats",
+                self.heartbeat_timeouts.load(Relaxed),
+            ),
+            (
+                "stompede_published_total",
+                "chat messages acknowledged by Kafka",
+                self.published.load(Relaxed),
+            ),
+            (
+                "stompede_publish_failures_total",
+                "chat messages Kafka did not take",
+                self.publish_failures.load(Relaxed),
+            ),
+            (
+                "stompede_fanout_messages_total",
+                "records read by the fan-out consumer",
+                self.fanout_messages.load(Relaxed),
+            ),
+            (
+                "stompede_fanout_deliveries_total",
+                "MESSAGE frames queued to local subscribers",
+                self.fanout_deliveries.load(Relaxed),
+            ),
+            (
+                "stompede_fanout_drops_total",
+                "deliveries dropped because a subscriber queue was full",
+                self.fanout_drops.load(Relaxed),
+            ),
+            (
+                "stompede_slow_consumer_disconnects_total",
+                "sessions disconnected for not keeping up",
+                self.slow_consumer_disconnects.load(Relaxed),
+            ),
+            (
+                "stompede_db_rows_total",
+                "chat rows written to PostgreSQL",
+                self.db_rows.load(Relaxed),
+            ),
+            (
+                "stompede_db_batches_total",
+                "database batches committed",
+                self.db_batches.load(Relaxed),
+            ),
+            (
+                "stompede_db_errors_total",
+                "database batch attempts that failed (and were retried)",
+                self.db_errors.load(Relaxed),
+            ),
+            (
+                "stompede_db_reconnects_total",
+                "database connections re-opened after being lost",
+                self.db_reconnects.load(Relaxed),
+            ),
+            (
+                "stompede_ready",
+                "1 once the server accepts and fans out",
+                self.ready.load(Relaxed) as u64,
+            ),
         ];
         for (name, help, value) in counters {
-            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{instance=\"{inst}\"}} {value}");
+            let kind = if name.ends_with("_total") {
+                "counter"
+            } else {
+                "gauge"
+            };
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{instance=\"{inst}\"}} {value}"
+            );
         }
         let _ = writeln!(
             out,
@@ -174,9 +255,21 @@ impl Metrics {
             "# HELP stompede_db_queue_depth rows waiting for the database writer\n# TYPE stompede_db_queue_depth gauge\nstompede_db_queue_depth{{instance=\"{inst}\"}} {}",
             self.db_queue_depth.load(Relaxed)
         );
-        self.produce_latency.render(&mut out, "stompede_produce_latency_seconds", "time from SEND to Kafka acknowledgement");
-        self.db_batch_size.render(&mut out, "stompede_db_batch_rows", "rows per database batch");
-        self.db_batch_latency.render(&mut out, "stompede_db_batch_latency_seconds", "time to write and commit one batch");
+        self.produce_latency.render(
+            &mut out,
+            "stompede_produce_latency_seconds",
+            "time from SEND to Kafka acknowledgement",
+        );
+        self.db_batch_size.render(
+            &mut out,
+            "stompede_db_batch_rows",
+            "rows per database batch",
+        );
+        self.db_batch_latency.render(
+            &mut out,
+            "stompede_db_batch_latency_seconds",
+            "time to write and commit one batch",
+        );
         let _ = writeln!(out, "# HELP stompede_consumer_lag messages behind the high watermark, per consumer group and partition (librdkafka statistics)\n# TYPE stompede_consumer_lag gauge");
         if let Ok(map) = self.lag.lock() {
             for ((group, partition), lag) in map.iter() {
@@ -232,10 +325,24 @@ async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, content_type, body) = match (method, path) {
         ("GET", "/metrics") => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
-        ("GET", "/healthz") if metrics.ready.load(Relaxed) => ("200 OK", "text/plain", "ok\n".to_string()),
-        ("GET", "/healthz") => ("503 Service Unavailable", "text/plain", "starting\n".to_string()),
-        ("GET", _) => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".to_string()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_string()),
+        ("GET", "/healthz") if metrics.ready.load(Relaxed) => {
+            ("200 OK", "text/plain", "ok\n".to_string())
+        }
+        ("GET", "/healthz") => (
+            "503 Service Unavailable",
+            "text/plain",
+            "starting\n".to_string(),
+        ),
+        ("GET", _) => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics or /healthz\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        ),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

@@ -36,11 +36,22 @@ use rooms::Rooms;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot connect to PostgreSQL at {url}: {source}; is it running? (`stompede stack up` starts one)")]
-    Database { url: String, source: tokio_postgres::Error },
+    Database {
+        url: String,
+        source: tokio_postgres::Error,
+    },
     #[error("cannot set up Kafka ({what}) at {bootstrap}: {source}; is the broker running and does topic `{topic}` exist?")]
-    Kafka { what: &'static str, bootstrap: String, topic: String, source: rdkafka::error::KafkaError },
+    Kafka {
+        what: &'static str,
+        bootstrap: String,
+        topic: String,
+        source: rdkafka::error::KafkaError,
+    },
     #[error("cannot listen for metrics on {addr}: {source}")]
-    MetricsListen { addr: SocketAddr, source: std::io::Error },
+    MetricsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// State every session shares.
@@ -91,10 +102,15 @@ pub async fn run(
     let background = TaskTracker::new();
     let metrics_addr = match config.metrics_listen {
         Some(addr) => {
-            let metrics_listener =
-                TcpListener::bind(addr).await.map_err(|source| ServerError::MetricsListen { addr, source })?;
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::MetricsListen { addr, source })?;
             let bound = metrics_listener.local_addr().ok();
-            background.spawn(metrics::serve(metrics_listener, metrics.clone(), shutdown.clone()));
+            background.spawn(metrics::serve(
+                metrics_listener,
+                metrics.clone(),
+                shutdown.clone(),
+            ));
             bound
         }
         None => None,
@@ -109,17 +125,35 @@ pub async fn run(
         db_abort.clone(),
     )
     .await
-    .map_err(|source| ServerError::Database { url: config.db_url.clone(), source })?;
+    .map_err(|source| ServerError::Database {
+        url: config.db_url.clone(),
+        source,
+    })?;
     let producer_db = (config.persist == Persist::Producer).then(|| writers.queue.clone());
-    let publisher = Publisher::new(&config.kafka_bootstrap, &config.topic, producer_db, metrics.clone())
-        .await
-        .map_err(|e| kafka_error("producer", e))?;
+    let publisher = Publisher::new(
+        &config.kafka_bootstrap,
+        &config.topic,
+        producer_db,
+        metrics.clone(),
+    )
+    .await
+    .map_err(|e| kafka_error("producer", e))?;
     let rooms = Arc::new(Rooms::new(metrics.clone()));
-    let fanout_consumer = fanout::start(&config.kafka_bootstrap, &config.topic, &config.fanout_group(), metrics.clone())
-        .await
-        .map_err(|e| kafka_error("fan-out consumer", e))?;
+    let fanout_consumer = fanout::start(
+        &config.kafka_bootstrap,
+        &config.topic,
+        &config.fanout_group(),
+        metrics.clone(),
+    )
+    .await
+    .map_err(|e| kafka_error("fan-out consumer", e))?;
     let consumers_stop = CancellationToken::new();
-    let fanout_task = tokio::spawn(fanout::run(fanout_consumer, rooms.clone(), metrics.clone(), consumers_stop.clone()));
+    let fanout_task = tokio::spawn(fanout::run(
+        fanout_consumer,
+        rooms.clone(),
+        metrics.clone(),
+        consumers_stop.clone(),
+    ));
     let persist_task = if config.persist == Persist::Consumer {
         let consumer = persist::start(
             &config.kafka_bootstrap,
@@ -130,7 +164,12 @@ pub async fn run(
         )
         .await
         .map_err(|e| kafka_error("persist consumer", e))?;
-        Some(tokio::spawn(persist::run(consumer, writers.queue.clone(), config.limits.db_batch, consumers_stop.clone())))
+        Some(tokio::spawn(persist::run(
+            consumer,
+            writers.queue.clone(),
+            config.limits.db_batch,
+            consumers_stop.clone(),
+        )))
     } else {
         None
     };
@@ -143,7 +182,9 @@ pub async fn run(
         tasks: TaskTracker::new(),
         next_session: AtomicU64::new(0),
     });
-    let ws_addr = listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let ws_addr = listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)));
     metrics.ready.store(true, Relaxed);
     tracing::info!(
         "server {} ready: ws://{ws_addr}{} (persist {}, topic {})",
@@ -152,7 +193,11 @@ pub async fn run(
         config.persist.as_str(),
         config.topic
     );
-    ready(Bound { ws: ws_addr, metrics_addr, metrics: metrics.clone() });
+    ready(Bound {
+        ws: ws_addr,
+        metrics_addr,
+        metrics: metrics.clone(),
+    });
 
     let sessions = TaskTracker::new();
     loop {
@@ -181,13 +226,19 @@ pub async fn run(
     metrics.ready.store(false, Relaxed);
     drop(listener);
     sessions.close();
-    if tokio::time::timeout(Duration::from_secs(10), sessions.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(10), sessions.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some sessions did not close within 10 s");
     }
     // Every accepted SEND finishes: Kafka ack, then (producer persist) its row.
     shared.publisher.flush(Duration::from_secs(15));
     shared.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(30), shared.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), shared.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("some sends were still waiting for Kafka or the database after 30 s");
     }
     consumers_stop.cancel();
@@ -195,7 +246,10 @@ pub async fn run(
     if let Some(task) = persist_task {
         // The persist consumer finishes its batch in hand; if the database is down, the
         // writers give up after this and the batch is re-read by the next consumer.
-        if tokio::time::timeout(Duration::from_secs(30), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .is_err()
+        {
             tracing::error!("the persist consumer's last batch did not reach the database within 30 s; its offsets stay uncommitted");
             db_abort.cancel();
         }
@@ -203,7 +257,10 @@ pub async fn run(
     drop(shared);
     let drain = writers.drain();
     tokio::pin!(drain);
-    if tokio::time::timeout(Duration::from_secs(30), &mut drain).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(30), &mut drain)
+        .await
+        .is_err()
+    {
         tracing::error!("the database queue did not drain within 30 s; giving up on retries");
         db_abort.cancel();
         drain.await;

@@ -38,7 +38,11 @@ pub async fn start(
     instance: &str,
     metrics: Arc<Metrics>,
 ) -> Result<PersistConsumer, KafkaError> {
-    let context = LagContext { group: group.to_string(), topic: topic.to_string(), metrics };
+    let context = LagContext {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        metrics,
+    };
     let consumer: StreamConsumer<LagContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", group)
@@ -50,8 +54,12 @@ pub async fn start(
         .create_with_context(context)?;
     consumer.subscribe(&[topic])?;
     // The id comes from the brokers; a short-lived probe client asks for it.
-    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let cluster = crate::server::publish::cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout)).await;
+    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let cluster =
+        crate::server::publish::cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout))
+            .await;
     Ok(PersistConsumer { consumer, cluster })
 }
 
@@ -84,8 +92,18 @@ pub async fn run(
         }
         if !rows.is_empty() {
             let (done, written) = oneshot::channel();
-            if db.send(WriteRequest { rows, done: Some(done) }).await.is_err() || written.await.is_err() {
-                tracing::error!("persist consumer: the database writer stopped; offsets not committed");
+            if db
+                .send(WriteRequest {
+                    rows,
+                    done: Some(done),
+                })
+                .await
+                .is_err()
+                || written.await.is_err()
+            {
+                tracing::error!(
+                    "persist consumer: the database writer stopped; offsets not committed"
+                );
                 break;
             }
         }
@@ -111,7 +129,10 @@ fn take(
     rows: &mut Vec<Row>,
     next: &mut BTreeMap<(String, i32), i64>,
 ) {
-    next.insert((record.topic().to_string(), record.partition()), record.offset() + 1);
+    next.insert(
+        (record.topic().to_string(), record.partition()),
+        record.offset() + 1,
+    );
     let payload = record.payload().unwrap_or_default();
     let message = match serde_json::from_slice::<ChatMessage>(payload) {
         Ok(message) => message,

@@ -48,7 +48,13 @@ impl Publisher {
             .create()?;
         let probe = producer.clone();
         let cluster = cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout)).await;
-        Ok(Publisher { producer, topic: topic.into(), cluster, db, metrics })
+        Ok(Publisher {
+            producer,
+            topic: topic.into(),
+            cluster,
+            db,
+            metrics,
+        })
     }
 
     /// Hands `message` to Kafka now; the returned future resolves once it is durable
@@ -59,7 +65,9 @@ impl Publisher {
     ) -> Result<impl Future<Output = Result<(), String>> + Send + 'static, String> {
         let payload = serde_json::to_vec(&message).map_err(|e| e.to_string())?;
         let sent_at = SystemTime::now();
-        let millis = sent_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let millis = sent_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         let started = Instant::now();
         let delivery = loop {
             let record = FutureRecord::to(&self.topic)
@@ -98,11 +106,23 @@ impl Publisher {
             metrics.produce_latency.observe_duration(started.elapsed());
             if let Some(db) = db {
                 let (done, written) = oneshot::channel();
-                let row = Row { message, sent_at, cluster, topic, partition: acked.partition, offset: acked.offset };
-                db.send(WriteRequest { rows: vec![row], done: Some(done) })
+                let row = Row {
+                    message,
+                    sent_at,
+                    cluster,
+                    topic,
+                    partition: acked.partition,
+                    offset: acked.offset,
+                };
+                db.send(WriteRequest {
+                    rows: vec![row],
+                    done: Some(done),
+                })
+                .await
+                .map_err(|_| "the database writer stopped".to_string())?;
+                written
                     .await
-                    .map_err(|_| "the database writer stopped".to_string())?;
-                written.await.map_err(|_| "the database write was abandoned".to_string())?;
+                    .map_err(|_| "the database write was abandoned".to_string())?;
             }
             Ok(())
         })
@@ -118,8 +138,13 @@ impl Publisher {
 
 /// The Kafka cluster id, part of every history row's key, from a blocking librdkafka
 /// call. Empty (with a warning) when the brokers do not say within 10 s.
-pub async fn cluster_id(fetch: impl FnOnce(Duration) -> Option<String> + Send + 'static) -> Arc<str> {
-    let id = tokio::task::spawn_blocking(move || fetch(Duration::from_secs(10))).await.ok().flatten();
+pub async fn cluster_id(
+    fetch: impl FnOnce(Duration) -> Option<String> + Send + 'static,
+) -> Arc<str> {
+    let id = tokio::task::spawn_blocking(move || fetch(Duration::from_secs(10)))
+        .await
+        .ok()
+        .flatten();
     match id {
         Some(id) => id.into(),
         None => {

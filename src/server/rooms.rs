@@ -29,7 +29,10 @@ pub struct Delivery {
 #[derive(Debug)]
 pub enum Outbound {
     /// A room message for subscription `subscription` of this session.
-    Message { subscription: Arc<str>, delivery: Arc<Delivery> },
+    Message {
+        subscription: Arc<str>,
+        delivery: Arc<Delivery>,
+    },
     /// Any other frame (a RECEIPT from a finished send).
     Frame(Frame),
     /// A final frame (an ERROR from a failed send): write it, then close the session.
@@ -72,15 +75,18 @@ pub struct Rooms {
 
 impl Rooms {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Rooms { inner: RwLock::new(HashMap::new()), metrics }
+        Rooms {
+            inner: RwLock::new(HashMap::new()),
+            metrics,
+        }
     }
 
     pub fn subscribe(&self, room: &str, subscription: Arc<str>, session: &SessionHandle) {
         let mut rooms = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        rooms
-            .entry(room.to_string())
-            .or_default()
-            .push(Subscriber { subscription, session: session.clone() });
+        rooms.entry(room.to_string()).or_default().push(Subscriber {
+            subscription,
+            session: session.clone(),
+        });
     }
 
     pub fn unsubscribe(&self, room: &str, subscription: &str, session_id: u64) {
@@ -107,7 +113,10 @@ impl Rooms {
             if sub.session.kill.is_cancelled() {
                 continue;
             }
-            let item = Outbound::Message { subscription: sub.subscription.clone(), delivery: delivery.clone() };
+            let item = Outbound::Message {
+                subscription: sub.subscription.clone(),
+                delivery: delivery.clone(),
+            };
             match sub.session.outbound.try_send(item) {
                 Ok(()) => {
                     self.metrics.fanout_deliveries.fetch_add(1, Relaxed);

@@ -54,7 +54,9 @@ fn error_frame(message: &str, detail: &str, receipt: Option<&str>) -> Frame {
     if let Some(receipt) = receipt {
         frame = frame.header("receipt-id", receipt);
     }
-    frame.header("content-type", "text/plain").with_body(Bytes::from(format!("{detail}\n")))
+    frame
+        .header("content-type", "text/plain")
+        .with_body(Bytes::from(format!("{detail}\n")))
 }
 
 fn receipt_frame(receipt: &str) -> Frame {
@@ -70,7 +72,9 @@ fn choose_subprotocol(request: &Request) -> Option<&'static str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|p| p.trim().to_ascii_lowercase()))
         .collect();
-    ["v12.stomp", "v11.stomp", "v10.stomp"].into_iter().find(|p| offered.iter().any(|o| o == p))
+    ["v12.stomp", "v11.stomp", "v10.stomp"]
+        .into_iter()
+        .find(|p| offered.iter().any(|o| o == p))
 }
 
 /// Serves one TCP connection until it closes or the server shuts down.
@@ -86,12 +90,15 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: Cancellatio
         .max_frame_size(Some(limits.max_frame_size * 4));
     let callback = |request: &Request, mut response: Response| -> Result<Response, ErrorResponse> {
         if request.uri().path() != WS_PATH {
-            let mut refusal = ErrorResponse::new(Some(format!("no WebSocket endpoint here; use {WS_PATH}\n")));
+            let mut refusal =
+                ErrorResponse::new(Some(format!("no WebSocket endpoint here; use {WS_PATH}\n")));
             *refusal.status_mut() = StatusCode::NOT_FOUND;
             return Err(refusal);
         }
         if let Some(protocol) = choose_subprotocol(request) {
-            response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
+            response
+                .headers_mut()
+                .insert("sec-websocket-protocol", HeaderValue::from_static(protocol));
         }
         Ok(response)
     };
@@ -153,7 +160,12 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, mut ws: Ws, mut out_rx: mpsc::Receiver<Outbound>, shutdown: CancellationToken) {
+    async fn run(
+        &mut self,
+        mut ws: Ws,
+        mut out_rx: mpsc::Receiver<Outbound>,
+        shutdown: CancellationToken,
+    ) {
         let opened = Instant::now();
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
@@ -239,7 +251,8 @@ impl Session {
             self.shared.metrics.errors_sent.fetch_add(1, Relaxed);
             let bytes = self.encode(&frame);
             // Best effort: a client that stopped reading does not get to hold us up.
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.send(self.ws_message(bytes))).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), ws.send(self.ws_message(bytes))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }
@@ -260,11 +273,19 @@ impl Session {
     }
 
     /// Writes queued frames; `Ok(Some(frame))` asks the caller to close with that ERROR.
-    async fn write(&mut self, ws: &mut Ws, batch: Vec<Outbound>, kill: &CancellationToken) -> Result<Option<Frame>, ()> {
+    async fn write(
+        &mut self,
+        ws: &mut Ws,
+        batch: Vec<Outbound>,
+        kill: &CancellationToken,
+    ) -> Result<Option<Frame>, ()> {
         let mut closing = None;
         for item in batch {
             let frame = match item {
-                Outbound::Message { subscription, delivery } => Frame::new(Command::Message)
+                Outbound::Message {
+                    subscription,
+                    delivery,
+                } => Frame::new(Command::Message)
                     .header("subscription", &*subscription)
                     .header("message-id", delivery.message_id.as_str())
                     .header("destination", delivery.destination.as_str())
@@ -301,16 +322,27 @@ impl Session {
 
     /// The client has not taken a byte for `write_stall`: it is treated as a slow consumer.
     fn stalled(&self) -> Frame {
-        self.shared.metrics.slow_consumer_disconnects.fetch_add(1, Relaxed);
+        self.shared
+            .metrics
+            .slow_consumer_disconnects
+            .fetch_add(1, Relaxed);
         error_frame(
             "slow consumer",
-            &format!("the client read nothing for {:?}; disconnected", self.shared.config.limits.write_stall),
+            &format!(
+                "the client read nothing for {:?}; disconnected",
+                self.shared.config.limits.write_stall
+            ),
             None,
         )
     }
 
     /// Decodes and handles every whole frame in `inbuf`.
-    async fn read_frames(&mut self, inbuf: &mut BytesMut, ws: &mut Ws, kill: &CancellationToken) -> Option<Close> {
+    async fn read_frames(
+        &mut self,
+        inbuf: &mut BytesMut,
+        ws: &mut Ws,
+        kill: &CancellationToken,
+    ) -> Option<Close> {
         loop {
             match self.decoder.decode(inbuf) {
                 Ok(None) => return None,
@@ -321,47 +353,93 @@ impl Session {
                         return Some(close);
                     }
                 }
-                Err(e) => return Some(Close::Error(error_frame("malformed frame", &e.to_string(), None))),
+                Err(e) => {
+                    return Some(Close::Error(error_frame(
+                        "malformed frame",
+                        &e.to_string(),
+                        None,
+                    )))
+                }
             }
         }
     }
 
-    async fn handle_frame(&mut self, frame: Frame, ws: &mut Ws, kill: &CancellationToken) -> Option<Close> {
+    async fn handle_frame(
+        &mut self,
+        frame: Frame,
+        ws: &mut Ws,
+        kill: &CancellationToken,
+    ) -> Option<Close> {
         let receipt = frame.get("receipt").map(str::to_string);
-        let fail = |message: &str, detail: String| Some(Close::Error(error_frame(message, &detail, receipt.as_deref())));
+        let fail = |message: &str, detail: String| {
+            Some(Close::Error(error_frame(
+                message,
+                &detail,
+                receipt.as_deref(),
+            )))
+        };
         if self.version.is_none() {
             return match frame.command {
                 Command::Connect | Command::Stomp => self.connect(&frame, ws).await,
-                other => fail("CONNECT expected", format!("the first frame must be CONNECT or STOMP, not {}", other.as_str())),
+                other => fail(
+                    "CONNECT expected",
+                    format!(
+                        "the first frame must be CONNECT or STOMP, not {}",
+                        other.as_str()
+                    ),
+                ),
             };
         }
         match frame.command {
             Command::Send => return self.send(frame, receipt, kill).await,
             Command::Subscribe => {
                 let Some(id) = frame.get("id") else {
-                    return fail("SUBSCRIBE without id", "every SUBSCRIBE needs an id header".into());
+                    return fail(
+                        "SUBSCRIBE without id",
+                        "every SUBSCRIBE needs an id header".into(),
+                    );
                 };
                 let Some(destination) = frame.get("destination") else {
-                    return fail("SUBSCRIBE without destination", "every SUBSCRIBE needs a destination header".into());
+                    return fail(
+                        "SUBSCRIBE without destination",
+                        "every SUBSCRIBE needs a destination header".into(),
+                    );
                 };
                 let Some(room) = room_of(destination, SUBSCRIBE_PREFIX) else {
                     return fail("unknown destination", format!("cannot subscribe to {destination:?}; rooms are at {SUBSCRIBE_PREFIX}{{roomId}}"));
                 };
                 if self.subscriptions.contains_key(id) {
-                    return fail("duplicate subscription id", format!("subscription id {id:?} is already in use on this connection"));
+                    return fail(
+                        "duplicate subscription id",
+                        format!("subscription id {id:?} is already in use on this connection"),
+                    );
                 }
                 if self.subscriptions.len() >= self.shared.config.limits.max_subscriptions {
-                    return fail("too many subscriptions", format!("at most {} subscriptions per connection", self.shared.config.limits.max_subscriptions));
+                    return fail(
+                        "too many subscriptions",
+                        format!(
+                            "at most {} subscriptions per connection",
+                            self.shared.config.limits.max_subscriptions
+                        ),
+                    );
                 }
-                self.shared.rooms.subscribe(room, Arc::from(id), &self.handle);
+                self.shared
+                    .rooms
+                    .subscribe(room, Arc::from(id), &self.handle);
                 self.subscriptions.insert(id.to_string(), room.to_string());
             }
             Command::Unsubscribe => {
                 let Some(id) = frame.get("id") else {
-                    return fail("UNSUBSCRIBE without id", "every UNSUBSCRIBE needs an id header".into());
+                    return fail(
+                        "UNSUBSCRIBE without id",
+                        "every UNSUBSCRIBE needs an id header".into(),
+                    );
                 };
                 let Some(room) = self.subscriptions.remove(id) else {
-                    return fail("unknown subscription", format!("no subscription with id {id:?} on this connection"));
+                    return fail(
+                        "unknown subscription",
+                        format!("no subscription with id {id:?} on this connection"),
+                    );
                 };
                 self.shared.rooms.unsubscribe(&room, id, self.handle.id);
             }
@@ -388,16 +466,32 @@ impl Session {
                 return Some(Close::Quietly);
             }
             Command::Ack | Command::Nack => {} // subscriptions are auto-acknowledged
-            Command::Connect | Command::Stomp => return fail("already connected", "CONNECT was already received on this connection".into()),
+            Command::Connect | Command::Stomp => {
+                return fail(
+                    "already connected",
+                    "CONNECT was already received on this connection".into(),
+                )
+            }
             Command::Begin | Command::Commit | Command::Abort => {
-                return fail("transactions not supported", format!("{} is not supported by this server", frame.command.as_str()))
+                return fail(
+                    "transactions not supported",
+                    format!("{} is not supported by this server", frame.command.as_str()),
+                )
             }
             Command::Connected | Command::Message | Command::Receipt | Command::Error => {
-                return fail("server frame from client", format!("{} is sent by servers, not clients", frame.command.as_str()))
+                return fail(
+                    "server frame from client",
+                    format!("{} is sent by servers, not clients", frame.command.as_str()),
+                )
             }
         }
         if let Some(receipt) = receipt {
-            if self.handle.outbound.try_send(Outbound::Frame(receipt_frame(&receipt))).is_err() {
+            if self
+                .handle
+                .outbound
+                .try_send(Outbound::Frame(receipt_frame(&receipt)))
+                .is_err()
+            {
                 self.handle.kill(Kill::SlowConsumer);
             }
         }
@@ -406,10 +500,17 @@ impl Session {
 
     async fn connect(&mut self, frame: &Frame, ws: &mut Ws) -> Option<Close> {
         let offered = frame.get("accept-version").unwrap_or("1.0");
-        let version = offered.split(',').filter_map(|v| Version::parse(v.trim())).max();
+        let version = offered
+            .split(',')
+            .filter_map(|v| Version::parse(v.trim()))
+            .max();
         let Some(version) = version else {
-            let error = error_frame("unsupported STOMP version", &format!("client accepts {offered:?}; this server speaks 1.0, 1.1 and 1.2"), None)
-                .header("version", "1.0,1.1,1.2");
+            let error = error_frame(
+                "unsupported STOMP version",
+                &format!("client accepts {offered:?}; this server speaks 1.0, 1.1 and 1.2"),
+                None,
+            )
+            .header("version", "1.0,1.1,1.2");
             return Some(Close::Error(error));
         };
         let (cx, cy) = match frame.get("heart-beat") {
@@ -417,7 +518,11 @@ impl Session {
             Some(value) => match parse_heart_beat(value) {
                 Some(pair) => pair,
                 None => {
-                    return Some(Close::Error(error_frame("malformed heart-beat", &format!("heart-beat {value:?} is not \"<ms>,<ms>\""), None)))
+                    return Some(Close::Error(error_frame(
+                        "malformed heart-beat",
+                        &format!("heart-beat {value:?} is not \"<ms>,<ms>\""),
+                        None,
+                    )))
                 }
             },
         };
@@ -431,21 +536,46 @@ impl Session {
             .header("version", version.as_str())
             .header("heart-beat", format!("{sx},{sy}"))
             .header("server", concat!("stompede/", env!("CARGO_PKG_VERSION")))
-            .header("session", format!("{}-{}", self.shared.config.instance_id, self.handle.id));
+            .header(
+                "session",
+                format!("{}-{}", self.shared.config.instance_id, self.handle.id),
+            );
         let never = CancellationToken::new();
-        match self.write(ws, vec![Outbound::Frame(connected)], &never).await {
+        match self
+            .write(ws, vec![Outbound::Frame(connected)], &never)
+            .await
+        {
             Ok(_) => None,
             Err(()) => Some(Close::Quietly),
         }
     }
 
-    async fn send(&mut self, frame: Frame, receipt: Option<String>, kill: &CancellationToken) -> Option<Close> {
-        let fail = |message: &str, detail: String| Some(Close::Error(error_frame(message, &detail, receipt.as_deref())));
+    async fn send(
+        &mut self,
+        frame: Frame,
+        receipt: Option<String>,
+        kill: &CancellationToken,
+    ) -> Option<Close> {
+        let fail = |message: &str, detail: String| {
+            Some(Close::Error(error_frame(
+                message,
+                &detail,
+                receipt.as_deref(),
+            )))
+        };
         let Some(destination) = frame.get("destination") else {
-            return fail("SEND without destination", "every SEND needs a destination header".into());
+            return fail(
+                "SEND without destination",
+                "every SEND needs a destination header".into(),
+            );
         };
         let Some(room) = room_of(destination, SEND_PREFIX) else {
-            return fail("unknown destination", format!("cannot SEND to {destination:?}; chat messages go to {SEND_PREFIX}{{roomId}}"));
+            return fail(
+                "unknown destination",
+                format!(
+                    "cannot SEND to {destination:?}; chat messages go to {SEND_PREFIX}{{roomId}}"
+                ),
+            );
         };
         let message: ChatMessage = match serde_json::from_slice(&frame.body) {
             Ok(message) => message,
@@ -454,7 +584,13 @@ impl Session {
             }
         };
         if message.room_id != room {
-            return fail("room mismatch", format!("body roomId {:?} differs from destination room {room:?}", message.room_id));
+            return fail(
+                "room mismatch",
+                format!(
+                    "body roomId {:?} differs from destination room {room:?}",
+                    message.room_id
+                ),
+            );
         }
         let permit = tokio::select! {
             permit = self.inflight.clone().acquire_owned() => match permit { Ok(p) => p, Err(_) => return Some(Close::Quietly) },
@@ -472,7 +608,9 @@ impl Session {
             let item = match (outcome, receipt) {
                 (Ok(()), Some(receipt)) => Outbound::Frame(receipt_frame(&receipt)),
                 (Ok(()), None) => return,
-                (Err(e), receipt) => Outbound::Close(error_frame("publish failed", &e, receipt.as_deref())),
+                (Err(e), receipt) => {
+                    Outbound::Close(error_frame("publish failed", &e, receipt.as_deref()))
+                }
             };
             if outbound.try_send(item).is_err() {
                 handle.kill(Kill::SlowConsumer);

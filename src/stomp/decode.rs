@@ -250,7 +250,9 @@ impl Decoder {
         // Body, up to and including the NUL.
         let nul = match self.scan.content_length {
             Some(len) => {
-                let nul = body_start.checked_add(len).ok_or_else(|| too_large(usize::MAX))?;
+                let nul = body_start
+                    .checked_add(len)
+                    .ok_or_else(|| too_large(usize::MAX))?;
                 if nul >= limit {
                     return Err(too_large(nul.saturating_add(1)));
                 }

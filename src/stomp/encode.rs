@@ -108,8 +108,14 @@ mod tests {
     #[test]
     fn escapes_per_version() {
         let f = Frame::new(Command::Message).header("a:b", "x\r\ny\\z");
-        assert_eq!(encoded(&f, Version::V1_2), b"MESSAGE\na\\cb:x\\r\\ny\\\\z\n\n\0");
-        assert_eq!(encoded(&f, Version::V1_1), b"MESSAGE\na\\cb:x\r\\ny\\\\z\n\n\0");
+        assert_eq!(
+            encoded(&f, Version::V1_2),
+            b"MESSAGE\na\\cb:x\\r\\ny\\\\z\n\n\0"
+        );
+        assert_eq!(
+            encoded(&f, Version::V1_1),
+            b"MESSAGE\na\\cb:x\r\\ny\\\\z\n\n\0"
+        );
         assert_eq!(encoded(&f, Version::V1_0), b"MESSAGE\na:b:x\r\ny\\z\n\n\0");
     }
 
@@ -126,10 +132,19 @@ mod tests {
     #[test]
     fn content_length_added_only_when_needed() {
         let f = Frame::new(Command::Send).with_body(&b"a\0b"[..]);
-        assert_eq!(encoded(&f, Version::V1_2), b"SEND\ncontent-length:3\n\na\0b\0");
+        assert_eq!(
+            encoded(&f, Version::V1_2),
+            b"SEND\ncontent-length:3\n\na\0b\0"
+        );
         let f = f.header("content-length", "3");
-        assert_eq!(encoded(&f, Version::V1_2), b"SEND\ncontent-length:3\n\na\0b\0");
-        assert_eq!(encoded(&Frame::new(Command::Send), Version::V1_2), b"SEND\n\n\0");
+        assert_eq!(
+            encoded(&f, Version::V1_2),
+            b"SEND\ncontent-length:3\n\na\0b\0"
+        );
+        assert_eq!(
+            encoded(&Frame::new(Command::Send), Version::V1_2),
+            b"SEND\n\n\0"
+        );
     }
 
     #[test]

@@ -265,9 +265,18 @@ mod tests {
 
     #[test]
     fn negotiate_picks_the_highest_common_version() {
-        assert_eq!(Version::negotiate("1.0,1.1,1.2", Version::V1_2), Some(Version::V1_2));
-        assert_eq!(Version::negotiate("1.2, 1.1", Version::V1_1), Some(Version::V1_1));
-        assert_eq!(Version::negotiate("1.3,1.0", Version::V1_2), Some(Version::V1_0));
+        assert_eq!(
+            Version::negotiate("1.0,1.1,1.2", Version::V1_2),
+            Some(Version::V1_2)
+        );
+        assert_eq!(
+            Version::negotiate("1.2, 1.1", Version::V1_1),
+            Some(Version::V1_1)
+        );
+        assert_eq!(
+            Version::negotiate("1.3,1.0", Version::V1_2),
+            Some(Version::V1_0)
+        );
         assert_eq!(Version::negotiate("2.0", Version::V1_2), None);
     }
 

@@ -17,8 +17,11 @@ fn wild_text() -> impl Strategy<Value = String> {
 
 /// Text without the characters in `forbidden` (for frames that are not escaped).
 fn text_without(forbidden: &'static [char]) -> impl Strategy<Value = String> {
-    prop::collection::vec(any::<char>().prop_filter("forbidden", |c| !forbidden.contains(c)), 0..12)
-        .prop_map(|chars| chars.into_iter().collect())
+    prop::collection::vec(
+        any::<char>().prop_filter("forbidden", |c| !forbidden.contains(c)),
+        0..12,
+    )
+    .prop_map(|chars| chars.into_iter().collect())
 }
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
@@ -34,9 +37,10 @@ fn frame_from(
         prop::collection::vec(header, 0..6),
         body(),
     )
-        .prop_filter("content-length is added by the encoder", |(_, headers, _)| {
-            headers.iter().all(|(n, _)| n != "content-length")
-        })
+        .prop_filter(
+            "content-length is added by the encoder",
+            |(_, headers, _)| headers.iter().all(|(n, _)| n != "content-length"),
+        )
         .prop_map(|(command, headers, body)| Frame {
             command,
             headers,
@@ -56,7 +60,10 @@ fn escaped_frame() -> impl Strategy<Value = Frame> {
 /// CONNECT and CONNECTED frames, whose headers are sent raw: names cannot hold a
 /// colon or line break, values no line break.
 fn raw_frame() -> impl Strategy<Value = Frame> {
-    let header = (text_without(&[':', '\n', '\r']), text_without(&['\n', '\r']));
+    let header = (
+        text_without(&[':', '\n', '\r']),
+        text_without(&['\n', '\r']),
+    );
     frame_from(vec![Command::Connect, Command::Connected], header)
 }
 
@@ -91,7 +98,9 @@ fn decode_split(bytes: &[u8], at: usize, version: Version) -> Result<Frame, Test
             prop_assert!(buf.is_empty(), "{} bytes left over", buf.len());
             Ok(frame)
         }
-        other => Err(TestCaseError::fail(format!("expected a frame, got {other:?}"))),
+        other => Err(TestCaseError::fail(format!(
+            "expected a frame, got {other:?}"
+        ))),
     }
 }
 

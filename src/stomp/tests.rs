@@ -80,7 +80,11 @@ fn spec_subscribe() {
     assert_eq!(f.command, Command::Subscribe);
     assert_eq!(
         f.headers,
-        headers(&[("id", "0"), ("destination", "/queue/foo"), ("ack", "client")])
+        headers(&[
+            ("id", "0"),
+            ("destination", "/queue/foo"),
+            ("ack", "client")
+        ])
     );
 }
 
@@ -98,7 +102,8 @@ fn spec_message() {
 
 #[test]
 fn spec_error_with_content_length_and_nul_in_body() {
-    let body: &[u8] = b"The message:\n-----\nMESSAGE\ndestined:/queue/a\n\0\nHello queue a!\n-----\n\
+    let body: &[u8] =
+        b"The message:\n-----\nMESSAGE\ndestined:/queue/a\n\0\nHello queue a!\n-----\n\
         Did not contain a destination header, which is REQUIRED\nfor message propagation.\n";
     let mut input = format!(
         "ERROR\nreceipt-id:message-12345\ncontent-type:text/plain\ncontent-length:{}\n\
@@ -136,7 +141,10 @@ fn header_escapes_are_decoded() {
 #[test]
 fn connect_and_connected_keep_raw_header_text() {
     let f = decode_one(b"CONNECT\nlogin:a\\cb\\n\npasscode:x:y\n\n\0");
-    assert_eq!(f.headers, headers(&[("login", "a\\cb\\n"), ("passcode", "x:y")]));
+    assert_eq!(
+        f.headers,
+        headers(&[("login", "a\\cb\\n"), ("passcode", "x:y")])
+    );
     let f = decode_one(b"CONNECTED\nserver:s\\t\n\n\0");
     assert_eq!(f.get("server"), Some("s\\t"));
 }
@@ -155,7 +163,10 @@ fn unknown_escape_is_an_error() {
         DecodeError::UnknownEscape { header, sequence, .. } if header == "foo" && sequence == "\\t"
     ));
     let msg = err.to_string();
-    assert!(msg.contains("\"foo\"") && msg.contains(r"\r \n \c \\"), "{msg}");
+    assert!(
+        msg.contains("\"foo\"") && msg.contains(r"\r \n \c \\"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -212,8 +223,14 @@ fn unknown_command_is_reported_as_soon_as_its_line_ends() {
     let err = decode_err(b"GET / HTTP/1.1\r\nHost: x");
     assert_eq!(err, DecodeError::UnknownCommand("GET / HTTP/1.1".into()));
     assert!(err.to_string().contains("is the peer speaking STOMP?"));
-    assert!(matches!(decode_err(b"send\n\n\0"), DecodeError::UnknownCommand(_)));
-    assert!(matches!(decode_err(b"\rSEND\n\n\0"), DecodeError::UnknownCommand(_)));
+    assert!(matches!(
+        decode_err(b"send\n\n\0"),
+        DecodeError::UnknownCommand(_)
+    ));
+    assert!(matches!(
+        decode_err(b"\rSEND\n\n\0"),
+        DecodeError::UnknownCommand(_)
+    ));
 }
 
 #[test]
@@ -249,8 +266,14 @@ fn body_longer_than_content_length_is_missing_nul() {
 
 #[test]
 fn headers_must_be_utf8_but_body_need_not_be() {
-    assert!(matches!(decode_err(b"SEND\nfoo:\xff\n\n\0"), DecodeError::InvalidUtf8(_)));
-    assert!(matches!(decode_err(b"SEND\n\xfe:x\n\n\0"), DecodeError::InvalidUtf8(_)));
+    assert!(matches!(
+        decode_err(b"SEND\nfoo:\xff\n\n\0"),
+        DecodeError::InvalidUtf8(_)
+    ));
+    assert!(matches!(
+        decode_err(b"SEND\n\xfe:x\n\n\0"),
+        DecodeError::InvalidUtf8(_)
+    ));
     let f = decode_one(b"SEND\n\n\xff\xfe\0");
     assert_eq!(&f.body[..], b"\xff\xfe");
 }
@@ -338,8 +361,18 @@ fn frame_without_nul_beyond_limit_is_too_large() {
             break;
         }
     }
-    assert!(buf.len() <= 64, "buffered {} bytes past the limit", buf.len());
-    assert_eq!(result, Err(DecodeError::FrameTooLarge { limit: 64, size: 65 }));
+    assert!(
+        buf.len() <= 64,
+        "buffered {} bytes past the limit",
+        buf.len()
+    );
+    assert_eq!(
+        result,
+        Err(DecodeError::FrameTooLarge {
+            limit: 64,
+            size: 65
+        })
+    );
 }
 
 #[test]
@@ -354,7 +387,10 @@ fn endless_headers_are_too_large() {
             break;
         }
     }
-    assert!(matches!(result, Err(DecodeError::FrameTooLarge { limit: 32, .. })));
+    assert!(matches!(
+        result,
+        Err(DecodeError::FrameTooLarge { limit: 32, .. })
+    ));
     assert!(buf.len() <= 36);
 }
 
@@ -362,7 +398,9 @@ fn endless_headers_are_too_large() {
 fn oversize_content_length_fails_before_the_body_arrives() {
     let mut decoder = Decoder::new(DEFAULT_MAX_FRAME_SIZE);
     let mut buf = BytesMut::from(&b"SEND\ncontent-length:100000\n\n"[..]);
-    let err = decoder.decode(&mut buf).expect_err("should refuse the frame");
+    let err = decoder
+        .decode(&mut buf)
+        .expect_err("should refuse the frame");
     assert_eq!(
         err,
         DecodeError::FrameTooLarge {
@@ -379,14 +417,25 @@ fn limit_counts_the_whole_frame() {
     let exact = [b"SEND\n\n".as_slice(), &[b'x'; 25], b"\0"].concat();
     assert_eq!(exact.len(), 32);
     let mut buf = BytesMut::from(exact.as_slice());
-    assert!(matches!(Decoder::new(32).decode(&mut buf), Ok(Some(Item::Frame(_)))));
+    assert!(matches!(
+        Decoder::new(32).decode(&mut buf),
+        Ok(Some(Item::Frame(_)))
+    ));
     let mut buf = BytesMut::from(exact.as_slice());
     assert_eq!(
         Decoder::new(31).decode(&mut buf),
-        Err(DecodeError::FrameTooLarge { limit: 31, size: 32 })
+        Err(DecodeError::FrameTooLarge {
+            limit: 31,
+            size: 32
+        })
     );
     // The same with content-length: over the limit by one byte.
-    let with_len = [b"SEND\ncontent-length:10\n\n".as_slice(), &[b'y'; 10], b"\0"].concat();
+    let with_len = [
+        b"SEND\ncontent-length:10\n\n".as_slice(),
+        &[b'y'; 10],
+        b"\0",
+    ]
+    .concat();
     let limit = with_len.len() - 1;
     let mut buf = BytesMut::from(with_len.as_slice());
     assert!(matches!(

@@ -39,7 +39,11 @@ pub struct TempDir(pub std::path::PathBuf);
 
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{}", std::process::id(), rand::random::<u32>()));
+        let dir = std::env::temp_dir().join(format!(
+            "{prefix}-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::create_dir_all(&dir).expect("create a scratch directory under the temp dir");
         TempDir(dir)
     }
@@ -54,10 +58,25 @@ impl Drop for TempDir {
 impl TestEnv {
     /// Brings up a stack with `brokers` brokers and no servers (tests start their own).
     pub fn start(brokers: u8, servers: u32) -> Arc<TestEnv> {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-        if let (Ok(kafka), Ok(db)) = (std::env::var("STOMPEDE_TEST_KAFKA"), std::env::var("STOMPEDE_TEST_DB")) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        if let (Ok(kafka), Ok(db)) = (
+            std::env::var("STOMPEDE_TEST_KAFKA"),
+            std::env::var("STOMPEDE_TEST_DB"),
+        ) {
             let state_dir = std::env::temp_dir().join("stompede-test-none");
-            return Arc::new(TestEnv { kafka, db, brokers, state_dir, info: None, rt, stack: std::sync::Mutex::new(None), _state: None });
+            return Arc::new(TestEnv {
+                kafka,
+                db,
+                brokers,
+                state_dir,
+                info: None,
+                rt,
+                stack: std::sync::Mutex::new(None),
+                _state: None,
+            });
         }
         let state = TempDir::new("stompede-test-stack");
         let options = StackOptions {
@@ -74,7 +93,10 @@ impl TestEnv {
             Ok(stack) => stack,
             Err(e) => panic!("the test stack did not come up: {e}"),
         };
-        eprintln!("test stack ({brokers} broker(s)) up in {:.1} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "test stack ({brokers} broker(s)) up in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
         let info = stack.info().clone();
         Arc::new(TestEnv {
             kafka: info.kafka_bootstrap.clone(),
@@ -107,9 +129,14 @@ impl TestEnv {
         stack::create_topic(&self.kafka, &name, partitions, rf, &[])
             .await
             .unwrap_or_else(|e| panic!("create topic {name}: {e}"));
-        stack::wait_kafka_ready(&self.kafka, self.brokers as usize, Some(&name), Duration::from_secs(60))
-            .await
-            .unwrap_or_else(|e| panic!("topic {name} not ready: {e}"));
+        stack::wait_kafka_ready(
+            &self.kafka,
+            self.brokers as usize,
+            Some(&name),
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("topic {name} not ready: {e}"));
         name
     }
 
@@ -124,13 +151,20 @@ impl TestEnv {
 
     /// Starts a server in-process on 127.0.0.1:0 and waits until it is ready.
     pub async fn server(&self, config: Config) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let shutdown = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let instance = config.instance_id.clone();
-        let task = tokio::spawn(stompede::server::run(listener, config, shutdown.clone(), move |bound| {
-            let _ = tx.send(bound);
-        }));
+        let task = tokio::spawn(stompede::server::run(
+            listener,
+            config,
+            shutdown.clone(),
+            move |bound| {
+                let _ = tx.send(bound);
+            },
+        ));
         let bound = match rx.await {
             Ok(bound) => bound,
             Err(_) => match task.await {
@@ -138,7 +172,12 @@ impl TestEnv {
                 other => panic!("server {instance} did not start: {other:?}"),
             },
         };
-        TestServer { url: format!("ws://{}/ws-stomp", bound.ws), bound, shutdown, task }
+        TestServer {
+            url: format!("ws://{}/ws-stomp", bound.ws),
+            bound,
+            shutdown,
+            task,
+        }
     }
 }
 
@@ -146,7 +185,9 @@ pub struct TestServer {
     pub url: String,
     pub bound: stompede::server::Bound,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<Result<Arc<stompede::server::metrics::Metrics>, stompede::server::ServerError>>,
+    pub task: tokio::task::JoinHandle<
+        Result<Arc<stompede::server::metrics::Metrics>, stompede::server::ServerError>,
+    >,
 }
 
 impl TestServer {
@@ -176,7 +217,11 @@ pub async fn subscribe(client: &mut StompClient, id: &str, room: &str) {
         .header("receipt", format!("sub-{id}"));
     client.send_frame(&frame).await.expect("send SUBSCRIBE");
     let reply = next(client).await;
-    assert_eq!(reply.command, Command::Receipt, "SUBSCRIBE answered with {reply:?}");
+    assert_eq!(
+        reply.command,
+        Command::Receipt,
+        "SUBSCRIBE answered with {reply:?}"
+    );
 }
 
 /// The next frame within 30 s; panics on close or timeout.
@@ -190,12 +235,15 @@ pub async fn next(client: &mut StompClient) -> Frame {
 
 /// The chat JSON body for `room`.
 pub fn chat(room: &str, sender: &str, text: &str) -> String {
-    serde_json::json!({"roomId": room, "sender": sender, "message": text, "type": "TALK"}).to_string()
+    serde_json::json!({"roomId": room, "sender": sender, "message": text, "type": "TALK"})
+        .to_string()
 }
 
 /// Rows in the history table for `room`.
 pub async fn db_rows(db: &str, room: &str) -> Vec<String> {
-    let client = stompede::db::connect(db).await.expect("connect to PostgreSQL");
+    let client = stompede::db::connect(db)
+        .await
+        .expect("connect to PostgreSQL");
     client
         .query("SELECT message FROM chat_messages WHERE room_id = $1 ORDER BY kafka_partition, kafka_offset", &[&room])
         .await
@@ -252,7 +300,12 @@ pub fn run(brokers: u8, servers: u32, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<
 }
 
 /// [`run`] with a default number of test threads (1 for timing-sensitive binaries).
-pub fn run_with(brokers: u8, servers: u32, threads: Option<usize>, trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>) -> ! {
+pub fn run_with(
+    brokers: u8,
+    servers: u32,
+    threads: Option<usize>,
+    trials: impl FnOnce(&Arc<TestEnv>) -> Vec<Trial>,
+) -> ! {
     let mut args = Arguments::from_args();
     if args.test_threads.is_none() {
         args.test_threads = threads;
@@ -265,7 +318,10 @@ pub fn run_with(brokers: u8, servers: u32, threads: Option<usize>, trials: impl 
             brokers,
             state_dir: std::env::temp_dir(),
             info: None,
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
             stack: std::sync::Mutex::new(None),
             _state: None,
         });
@@ -286,7 +342,9 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
     if env.brokers == 3 {
         // Read back from the brokers' own metadata and configs.
         for name in [topic.as_str(), "chat.messages"] {
-            let d = stack::topic_config(&env.kafka, name).await.unwrap_or_else(|e| panic!("describe {name}: {e}"));
+            let d = stack::topic_config(&env.kafka, name)
+                .await
+                .unwrap_or_else(|e| panic!("describe {name}: {e}"));
             assert_eq!(d.replication_factor, 3, "{name}: replication factor");
             assert_eq!(d.min_insync_replicas, 2, "{name}: min.insync.replicas");
         }
@@ -302,10 +360,20 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
     let mut sender = client(&a.url).await;
     for i in 0..N {
         let body = chat(&room, "alice", &format!("m{i}"));
-        sender.send(&format!("/app/chat/{room}"), body, Some(&format!("r{i}"))).await.expect("SEND");
+        sender
+            .send(&format!("/app/chat/{room}"), body, Some(&format!("r{i}")))
+            .await
+            .expect("SEND");
     }
     // A marker after the 200: when it arrives, nothing more of the 200 can follow.
-    sender.send(&format!("/app/chat/{room}"), chat(&room, "alice", "end"), None).await.expect("SEND end");
+    sender
+        .send(
+            &format!("/app/chat/{room}"),
+            chat(&room, "alice", "end"),
+            None,
+        )
+        .await
+        .expect("SEND end");
 
     let mut receipts = std::collections::BTreeSet::new();
     while receipts.len() < N {
@@ -320,11 +388,22 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
         let mut texts = Vec::new();
         loop {
             let frame = next(subscriber).await;
-            assert_eq!(frame.command, Command::Message, "{name} subscriber got {frame:?}");
+            assert_eq!(
+                frame.command,
+                Command::Message,
+                "{name} subscriber got {frame:?}"
+            );
             assert_eq!(frame.get("subscription"), Some("s1"));
-            assert_eq!(frame.get("destination"), Some(format!("/topic/room/{room}").as_str()));
-            assert!(frame.get("message-id").is_some(), "MESSAGE without message-id");
-            let body: serde_json::Value = serde_json::from_slice(&frame.body).expect("MESSAGE body is JSON");
+            assert_eq!(
+                frame.get("destination"),
+                Some(format!("/topic/room/{room}").as_str())
+            );
+            assert!(
+                frame.get("message-id").is_some(),
+                "MESSAGE without message-id"
+            );
+            let body: serde_json::Value =
+                serde_json::from_slice(&frame.body).expect("MESSAGE body is JSON");
             assert_eq!(body["roomId"], room.as_str());
             let text = body["message"].as_str().expect("message text").to_string();
             if text == "end" {
@@ -333,8 +412,16 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
             texts.push(text);
         }
         let expected: Vec<String> = (0..N).map(|i| format!("m{i}")).collect();
-        assert_eq!(texts.len(), N, "{name}: {} messages instead of {N}", texts.len());
-        assert_eq!(texts, expected, "{name}: messages out of order or duplicated");
+        assert_eq!(
+            texts.len(),
+            N,
+            "{name}: {} messages instead of {N}",
+            texts.len()
+        );
+        assert_eq!(
+            texts, expected,
+            "{name}: messages out of order or duplicated"
+        );
     }
 
     // Producer persistence writes before the receipt; consumer persistence may lag.
@@ -343,7 +430,12 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
         Persist::Consumer => wait_rows(&env.db, &room, N + 1).await,
     };
     let chat_rows: Vec<&String> = rows.iter().filter(|t| t.as_str() != "end").collect();
-    assert_eq!(chat_rows.len(), N, "PostgreSQL holds {} rows for the 200 messages", chat_rows.len());
+    assert_eq!(
+        chat_rows.len(),
+        N,
+        "PostgreSQL holds {} rows for the 200 messages",
+        chat_rows.len()
+    );
     let distinct: std::collections::BTreeSet<&String> = chat_rows.iter().copied().collect();
     assert_eq!(distinct.len(), N, "duplicate rows in PostgreSQL");
     if persist == Persist::Producer {
@@ -353,14 +445,25 @@ pub async fn two_servers_flow(env: Arc<TestEnv>, persist: Persist) {
     // Rows are keyed by the Kafka cluster too, so a rebuilt cluster cannot collide.
     let db = stompede::db::connect(&env.db).await.expect("PostgreSQL");
     let clusters: Vec<String> = db
-        .query("SELECT DISTINCT kafka_cluster FROM chat_messages WHERE room_id = $1", &[&room])
+        .query(
+            "SELECT DISTINCT kafka_cluster FROM chat_messages WHERE room_id = $1",
+            &[&room],
+        )
         .await
         .expect("query kafka_cluster")
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(clusters.len(), 1, "rows of one room from several clusters: {clusters:?}");
-    assert_eq!(clusters[0].len(), 22, "the Kafka cluster id is missing from the rows: {clusters:?}");
+    assert_eq!(
+        clusters.len(),
+        1,
+        "rows of one room from several clusters: {clusters:?}"
+    );
+    assert_eq!(
+        clusters[0].len(),
+        22,
+        "the Kafka cluster id is missing from the rows: {clusters:?}"
+    );
     a.stop().await;
     b.stop().await;
 }
