@@ -52,6 +52,8 @@ impl Schedule {
 /// Everything the virtual users share.
 pub struct RunContext {
     pub run_id: String,
+    /// `stamp::marker(run_id)`, what every stamped text starts with.
+    pub marker: String,
     pub t0: Instant,
     pub scenario: Scenario,
     pub plan: Plan,
@@ -141,6 +143,7 @@ async fn drive(
     let (schedule_tx, schedule_rx) = watch::channel(None);
     let users = plan.users.len();
     let ctx = Arc::new(RunContext {
+        marker: stamp::marker(&run_id),
         run_id: run_id.clone(),
         t0: Instant::now(),
         receipts: scenario.receipts_expected(),

@@ -41,7 +41,12 @@ impl Stamp {
 
     /// Finds and parses the stamp of run `run_id` in `body` (a chat JSON or the raw text).
     pub fn find(body: &[u8], run_id: &str) -> Option<Stamp> {
-        let marker = marker(run_id);
+        Self::find_marked(body, &marker(run_id))
+    }
+
+    /// [`find`](Self::find) with the run's [`marker`] already built (once per run, not
+    /// once per delivery).
+    pub fn find_marked(body: &[u8], marker: &str) -> Option<Stamp> {
         let start = find_subslice(body, marker.as_bytes())? + marker.len();
         let rest = &body[start..];
         let end = rest.iter().position(|b| *b == b'~')?;

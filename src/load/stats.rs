@@ -55,6 +55,20 @@ impl Interval {
         }
     }
 
+    /// Adds `other`'s histograms and counts to these.
+    pub fn add(&mut self, other: &Interval) {
+        let _ = self.corrected_all.add(&other.corrected_all);
+        let _ = self.corrected.add(&other.corrected);
+        let _ = self.raw.add(&other.raw);
+        let _ = self.receipt.add(&other.receipt);
+        self.sent += other.sent;
+        self.delivered += other.delivered;
+        self.receipts += other.receipts;
+        self.errors += other.errors;
+        self.measured_sent += other.measured_sent;
+        self.measured_delivered += other.measured_delivered;
+    }
+
     fn reset(&mut self) {
         self.corrected_all.reset();
         self.corrected.reset();
@@ -152,16 +166,7 @@ impl Recorder {
         into.reset();
         for shard in &self.shards {
             let mut s = shard.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = into.corrected_all.add(&s.corrected_all);
-            let _ = into.corrected.add(&s.corrected);
-            let _ = into.raw.add(&s.raw);
-            let _ = into.receipt.add(&s.receipt);
-            into.sent += s.sent;
-            into.delivered += s.delivered;
-            into.receipts += s.receipts;
-            into.errors += s.errors;
-            into.measured_sent += s.measured_sent;
-            into.measured_delivered += s.measured_delivered;
+            into.add(&s);
             s.reset();
         }
     }
@@ -171,43 +176,12 @@ impl Recorder {
     }
 }
 
-/// Run totals, built up by the aggregator.
-pub struct Totals {
-    pub corrected: Histogram<u64>,
-    pub raw: Histogram<u64>,
-    pub receipt: Histogram<u64>,
-    pub sent: u64,
-    pub delivered: u64,
-    pub receipts: u64,
-    pub measured_sent: u64,
-    pub measured_delivered: u64,
-}
+/// Run totals, built up by the aggregator from the drained intervals.
+pub type Totals = Interval;
 
-impl Default for Totals {
+impl Default for Interval {
     fn default() -> Self {
-        Totals {
-            corrected: histogram(),
-            raw: histogram(),
-            receipt: histogram(),
-            sent: 0,
-            delivered: 0,
-            receipts: 0,
-            measured_sent: 0,
-            measured_delivered: 0,
-        }
-    }
-}
-
-impl Totals {
-    pub fn add(&mut self, i: &Interval) {
-        let _ = self.corrected.add(&i.corrected);
-        let _ = self.raw.add(&i.raw);
-        let _ = self.receipt.add(&i.receipt);
-        self.sent += i.sent;
-        self.delivered += i.delivered;
-        self.receipts += i.receipts;
-        self.measured_sent += i.measured_sent;
-        self.measured_delivered += i.measured_delivered;
+        Interval::new()
     }
 }
 

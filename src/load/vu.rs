@@ -425,7 +425,7 @@ impl User {
     async fn on_frame(&mut self, client: &mut StompClient, frame: Frame) {
         match frame.command {
             Command::Message => {
-                let Some(stamp) = Stamp::find(&frame.body, &self.ctx.run_id) else {
+                let Some(stamp) = Stamp::find_marked(&frame.body, &self.ctx.marker) else {
                     return;
                 };
                 // Only stamps the run actually issued: a mangled one must not be trusted

@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::ChatMessage;
 use crate::server::rooms::{Kill, Outbound, SessionHandle};
 use crate::server::Shared;
-use crate::stomp::{encode_for, parse_heart_beat, Command, Decoder, Frame, Item, Version};
+use crate::stomp::{
+    encode_for, heart_beat_period, parse_heart_beat, Command, Decoder, Frame, Item, Version,
+};
 
 /// WebSocket path the server answers on.
 pub const WS_PATH: &str = "/ws-stomp";
@@ -65,16 +67,15 @@ fn receipt_frame(receipt: &str) -> Frame {
 
 /// Picks the highest `v1x.stomp` subprotocol the client offered.
 fn choose_subprotocol(request: &Request) -> Option<&'static str> {
-    let offered: Vec<String> = request
+    request
         .headers()
         .get_all("sec-websocket-protocol")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|p| p.trim().to_ascii_lowercase()))
-        .collect();
-    ["v12.stomp", "v11.stomp", "v10.stomp"]
-        .into_iter()
-        .find(|p| offered.iter().any(|o| o == p))
+        .flat_map(|v| v.split(','))
+        .filter_map(|p| Version::from_subprotocol(&p.trim().to_ascii_lowercase()))
+        .max()
+        .map(|v| v.subprotocol())
 }
 
 /// Serves one TCP connection until it closes or the server shuts down.
@@ -500,10 +501,7 @@ impl Session {
 
     async fn connect(&mut self, frame: &Frame, ws: &mut Ws) -> Option<Close> {
         let offered = frame.get("accept-version").unwrap_or("1.0");
-        let version = offered
-            .split(',')
-            .filter_map(|v| Version::parse(v.trim()))
-            .max();
+        let version = Version::negotiate(offered, Version::V1_2);
         let Some(version) = version else {
             let error = error_frame(
                 "unsupported STOMP version",
@@ -528,8 +526,9 @@ impl Session {
         };
         let (sx, sy) = self.shared.config.limits.heartbeat;
         let (sx, sy) = (sx.as_millis() as u64, sy.as_millis() as u64);
-        self.heartbeat_out = (sx > 0 && cy > 0).then(|| Duration::from_millis(sx.max(cy)));
-        self.heartbeat_in = (cx > 0 && sy > 0).then(|| Duration::from_millis(cx.max(sy)));
+        let period = |ms: u64| (ms > 0).then(|| Duration::from_millis(ms));
+        self.heartbeat_out = period(heart_beat_period(sx, cy));
+        self.heartbeat_in = period(heart_beat_period(cx, sy));
         self.version = Some(version);
         self.decoder.set_version(version);
         let connected = Frame::new(Command::Connected)

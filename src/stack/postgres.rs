@@ -253,19 +253,10 @@ pub async fn start(
 }
 
 async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
-    let (client, conn) = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio_postgres::connect(url, tokio_postgres::NoTls),
-    )
-    .await
-    .map_err(|_| "connection attempt timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!("stack postgres connection ended: {e}");
-        }
-    });
-    Ok(client)
+    tokio::time::timeout(Duration::from_secs(5), crate::db::connect(url))
+        .await
+        .map_err(|_| "connection attempt timed out".to_string())?
+        .map_err(|e| e.to_string())
 }
 
 async fn query_one(url: &str, sql: &str) -> Result<(), String> {
