@@ -252,6 +252,13 @@ fn check_slo(slo: &Slo, ctx: &Ctx) -> Result<(), ScenarioError> {
             ));
         }
     }
+    if !(0.0..=1.0).contains(&slo.min_connected) {
+        return Err(ctx.err(
+            "slo.min_connected",
+            num(slo.min_connected),
+            "must be a fraction from 0 to 1 (0.99 = at least 99% of users connected and subscribed)",
+        ));
+    }
     Ok(())
 }
 

@@ -165,8 +165,10 @@ pub struct Churn {
     pub rejoin_after: Duration,
 }
 
-/// `[slo]`: pass/fail thresholds; an absent one is not checked.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// `[slo]`: pass/fail thresholds. An absent latency, loss, duplicate or lag threshold is
+/// not checked; `min_connected` and `max_unsent` always are (they say whether the load
+/// the scenario asks for was applied at all), with defaults that demand all of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Slo {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
@@ -176,10 +178,30 @@ pub struct Slo {
     pub max_duplicates: Option<u64>,
     /// Messages, the maximum over consumer groups and partitions.
     pub max_kafka_lag: Option<u64>,
+    /// Fraction of planned users that must connect and subscribe, `0..=1` (default 1).
+    pub min_connected: f64,
+    /// Open-model sends still due when sending ended: the harness fell behind its own
+    /// schedule by this many messages (default 0).
+    pub max_unsent: u64,
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Slo {
+            p50_ms: None,
+            p99_ms: None,
+            p999_ms: None,
+            max_loss: None,
+            max_duplicates: None,
+            max_kafka_lag: None,
+            min_connected: 1.0,
+            max_unsent: 0,
+        }
+    }
 }
 
 impl Slo {
-    /// True when no threshold is set.
+    /// True when no optional threshold is set (the load-applied checks always are).
     pub fn is_empty(&self) -> bool {
         *self == Slo::default()
     }

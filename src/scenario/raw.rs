@@ -92,6 +92,8 @@ pub(crate) struct RawSlo {
     pub max_loss: S<f64>,
     pub max_duplicates: S<u64>,
     pub max_kafka_lag: S<u64>,
+    pub min_connected: S<f64>,
+    pub max_unsent: S<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -197,6 +197,10 @@ pub(crate) fn build(raw: RawScenario, ctx: &mut Ctx) -> Result<Scenario, Scenari
             max_loss: ctx.take("slo.max_loss", s.max_loss),
             max_duplicates: ctx.take("slo.max_duplicates", s.max_duplicates),
             max_kafka_lag: ctx.take("slo.max_kafka_lag", s.max_kafka_lag),
+            min_connected: ctx
+                .take("slo.min_connected", s.min_connected)
+                .unwrap_or(1.0),
+            max_unsent: ctx.take("slo.max_unsent", s.max_unsent).unwrap_or(0),
         },
     };
     let target = build_target(ctx.take("target", raw.target), ctx)?;
