@@ -9,6 +9,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod db;
+pub mod limits;
 pub mod load;
 pub mod relay;
 pub mod report;
