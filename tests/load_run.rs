@@ -42,6 +42,7 @@ fn options(out: &Path, state_dir: &Path) -> RunOptions {
         state_dir: state_dir.to_path_buf(),
         server_exe: env!("CARGO_BIN_EXE_stompede").into(),
         progress: false,
+        sample_interval: Duration::from_secs(1),
     }
 }
 
