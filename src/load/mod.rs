@@ -336,7 +336,7 @@ async fn drive(
     }
     let connected = ctx.recorder.connected.load(Relaxed);
     if connected == 0 {
-        print_warnings(&warnings, options.progress);
+        print_warnings(&warnings);
         return Err(LoadError::NoSessions(users as u64));
     }
     let totals = aggregated.totals;
@@ -378,10 +378,7 @@ async fn drive(
 pub const RUN_LOG: &str = "run.log";
 
 /// Prints the warnings of a run that ends without a summary (which would show them).
-fn print_warnings(warnings: &Warnings, enabled: bool) {
-    if !enabled {
-        return;
-    }
+fn print_warnings(warnings: &Warnings) {
     for c in warnings.summary() {
         eprintln!("warning x{}: {} (first: {})", c.count, c.cause, c.first);
     }
