@@ -61,11 +61,25 @@ pub struct RunArgs {
     /// Override the number of virtual users.
     #[arg(long)]
     pub users: Option<u32>,
-    /// No live status line.
+    /// No live status line (warnings are still counted and listed at the end).
     #[arg(long)]
     pub quiet: bool,
+    /// Time between Kafka lag and database samples, e.g. 1s or 250ms (at least 1ms).
+    #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
+    pub sample_interval: Duration,
     #[command(flatten)]
     pub dir: StackDirArgs,
+}
+
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::scenario::parse_duration(s)?;
+    if d < crate::load::samplers::MIN_SAMPLE_INTERVAL {
+        return Err("must be at least 1ms".into());
+    }
+    if d > Duration::from_secs(3600) {
+        return Err("must be at most 1h".into());
+    }
+    Ok(d)
 }
 
 fn parse_brokers(s: &str) -> Result<u8, String> {
@@ -121,6 +135,7 @@ pub async fn run(args: RunArgs) -> u8 {
         state_dir: args.dir.state_dir,
         server_exe,
         progress: !args.quiet,
+        sample_interval: args.sample_interval,
     };
     let run = crate::load::run(scenario, &options);
     tokio::pin!(run);
@@ -153,6 +168,10 @@ pub async fn run(args: RunArgs) -> u8 {
                 }
                 exit::SLO_FAILED
             }
+        }
+        Err(e) if e.is_bad_input() => {
+            eprintln!("error: {e}");
+            exit::BAD_INPUT
         }
         Err(e) => {
             eprintln!("error: {e}");

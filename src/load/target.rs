@@ -1,17 +1,11 @@
 //! Resolving where a run goes: the local stack (reused when `.stompede/` says one is up,
-//! otherwise brought up for the run and taken down after) or external URLs; and the
-//! samplers that watch the target's Kafka and PostgreSQL while the run goes on.
+//! otherwise brought up for the run and taken down after) or external URLs. What the
+//! samplers watch while the run goes on comes from here ([`Resolved::kafka`],
+//! [`Resolved::db`]); running them is [`super::sampling`]'s job.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::load::samplers::{
-    self, Audit, DbSample, DbSampler, GroupSelector, LagSample, LagSampler,
-};
+use crate::load::samplers::GroupSelector;
 use crate::load::RunOptions;
 use crate::scenario::{Scenario, TargetKind};
 use crate::server::FANOUT_GROUP_PREFIX;
@@ -148,127 +142,5 @@ impl Resolved {
                 eprintln!("warning: stack down: {e}");
             }
         }
-    }
-
-    /// Starts the lag and DB samplers (each optional).
-    pub async fn start_samplers(&self, t0: Instant, stop: CancellationToken) -> Samplers {
-        let mut s = Samplers {
-            lag: None,
-            db: None,
-            notes: self.notes.clone(),
-            db_target: self.db.clone(),
-            stop: stop.clone(),
-        };
-        if let Some((bootstrap, topic, groups)) = &self.kafka {
-            match LagSampler::new(bootstrap, topic, groups.clone()) {
-                Ok(sampler) => {
-                    let (tx, rx) = mpsc::channel(1024);
-                    let task = tokio::spawn(samplers::run_lag_sampler(
-                        sampler,
-                        t0,
-                        Duration::from_secs(1),
-                        stop.clone(),
-                        tx,
-                    ));
-                    s.lag = Some((task, rx));
-                }
-                Err(e) => s.notes.push(format!("Kafka lag not sampled: {e}")),
-            }
-        } else {
-            s.notes.push(
-                "Kafka lag not sampled: the target names no Kafka bootstrap ([target.kafka])"
-                    .into(),
-            );
-        }
-        if let Some((url, table)) = &self.db {
-            match DbSampler::new(url, table).await {
-                Ok(sampler) => {
-                    let (tx, rx) = mpsc::channel(4096);
-                    let task = tokio::spawn(samplers::run_db_sampler(
-                        sampler,
-                        t0,
-                        Duration::from_secs(1),
-                        stop.clone(),
-                        tx,
-                    ));
-                    s.db = Some((task, rx));
-                }
-                Err(e) => s.notes.push(format!("database not sampled: {e}")),
-            }
-        } else {
-            s.notes
-                .push("database not sampled: the target names no database ([target.db])".into());
-        }
-        s
-    }
-}
-
-/// Running samplers.
-pub struct Samplers {
-    lag: Option<(
-        JoinHandle<samplers::SamplerStats>,
-        mpsc::Receiver<Vec<LagSample>>,
-    )>,
-    db: Option<(JoinHandle<samplers::SamplerStats>, mpsc::Receiver<DbSample>)>,
-    db_target: Option<(String, String)>,
-    notes: Vec<String>,
-    stop: CancellationToken,
-}
-
-/// Everything the samplers saw.
-#[derive(Default)]
-pub struct Sampled {
-    pub lag: Option<Vec<LagSample>>,
-    pub db: Option<Vec<DbSample>>,
-    pub audit: Option<Audit>,
-    pub notes: Vec<String>,
-}
-
-impl Samplers {
-    /// Stops the samplers, collects their samples and audits the database for `run_id`.
-    pub async fn finish(mut self, run_id: &str, sent: u64) -> Sampled {
-        // One last lag sample after the grace period: the final lag.
-        self.stop.cancel();
-        let mut out = Sampled {
-            notes: std::mem::take(&mut self.notes),
-            ..Sampled::default()
-        };
-        if let Some((task, mut rx)) = self.lag.take() {
-            let _ = task.await;
-            let mut all = Vec::new();
-            while let Ok(batch) = rx.try_recv() {
-                all.extend(batch);
-            }
-            out.lag = Some(all);
-        }
-        if let Some((task, mut rx)) = self.db.take() {
-            let _ = task.await;
-            let mut all = Vec::new();
-            while let Ok(sample) = rx.try_recv() {
-                all.push(sample);
-            }
-            out.db = Some(all);
-        }
-        if let Some((url, table)) = &self.db_target {
-            // History may trail the run (`--persist consumer`): give it up to 30 s to
-            // catch up before counting what is missing.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match samplers::audit(url, table, &crate::load::stamp::marker(run_id)).await {
-                    Ok(audit)
-                        if audit.distinct_for_run as u64 >= sent || Instant::now() >= deadline =>
-                    {
-                        out.audit = Some(audit);
-                        break;
-                    }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                    Err(e) => {
-                        out.notes.push(format!("database audit failed: {e}"));
-                        break;
-                    }
-                }
-            }
-        }
-        out
     }
 }

@@ -50,9 +50,10 @@ pub enum ReportError {
         source: serde_json::Error,
     },
     #[error(
-        "{}has schema_version {found}, but this build of stompede reads version {SCHEMA_VERSION}; \
+        "{}has schema_version {found}, but this build of stompede reads versions {} (it writes {SCHEMA_VERSION}); \
          record the baseline again with this version",
-        in_file(.path)
+        in_file(.path),
+        model::READABLE_SCHEMA_VERSIONS.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" and ")
     )]
     SchemaVersion {
         path: Option<PathBuf>,

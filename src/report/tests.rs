@@ -108,7 +108,7 @@ fn extra_or_mistyped_fields_fail_validation() {
         ),
         (
             "wrong schema version",
-            Box::new(|v| v["schema_version"] = json!(2)),
+            Box::new(|v| v["schema_version"] = json!(3)),
         ),
     ];
     for (what, mutate) in cases {
@@ -346,6 +346,7 @@ fn short_summary() -> Summary {
             errors: 0,
             p50_us: Some(300 + t * 5),
             p99_us: Some(800 + t * 10),
+            harness_rss_bytes: None,
         })
         .collect();
     let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
@@ -550,4 +551,28 @@ fn markdown_has_verdict_and_tables() {
         md.starts_with("## ❌ FAIL") && md.contains("a \\| b &lt;c&gt;"),
         "{md}"
     );
+}
+
+#[test]
+fn version_1_summaries_still_load() {
+    // What version 1 wrote: none of the fields version 2 added.
+    let mut v = serde_json::to_value(Summary::sample()).unwrap();
+    v["schema_version"] = json!(1);
+    let o = v.as_object_mut().unwrap();
+    o.remove("harness");
+    o.remove("warnings");
+    v["sessions"].as_object_mut().unwrap().remove("subscribed");
+    v["kafka"].as_object_mut().unwrap().remove("sampling");
+    v["db"].as_object_mut().unwrap().remove("sampling");
+    for p in v["timeline"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("harness_rss_bytes");
+    }
+    let r = v["resources"].as_object_mut().unwrap();
+    r.remove("harness_cpu_s");
+    r.remove("basis");
+    let s = Summary::from_json(&v.to_string()).expect("a version 1 summary loads");
+    assert_eq!(s.schema_version, 1);
+    assert!(s.harness.is_none() && s.warnings.is_empty());
+    assert_eq!(s.sessions.subscribed, None);
+    assert!(s.resources.unwrap().basis.is_none());
 }
