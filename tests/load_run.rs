@@ -383,7 +383,8 @@ async fn long_ramp(env: Arc<TestEnv>) {
 
 /// A server that accepts fewer sessions than the scenario has users: the run was not
 /// applied as asked, so it fails (exit 1) on `min_connected`, and each distinct connect
-/// error is shown once with its count, not once per user.
+/// error is shown once with its count, not once per user. The run happens where no
+/// system font can be found: its charts are still all drawn (the font is built in).
 async fn too_few_sessions(env: Arc<TestEnv>) {
     let topic = env.topic("cap", 3).await;
     let mut config = env.config(&topic, stompede::server::Persist::Producer, "cap");
@@ -394,11 +395,24 @@ async fn too_few_sessions(env: Arc<TestEnv>) {
     let text = external_text(&server.url, 2.0, 2, "");
     let file = dir.0.join("cap.toml");
     std::fs::write(&file, text).expect("write scenario");
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let fonts_conf = empty.join("fonts.conf");
+    std::fs::write(
+        &fonts_conf,
+        "<?xml version=\"1.0\"?>\n<fontconfig></fontconfig>\n",
+    )
+    .expect("write an empty fontconfig");
     let out = tokio::task::spawn_blocking({
         let dir = dir.0.clone();
         move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_stompede"))
-                .args(["run", "--out"])
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stompede"));
+            cmd.env("FONTCONFIG_FILE", &fonts_conf)
+                .env("FONTCONFIG_PATH", &empty);
+            for var in ["HOME", "XDG_DATA_HOME", "XDG_DATA_DIRS", "XDG_CONFIG_HOME"] {
+                cmd.env(var, &empty);
+            }
+            cmd.args(["run", "--out"])
                 .arg(dir.join("reports"))
                 .arg("--state-dir")
                 .arg(dir.join("state"))
@@ -463,6 +477,33 @@ async fn too_few_sessions(env: Arc<TestEnv>) {
         );
     }
     assert!(console.contains("SLO failed: min_connected"), "{console}");
+    // Every chart with data was drawn, without a system font.
+    assert!(
+        !summary
+            .notes
+            .iter()
+            .any(|n| n.contains("could not be drawn")),
+        "{:?}",
+        summary.notes
+    );
+    for chart in [
+        "latency-percentiles.png",
+        "latency-over-time.png",
+        "throughput-over-time.png",
+    ] {
+        assert!(
+            summary.files.charts.iter().any(|c| c == chart),
+            "{chart} not drawn: {:?}",
+            summary.files.charts
+        );
+    }
+    for chart in &summary.files.charts {
+        let png = std::fs::read(report.join(chart)).expect("chart file");
+        assert!(
+            png.len() > 1000 && png.starts_with(b"\x89PNG"),
+            "{chart} is not a PNG"
+        );
+    }
     let log = std::fs::read_to_string(report.join("run.log")).expect("run.log");
     assert_eq!(
         log.lines().filter(|l| l.contains("warning: user")).count() as u64,
