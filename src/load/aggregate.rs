@@ -92,8 +92,12 @@ pub async fn run(
                 }
             }
         }
-        let finished = schedule
-            .is_some_and(|s| now_us >= s.send_end_us + ctx.scenario.grace.as_micros() as u64);
+        // Every user has tried and none got a session: nothing can be measured.
+        let nobody =
+            ctx.ready.load(Relaxed) as usize >= users && ctx.recorder.connected.load(Relaxed) == 0;
+        let finished = nobody
+            || schedule
+                .is_some_and(|s| now_us >= s.send_end_us + ctx.scenario.grace.as_micros() as u64);
         if last_point.elapsed() >= Duration::from_secs(1) || finished {
             let interval_s = last_point.elapsed().as_secs_f64();
             last_point = Instant::now();

@@ -130,8 +130,8 @@ pub enum LoadError {
         dir: PathBuf,
         source: crate::report::ReportError,
     },
-    #[error("every one of the {0} virtual users failed to connect; is the target up? (see the warnings above)")]
-    NoSessions(u64),
+    #[error("every one of the {0} virtual users failed to connect; is the target up? (see the warnings above; every occurrence is in {1})")]
+    NoSessions(u64, PathBuf),
     #[error(
         "{users} virtual users need about {need} open files (one per session plus {FD_HEADROOM} for the harness), \
          but this process may open only {soft} (RLIMIT_NOFILE soft limit {soft}, hard limit {hard}). \
@@ -337,7 +337,7 @@ async fn drive(
     let connected = ctx.recorder.connected.load(Relaxed);
     if connected == 0 {
         print_warnings(&warnings);
-        return Err(LoadError::NoSessions(users as u64));
+        return Err(LoadError::NoSessions(users as u64, dir.join(RUN_LOG)));
     }
     let totals = aggregated.totals;
     let sampled = samplers.finish(&run_id, totals.sent).await;
@@ -380,6 +380,14 @@ pub const RUN_LOG: &str = "run.log";
 /// Prints the warnings of a run that ends without a summary (which would show them).
 fn print_warnings(warnings: &Warnings) {
     for c in warnings.summary() {
-        eprintln!("warning x{}: {} (first: {})", c.count, c.cause, c.first);
+        let first = if c.first.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", c.first)
+        };
+        eprintln!(
+            "warning x{}: {} (first at {:.1} s{first})",
+            c.count, c.cause, c.first_t_s
+        );
     }
 }

@@ -103,10 +103,13 @@ pub async fn run(
     let mut client = match connected {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
-            ctx.warnings.warn(
-                &format!("cannot connect to {url}: {e}"),
-                &format!("user {index}"),
-            );
+            let text = e.to_string();
+            let cause = if text.contains(url.as_str()) {
+                format!("cannot connect: {text}")
+            } else {
+                format!("cannot connect to {url}: {text}")
+            };
+            ctx.warnings.warn(&cause, &format!("user {index}"));
             ctx.recorder.connect_errors.fetch_add(1, Relaxed);
             ctx.ready.fetch_add(1, Relaxed);
             return user.report();

@@ -135,14 +135,7 @@ pub fn console_table(s: &Summary) -> String {
         let _ = writeln!(out, "note: {note}");
     }
     for w in &s.warnings {
-        let _ = writeln!(
-            out,
-            "warning x{}: {} (first at {:.1} s: {})",
-            count(w.count),
-            w.cause,
-            w.first_t_s,
-            w.first
-        );
+        let _ = writeln!(out, "warning x{}: {}", count(w.count), w.cause_line());
     }
     let _ = writeln!(out, "\nverdict: {}", run_verdict(s));
     out

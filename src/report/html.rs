@@ -242,7 +242,7 @@ pub fn render(s: &Summary, charts: &[DrawnChart], skipped: &[SkippedChart]) -> S
                 vec![
                     w.cause.clone(),
                     w.count.to_string(),
-                    format!("{:.1} s: {}", w.first_t_s, w.first),
+                    format!("{:.1} s {}", w.first_t_s, w.first),
                 ]
             })
             .collect();

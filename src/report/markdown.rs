@@ -160,13 +160,7 @@ pub fn markdown(s: &Summary) -> String {
     if !s.warnings.is_empty() {
         let _ = writeln!(out, "\n### Warnings\n");
         for w in &s.warnings {
-            let _ = writeln!(
-                out,
-                "- {} x {} (first: {})",
-                cell(&w.cause),
-                w.count,
-                cell(&w.first)
-            );
+            let _ = writeln!(out, "- {} x {}", w.count, cell(&w.cause_line()));
         }
     }
     if !s.notes.is_empty() {

@@ -89,13 +89,27 @@ pub struct HarnessLoad {
     pub bound: bool,
 }
 
+impl WarningCount {
+    /// The cause and when (and to whom) it first happened, for one line of text.
+    pub fn cause_line(&self) -> String {
+        if self.first.is_empty() {
+            format!("{} (first at {:.1} s)", self.cause, self.first_t_s)
+        } else {
+            format!(
+                "{} (first at {:.1} s, {})",
+                self.cause, self.first_t_s, self.first
+            )
+        }
+    }
+}
+
 /// A kind of warning and how often it happened.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct WarningCount {
     /// The warning without what differs between occurrences.
     pub cause: String,
     pub count: u64,
-    /// The first occurrence in full.
+    /// What differed in the first occurrence (e.g. `"user 17"`); may be empty.
     pub first: String,
     /// When the first occurred, seconds since the run started.
     pub first_t_s: f64,

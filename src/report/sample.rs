@@ -279,7 +279,7 @@ impl Summary {
             warnings: vec![WarningCount {
                 cause: "ERROR from the server: slow consumer".into(),
                 count: 1,
-                first: "user 412: ERROR from the server: slow consumer".into(),
+                first: "user 412".into(),
                 first_t_s: 39.2,
             }],
         }
