@@ -57,21 +57,21 @@ pub fn verdicts(ctx: &RunContext, m: &Measured<'_>) -> Vec<SloVerdict> {
         } else {
             1.0
         },
-        "fraction of users connected and subscribed",
+        "of users",
     ));
     v.push(SloVerdict::new(
         "max_unsent",
         Bound::AtMost,
         slo.max_unsent as f64,
         m.unsent as f64,
-        "sends due but not sent (harness behind schedule)",
+        "sends",
     ));
     v.push(SloVerdict::new(
         "harness_lag_ms",
         Bound::AtMost,
         m.harness.limit_ms,
         m.harness.loop_lag_p99_us.map_or(0.0, ms),
-        "ms event-loop lag p99 (beyond it: harness-bound)",
+        "ms",
     ));
     if let Some(limit) = slo.p50_ms {
         v.push(SloVerdict::new(
