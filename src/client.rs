@@ -18,7 +18,8 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::stomp::{
-    encode_for, Command, DecodeError, Decoder, Frame, Item, Version, DEFAULT_MAX_FRAME_SIZE,
+    encode_for, Command, DecodeError, Decoder, EncodeError, Frame, Item, Version,
+    DEFAULT_MAX_FRAME_SIZE,
 };
 
 /// What can go wrong on a client connection.
@@ -33,6 +34,8 @@ pub enum ClientError {
     Ws(#[from] tokio_tungstenite::tungstenite::Error),
     #[error("malformed frame from the server: {0}")]
     Decode(#[from] DecodeError),
+    #[error("frame not sent: {0}")]
+    Encode(#[from] EncodeError),
     #[error("the server answered CONNECT with {command}: {message}")]
     Refused {
         command: &'static str,
@@ -186,7 +189,7 @@ impl StompClient {
 
     pub async fn send_frame(&mut self, frame: &Frame) -> Result<(), ClientError> {
         let mut out = BytesMut::with_capacity(128 + frame.body.len());
-        encode_for(frame, self.version, &mut out);
+        encode_for(frame, self.version, &mut out)?;
         self.send_raw(out.freeze()).await
     }
 

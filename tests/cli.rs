@@ -25,16 +25,23 @@ rate = 1.0
 "#;
 
 fn run_bad(name: &str, text: &str) -> (i32, String) {
+    run_bad_with(name, text, &[])
+}
+
+/// Writes `text` as `<name>.toml` and runs it with `extra` arguments.
+fn run_bad_with(name: &str, text: &str, extra: &[&str]) -> (i32, String) {
     let dir = std::env::temp_dir().join(format!("stompede-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let file = dir.join(format!("{name}.toml"));
     std::fs::write(&file, text).expect("write scenario");
-    let out = stompede(&[
+    let mut args = vec![
         "run",
         file.to_str().expect("utf-8 path"),
         "--state-dir",
         dir.to_str().expect("utf-8"),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let out = stompede(&args);
     let _ = std::fs::remove_dir_all(&dir);
     (
         out.status.code().unwrap_or(-1),
@@ -87,6 +94,35 @@ fn bad_scenarios_exit_2_naming_file_key_and_allowed_values() {
                 "{name}: {word:?} missing from:\n{stderr}"
             );
         }
+    }
+}
+
+#[test]
+fn a_connect_rate_the_run_cannot_use_exits_2_naming_the_key() {
+    // 1e-300 sessions per second is positive and finite, but 4 users would take
+    // 4e300 seconds to connect: refused before anything runs.
+    let text = GOOD.replace("connect_rate = 10.0", "connect_rate = 1e-300");
+    let (code, stderr) = run_bad("endless-ramp", &text);
+    assert_eq!(code, 2, "exit code {code}, stderr:\n{stderr}");
+    for word in [
+        "endless-ramp.toml",
+        "users.connect_rate",
+        "1e-300",
+        "\"24h\"",
+    ] {
+        assert!(stderr.contains(word), "{word:?} missing from:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // The same through an override: 10 per second is too slow for a million users.
+    let (code, stderr) = run_bad_with("endless-ramp-override", GOOD, &["--users", "1000000"]);
+    assert_eq!(code, 2, "exit code {code}, stderr:\n{stderr}");
+    for word in [
+        "users.connect_rate",
+        "users.count = 1000000",
+        "command-line",
+    ] {
+        assert!(stderr.contains(word), "{word:?} missing from:\n{stderr}");
     }
 }
 

@@ -5,6 +5,8 @@
 //! names the key, the value and what is allowed; the limits are listed in
 //! `scenarios/README.md`.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::hash::Hash;
 use std::time::Duration;
 
 use super::duration::format_duration;
@@ -19,12 +21,40 @@ pub const MAX_MEMBERSHIPS: u64 = 10_000_000;
 pub const MAX_PARTITIONS: u32 = 1_000;
 pub const MAX_SERVERS: u32 = 32;
 
+const HOUR: Duration = Duration::from_secs(3600);
+/// Longest ramp-up (`users.count / users.connect_rate`): a run must be able to finish.
+pub const MAX_RAMP_UP: Duration = HOUR.saturating_mul(24);
+/// Longest measured phase (`duration`): a week-long soak.
+pub const MAX_DURATION: Duration = HOUR.saturating_mul(24 * 7);
+/// Longest `warmup`, `grace`, `load.think_time` and `churn.rejoin_after`.
+pub const MAX_PHASE: Duration = HOUR.saturating_mul(24);
+/// Longest `users.heartbeat`.
+pub const MAX_HEARTBEAT: Duration = HOUR;
+/// Highest `users.connect_rate` and `load.rate`, per second. A higher send rate would
+/// space one sender's messages less than a microsecond apart, the schedule's resolution.
+pub const MAX_RATE: f64 = 1_000_000.0;
+/// Lowest `load.rate`, per second: one message in about 11.6 days.
+pub const MIN_RATE: f64 = 1e-6;
+/// Highest `churn.leaves_per_second`.
+pub const MAX_LEAVES_PER_SECOND: f64 = 100_000.0;
+
 fn dur(d: Duration) -> Option<String> {
     Some(format!("\"{}\"", format_duration(d)))
 }
 
 fn num<T: std::fmt::Display>(v: T) -> Option<String> {
     Some(v.to_string())
+}
+
+/// A number as a person would write it: `0.5`, `250`, or `1e-300` rather than 300
+/// zeros.
+fn float(v: f64) -> Option<String> {
+    let plain = v == 0.0 || !v.is_finite() || (1e-6..1e15).contains(&v.abs());
+    Some(if plain {
+        v.to_string()
+    } else {
+        format!("{v:e}")
+    })
 }
 
 fn text(v: &str) -> Option<String> {
@@ -38,9 +68,81 @@ fn positive(ctx: &Ctx, key: &str, v: f64, what: &str) -> Result<(), ScenarioErro
     } else {
         Err(ctx.err(
             key,
-            num(v),
+            float(v),
             format!("must be a number greater than 0 ({what})"),
         ))
+    }
+}
+
+/// A positive number no higher than `max`, or the error for `key`; `why` says what the
+/// limit protects.
+fn positive_at_most(
+    ctx: &Ctx,
+    key: &str,
+    v: f64,
+    what: &str,
+    max: f64,
+    why: &str,
+) -> Result<(), ScenarioError> {
+    positive(ctx, key, v, what)?;
+    if v > max {
+        return Err(ctx.err(
+            key,
+            float(v),
+            format!("must be at most {max} ({what}): {why}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A duration no longer than `max`, or the error for `key`; `why` says what it is for.
+fn at_most(
+    ctx: &Ctx,
+    key: &str,
+    d: Duration,
+    max: Duration,
+    why: &str,
+) -> Result<(), ScenarioError> {
+    if d > max {
+        return Err(ctx.err(
+            key,
+            dur(d),
+            format!("must be at most \"{}\" ({why})", format_duration(max)),
+        ));
+    }
+    Ok(())
+}
+
+/// Seconds as words for a message, however large: `"2h46m40s"`, `"3.2e290 s"`.
+fn seconds_text(secs: f64) -> String {
+    if (0.0..1e12).contains(&secs) {
+        // Below 1e15 ms the cast is exact enough and cannot saturate.
+        let ms = (secs * 1000.0).round() as u64;
+        format!("\"{}\"", format_duration(Duration::from_millis(ms)))
+    } else {
+        format!("{secs:.1e} s")
+    }
+}
+
+/// Which names were already used, in one hash map: checking `n` names costs `O(n)`,
+/// where comparing each name with every earlier one cost `O(n²)` (40,000 room groups
+/// took seconds).
+pub(crate) struct Seen<T>(HashMap<T, usize>);
+
+impl<T: Hash + Eq> Seen<T> {
+    pub fn new() -> Self {
+        Seen(HashMap::new())
+    }
+
+    /// Records `name` as used at `index`; if it was used before, the earlier index.
+    pub fn first_use(&mut self, name: T, index: usize) -> Option<usize> {
+        match self.0.entry(name) {
+            Entry::Occupied(e) => Some(*e.get()),
+            Entry::Vacant(e) => {
+                e.insert(index);
+                None
+            }
+        }
     }
 }
 
@@ -67,22 +169,52 @@ pub(crate) fn check(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
             "must be longer than 0s, e.g. \"60s\"",
         ));
     }
+    at_most(
+        ctx,
+        "duration",
+        s.duration,
+        MAX_DURATION,
+        "the measured phase; a longer soak is several runs",
+    )?;
+    at_most(
+        ctx,
+        "warmup",
+        s.warmup,
+        MAX_PHASE,
+        "sending before the measured phase",
+    )?;
+    at_most(
+        ctx,
+        "grace",
+        s.grace,
+        MAX_PHASE,
+        "waiting for deliveries after sending stops",
+    )?;
     check_users(s, ctx)?;
     check_rooms(s, ctx)?;
     check_load(s, ctx)?;
     if let Some(c) = &s.churn {
-        positive(
+        positive_at_most(
             ctx,
             "churn.leaves_per_second",
             c.leaves_per_second,
             "member leaves per second",
+            MAX_LEAVES_PER_SECOND,
+            "each leave is a LEAVE and an UNSUBSCRIBE, then an ENTER and a SUBSCRIBE",
+        )?;
+        at_most(
+            ctx,
+            "churn.rejoin_after",
+            c.rejoin_after,
+            MAX_PHASE,
+            "how long a member stays away",
         )?;
         let memberships = s.memberships() as f64;
         let away = c.leaves_per_second * c.rejoin_after.as_secs_f64();
         if away >= memberships {
             return Err(ctx.err(
                 "churn.leaves_per_second",
-                num(c.leaves_per_second),
+                float(c.leaves_per_second),
                 format!(
                     "with rejoin_after = \"{}\" about {away:.0} members would be away at once, but the \
                      rooms only have {memberships} memberships; lower leaves_per_second or rejoin_after",
@@ -104,17 +236,40 @@ fn check_users(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
             format!("must be 1 to {MAX_USERS}"),
         ));
     }
-    positive(
+    positive_at_most(
         ctx,
         "users.connect_rate",
         u.connect_rate,
         "sessions opened per second",
+        MAX_RATE,
+        "no machine opens sessions faster",
     )?;
-    if !u.heartbeat.is_zero() && u.heartbeat < Duration::from_millis(100) {
+    let ramp_secs = f64::from(u.count) / u.connect_rate;
+    if ramp_secs > MAX_RAMP_UP.as_secs_f64() {
+        let min = f64::from(u.count) / MAX_RAMP_UP.as_secs_f64();
+        return Err(ctx.err(
+            "users.connect_rate",
+            float(u.connect_rate),
+            format!(
+                "must be at least {min:.6} sessions per second for users.count = {}: connecting \
+                 them all would take {}, and ramp-up may take at most \"{}\" so that the run \
+                 can finish; raise connect_rate or lower users.count",
+                u.count,
+                seconds_text(ramp_secs),
+                format_duration(MAX_RAMP_UP)
+            ),
+        ));
+    }
+    if (!u.heartbeat.is_zero() && u.heartbeat < Duration::from_millis(100))
+        || u.heartbeat > MAX_HEARTBEAT
+    {
         return Err(ctx.err(
             "users.heartbeat",
             dur(u.heartbeat),
-            "must be \"0s\" (no heart-beat) or at least \"100ms\"",
+            format!(
+                "must be \"0s\" (no heart-beat) or from \"100ms\" to \"{}\"",
+                format_duration(MAX_HEARTBEAT)
+            ),
         ));
     }
     if u.per_task == 0 {
@@ -129,6 +284,7 @@ fn check_users(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
 
 fn check_rooms(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
     let users = s.users.count;
+    let mut names = Seen::new();
     for (i, g) in s.rooms.iter().enumerate() {
         let key = |k: &str| format!("rooms[{i}].{k}");
         if !plain_name(&g.name, &[]) {
@@ -139,7 +295,7 @@ fn check_rooms(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
                  and go into destinations)",
             ));
         }
-        if let Some(j) = s.rooms[..i].iter().position(|o| o.name == g.name) {
+        if let Some(j) = names.first_use(g.name.as_str(), i) {
             return Err(ctx.err(
                 &key("name"),
                 text(&g.name),
@@ -189,6 +345,25 @@ fn check_load(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
             RatePer::Sender => "messages per second per sender",
         };
         positive(ctx, "load.rate", *rate, what)?;
+        if !(MIN_RATE..=MAX_RATE).contains(rate) {
+            return Err(ctx.err(
+                "load.rate",
+                float(*rate),
+                format!(
+                    "must be from {MIN_RATE} to {MAX_RATE} ({what}): the send schedule counts \
+                     microseconds, and below {MIN_RATE} a sender would wait over 11 days between messages"
+                ),
+            ));
+        }
+    }
+    if let LoadModel::Closed { think_time } = &s.load.model {
+        at_most(
+            ctx,
+            "load.think_time",
+            *think_time,
+            MAX_PHASE,
+            "a sender's pause between sends",
+        )?;
     }
     let m = s.load.message_size;
     let (min_key, max_key) = if m.min == m.max {
@@ -236,7 +411,7 @@ fn check_slo(slo: &Slo, ctx: &Ctx) -> Result<(), ScenarioError> {
             if v < pv {
                 return Err(ctx.err(
                     key,
-                    num(v),
+                    float(v),
                     format!("must be at least {pk} = {pv}: a higher percentile cannot be lower"),
                 ));
             }
@@ -247,7 +422,7 @@ fn check_slo(slo: &Slo, ctx: &Ctx) -> Result<(), ScenarioError> {
         if !(0.0..=1.0).contains(&l) {
             return Err(ctx.err(
                 "slo.max_loss",
-                num(l),
+                float(l),
                 "must be a fraction from 0 to 1 (0.001 = 0.1% of expected deliveries)",
             ));
         }
@@ -255,7 +430,7 @@ fn check_slo(slo: &Slo, ctx: &Ctx) -> Result<(), ScenarioError> {
     if !(0.0..=1.0).contains(&slo.min_connected) {
         return Err(ctx.err(
             "slo.min_connected",
-            num(slo.min_connected),
+            float(slo.min_connected),
             "must be a fraction from 0 to 1 (0.99 = at least 99% of users connected and subscribed)",
         ));
     }

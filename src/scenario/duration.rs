@@ -10,8 +10,13 @@ use std::time::Duration;
 const ALLOWED: &str =
     "a number and a unit: ms, s, m or h (e.g. \"500ms\", \"30s\", \"2m\", \"1h\", \"1m30s\")";
 
+/// Longest duration the text form accepts, in milliseconds (about 31 years); scenario
+/// keys have their own, lower limits.
+const MAX_MS: u128 = 1_000_000_000_000;
+
 /// Parses `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`, `"1m30s"`; `"0"` alone is zero.
-/// The error says what was wrong and what is allowed.
+/// The error says what was wrong and what is allowed. Decimals are exact: `"1.001s"`
+/// is 1001 ms, and anything finer than a millisecond is refused.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let text = s.trim();
     if text == "0" {
@@ -20,7 +25,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if text.is_empty() {
         return Err(format!("empty duration; expected {ALLOWED}"));
     }
-    let mut total_ms: f64 = 0.0;
+    let too_long = || format!("\"{s}\" is too long; expected {ALLOWED}");
+    let mut total_ms: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
         let num_len = rest
@@ -31,22 +37,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 "\"{s}\" does not start with a number; expected {ALLOWED}"
             ));
         }
-        let number: f64 = rest[..num_len].parse().map_err(|_| {
-            format!(
-                "\"{}\" in \"{s}\" is not a number; expected {ALLOWED}",
-                &rest[..num_len]
-            )
-        })?;
+        let number = &rest[..num_len];
         rest = &rest[num_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
         let unit = rest[..unit_len].trim();
-        let scale = match unit {
-            "ms" => 1.0,
-            "s" => 1_000.0,
-            "m" => 60_000.0,
-            "h" => 3_600_000.0,
+        let scale: u128 = match unit {
+            "ms" => 1,
+            "s" => 1_000,
+            "m" => 60_000,
+            "h" => 3_600_000,
             "" => return Err(format!("\"{s}\" has no unit; expected {ALLOWED}")),
             other => {
                 return Err(format!(
@@ -54,18 +55,67 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 ))
             }
         };
-        total_ms += number * scale;
+        let ms = match exact_ms(number, scale) {
+            Ok(ms) => ms,
+            Err(Part::NotANumber) => {
+                return Err(format!(
+                    "\"{number}\" in \"{s}\" is not a number; expected {ALLOWED}"
+                ))
+            }
+            Err(Part::TooFine) => {
+                return Err(format!(
+                    "\"{s}\" is finer than the 1 ms resolution of scenario durations"
+                ))
+            }
+            Err(Part::TooLong) => return Err(too_long()),
+        };
+        total_ms = total_ms.saturating_add(ms);
+        if total_ms > MAX_MS {
+            return Err(too_long());
+        }
         rest = &rest[unit_len..];
     }
-    if !total_ms.is_finite() || total_ms > 1e12 {
-        return Err(format!("\"{s}\" is too long; expected {ALLOWED}"));
+    u64::try_from(total_ms)
+        .map(Duration::from_millis)
+        .map_err(|_| too_long())
+}
+
+/// Why one number-and-unit part of a duration is unusable.
+enum Part {
+    NotANumber,
+    TooFine,
+    TooLong,
+}
+
+/// `digits[.digits]` (either side may be empty, not both) times `scale` milliseconds,
+/// in whole milliseconds, computed exactly in integers.
+fn exact_ms(number: &str, scale: u128) -> Result<u128, Part> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+        return Err(Part::NotANumber);
     }
-    if total_ms.fract() != 0.0 {
-        return Err(format!(
-            "\"{s}\" is finer than the 1 ms resolution of scenario durations"
-        ));
+    let digits = |t: &str| {
+        t.bytes().try_fold(0u128, |n, b| {
+            n.checked_mul(10)?
+                .checked_add(u128::from(b - b'0'))
+                .filter(|&n| n <= MAX_MS)
+        })
+    };
+    let whole_ms = digits(whole)
+        .and_then(|w| w.checked_mul(scale))
+        .filter(|&ms| ms <= MAX_MS)
+        .ok_or(Part::TooLong)?;
+    // Trailing zeros say nothing; past 9 other digits no unit here gives whole ms.
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() > 9 {
+        return Err(Part::TooFine);
     }
-    Ok(Duration::from_millis(total_ms as u64))
+    let numerator = digits(fraction).ok_or(Part::TooFine)? * scale;
+    let denominator = 10u128.pow(fraction.len() as u32);
+    if numerator % denominator != 0 {
+        return Err(Part::TooFine);
+    }
+    Ok(whole_ms + numerator / denominator)
 }
 
 /// Formats a duration the way [`parse_duration`] reads it, with the largest exact units:
@@ -136,5 +186,53 @@ mod tests {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{ms} ms");
         }
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+    }
+
+    #[test]
+    fn decimals_are_exact() {
+        // 1.001 * 1000.0 is 1000.9999999999999 in floating point, which used to be
+        // refused as finer than a millisecond.
+        assert_eq!(parse_duration("1.001s"), Ok(Duration::from_millis(1001)));
+        assert_eq!(parse_duration("0.0021m"), Ok(Duration::from_millis(126)));
+        assert_eq!(parse_duration(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2.s"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            parse_duration("1.5000000000000000000000h"),
+            Ok(Duration::from_secs(5400))
+        );
+        for ms in 0..5_000u64 {
+            let text = format!("{}.{:03}s", ms / 1000, ms % 1000);
+            assert_eq!(
+                parse_duration(&text),
+                Ok(Duration::from_millis(ms)),
+                "{text}"
+            );
+        }
+        for bad in [
+            ".s",
+            "1..2s",
+            "0.0001s",
+            "0.0000000001h",
+            "1.00000000000000000001s",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn huge_numbers_are_too_long_not_a_panic() {
+        for big in [
+            "1000000000001ms",
+            "99999999999999999999999999999999999999999999h",
+            "277778h",
+            "1000000000000ms1ms",
+        ] {
+            let err = parse_duration(big).unwrap_err();
+            assert!(err.contains("too long"), "{big}: {err}");
+        }
+        assert_eq!(
+            parse_duration("1000000000000ms"),
+            Ok(Duration::from_millis(1_000_000_000_000))
+        );
     }
 }

@@ -25,12 +25,17 @@ mod validate;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_limits;
+#[cfg(test)]
 mod tests_plan;
 
 use std::path::Path;
 use std::time::Duration;
 
-pub use check::{MAX_MEMBERSHIPS, MAX_PARTITIONS, MAX_SERVERS, MAX_USERS};
+pub use check::{
+    MAX_DURATION, MAX_HEARTBEAT, MAX_LEAVES_PER_SECOND, MAX_MEMBERSHIPS, MAX_PARTITIONS, MAX_PHASE,
+    MAX_RAMP_UP, MAX_RATE, MAX_SERVERS, MAX_USERS, MIN_RATE,
+};
 pub use duration::{format_duration, parse_duration};
 pub use error::{Pos, ScenarioError};
 pub use model::*;
@@ -136,12 +141,12 @@ impl Scenario {
         Plan::new(self)
     }
 
-    /// Total room memberships: the sum of `count * members` over the room groups.
+    /// Total room memberships: the sum of `count * members` over the room groups
+    /// (saturating, so an absurd file is refused by the limit rather than wrapping).
     pub fn memberships(&self) -> u64 {
-        self.rooms
-            .iter()
-            .map(|g| g.count as u64 * g.members as u64)
-            .sum()
+        self.rooms.iter().fold(0u64, |total, g| {
+            total.saturating_add(u64::from(g.count) * u64::from(g.members))
+        })
     }
 
     /// Whether SENDs should carry a `receipt` header: asked for by `load.receipts` and
@@ -152,11 +157,25 @@ impl Scenario {
 
     /// Total run time without connection ramp-up: warmup + duration + grace.
     pub fn run_time(&self) -> Duration {
-        self.warmup + self.duration + self.grace
+        self.warmup
+            .saturating_add(self.duration)
+            .saturating_add(self.grace)
     }
 
-    /// Time to open every session at `users.connect_rate`.
+    /// Time to open every session at `users.connect_rate`: at most [`MAX_RAMP_UP`] for
+    /// a checked scenario. Never panics; a rate no run could use gives `Duration::MAX`.
     pub fn ramp_up(&self) -> Duration {
-        Duration::from_secs_f64(self.users.count as f64 / self.users.connect_rate)
+        self.connect_at(self.users.count)
+    }
+
+    /// When user `index` opens its session, counted from the start of ramp-up:
+    /// `index / users.connect_rate` seconds, at most [`Scenario::ramp_up`]. Never
+    /// panics; a rate no run could use gives `Duration::MAX`.
+    pub fn connect_at(&self, index: u32) -> Duration {
+        if index == 0 {
+            return Duration::ZERO;
+        }
+        Duration::try_from_secs_f64(f64::from(index) / self.users.connect_rate)
+            .unwrap_or(Duration::MAX)
     }
 }

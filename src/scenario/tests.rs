@@ -47,7 +47,7 @@ pub(super) fn edit(from: &str, to: &str) -> String {
 
 /// Loads `text`, expects an error, and checks that its message names the file, the key
 /// and every one of `expect`.
-fn refused(text: &str, key: &str, expect: &[&str]) -> ScenarioError {
+pub(super) fn refused(text: &str, key: &str, expect: &[&str]) -> ScenarioError {
     let err = match load(text) {
         Ok(_) => panic!("expected an error about {key}, but the scenario loaded"),
         Err(e) => e,

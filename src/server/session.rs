@@ -28,7 +28,8 @@ use crate::chat::ChatMessage;
 use crate::server::rooms::{Kill, Outbound, SessionHandle};
 use crate::server::Shared;
 use crate::stomp::{
-    encode_for, heart_beat_period, parse_heart_beat, Command, Decoder, Frame, Item, Version,
+    encode_for, heart_beat_period, parse_heart_beat, Command, Decoder, EncodeError, Frame, Item,
+    Version,
 };
 
 /// WebSocket path the server answers on.
@@ -250,18 +251,21 @@ impl Session {
         };
         if let Close::Error(frame) = close {
             self.shared.metrics.errors_sent.fetch_add(1, Relaxed);
-            let bytes = self.encode(&frame);
-            // Best effort: a client that stopped reading does not get to hold us up.
-            let _ =
-                tokio::time::timeout(Duration::from_secs(1), ws.send(self.ws_message(bytes))).await;
+            // Best effort: a client that stopped reading does not get to hold us up (and an
+            // ERROR its version cannot carry, e.g. a receipt-id ending in CR, is not sent).
+            if let Ok(bytes) = self.encode(&frame) {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), ws.send(self.ws_message(bytes)))
+                        .await;
+            }
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }
 
-    fn encode(&self, frame: &Frame) -> Bytes {
+    fn encode(&self, frame: &Frame) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::with_capacity(256 + frame.body.len());
-        encode_for(frame, self.version.unwrap_or(Version::V1_2), &mut out);
-        out.freeze()
+        encode_for(frame, self.version.unwrap_or(Version::V1_2), &mut out)?;
+        Ok(out.freeze())
     }
 
     fn ws_message(&self, bytes: Bytes) -> Message {
@@ -298,7 +302,17 @@ impl Session {
                     break;
                 }
             };
-            let message = self.ws_message(self.encode(&frame));
+            let message = match self.encode(&frame) {
+                Ok(bytes) => self.ws_message(bytes),
+                // A header the client's STOMP version cannot carry (it came from the client).
+                Err(e) => {
+                    return Ok(Some(error_frame(
+                        "frame cannot be sent",
+                        &e.to_string(),
+                        None,
+                    )))
+                }
+            };
             self.shared.metrics.frames_out.fetch_add(1, Relaxed);
             let stall = self.shared.config.limits.write_stall;
             tokio::select! {

@@ -6,8 +6,9 @@
 //!
 //! 1. **Check** ([`Decoder::check`]) walks the buffered bytes, without allocating, to
 //!    find where the frame's headers end and where its NUL terminator is. Progress is
-//!    remembered between calls, so a frame trickling in byte by byte is scanned once,
-//!    not once per byte. The size limit is enforced here, before anything is built.
+//!    remembered between calls, down to the byte inside an unfinished line, so a frame
+//!    trickling in byte by byte is scanned once, not once per byte. The size limit is
+//!    enforced here, before anything is built, and no search looks past it.
 //! 2. **Parse** ([`Decoder::parse`]) runs only on a complete frame: it builds the
 //!    headers (unescaping them per the negotiated version), then splits the frame off
 //!    the buffer; the body is a zero-copy slice of it.
@@ -73,10 +74,16 @@ fn quote(bytes: &[u8]) -> String {
 
 /// Progress of the check step through the frame at the front of the buffer. Offsets
 /// count from the start of the buffer, which stays put until the frame is consumed.
+///
+/// Every search resumes where the previous call stopped (`eol_from`, `nul_from`), so
+/// however the frame is chunked each byte is searched once: a long line arriving one
+/// byte per WebSocket message costs as much as the same line arriving whole.
 #[derive(Debug, Default, Clone)]
 struct Scan {
-    /// Start of the first line not yet examined.
+    /// Start of the first line not yet complete.
     next_line: usize,
+    /// Where the search for the LF ending the line at `next_line` resumes.
+    eol_from: usize,
     /// Set once the command line is complete and known.
     command: Option<Command>,
     /// Value of the first `content-length` header seen so far.
@@ -94,7 +101,7 @@ impl Scan {
 
     /// The furthest offset this scan has relied on.
     fn high_water(&self) -> usize {
-        self.next_line.max(self.nul_from)
+        self.eol_from.max(self.nul_from)
     }
 }
 
@@ -140,6 +147,8 @@ pub struct Decoder {
     max_frame_size: usize,
     version: Version,
     scan: Scan,
+    /// Bytes examined so far, for tests of the cost of hostile chunking.
+    scanned: u64,
 }
 
 impl Decoder {
@@ -150,6 +159,7 @@ impl Decoder {
             max_frame_size,
             version: Version::V1_2,
             scan: Scan::default(),
+            scanned: 0,
         }
     }
 
@@ -165,6 +175,15 @@ impl Decoder {
 
     pub fn max_frame_size(&self) -> usize {
         self.max_frame_size
+    }
+
+    /// Bytes this decoder has examined since it was made: each byte searched for an
+    /// EOL or NUL, plus each header byte parsed. Stays within a small multiple of the
+    /// bytes decoded, however they were chunked; tests, benches and fuzz targets check
+    /// that, as it does not depend on the speed of the machine.
+    #[doc(hidden)]
+    pub fn bytes_scanned(&self) -> u64 {
+        self.scanned
     }
 
     /// Takes the next item off the front of `buf`, which holds all bytes received so
@@ -204,27 +223,34 @@ impl Decoder {
         Ok(Some(Item::Frame(frame)))
     }
 
-    /// Step 1: finds a complete frame at the front of `buf` without allocating.
+    /// Step 1: finds a complete frame at the front of `buf` without allocating. No
+    /// search looks past the size limit, so a flood without EOL or NUL costs at most
+    /// `max_frame_size` bytes of searching before it is refused.
     fn check(&mut self, buf: &[u8]) -> Result<Option<Bounds>, DecodeError> {
         let limit = self.max_frame_size;
         let too_large = |size: usize| DecodeError::FrameTooLarge { limit, size };
+        // Searches stop at the limit: a frame not finished within it is refused anyway.
+        let end = buf.len().min(limit);
 
         // Command line, then header lines, up to the blank line.
         let body_start = loop {
             if let Some(start) = self.scan.body_start {
                 break start;
             }
-            let start = self.scan.next_line;
-            let Some(eol) = find(b'\n', &buf[start..]).map(|i| start + i) else {
+            let from = self.scan.eol_from.max(self.scan.next_line);
+            let Some(eol) = self.search(b'\n', buf, from, end) else {
+                self.scan.eol_from = end.max(from);
                 // The frame needs at least one more byte than is buffered.
                 return if buf.len() >= limit {
-                    Err(too_large(buf.len() + 1))
+                    Err(too_large(limit + 1))
                 } else {
                     Ok(None)
                 };
             };
+            let start = self.scan.next_line;
             let line = strip_cr(&buf[start..eol]);
             self.scan.next_line = eol + 1;
+            self.scan.eol_from = eol + 1;
             if self.scan.next_line >= limit {
                 // Headers alone fill the limit; the NUL is still to come.
                 return Err(too_large(self.scan.next_line + 1));
@@ -269,12 +295,12 @@ impl Decoder {
             }
             None => {
                 let from = self.scan.nul_from;
-                match find(0, &buf[from..]) {
-                    Some(i) => from + i,
+                match self.search(0, buf, from, end) {
+                    Some(nul) => nul,
                     None => {
-                        self.scan.nul_from = buf.len();
+                        self.scan.nul_from = end.max(from);
                         if buf.len() >= limit {
-                            return Err(too_large(buf.len() + 1));
+                            return Err(too_large(limit + 1));
                         }
                         return Ok(None);
                     }
@@ -291,10 +317,21 @@ impl Decoder {
         }))
     }
 
+    /// The offset of the first `needle` in `buf[from..end]`, counting the bytes examined.
+    fn search(&mut self, needle: u8, buf: &[u8], from: usize, end: usize) -> Option<usize> {
+        if from >= end {
+            return None;
+        }
+        let found = find(needle, &buf[from..end]);
+        self.scanned += found.map_or(end - from, |i| i + 1) as u64;
+        found.map(|i| from + i)
+    }
+
     /// Step 2: builds the frame found by [`Decoder::check`] and consumes its bytes.
-    fn parse(&self, buf: &mut BytesMut, bounds: Bounds) -> Result<Frame, DecodeError> {
+    fn parse(&mut self, buf: &mut BytesMut, bounds: Bounds) -> Result<Frame, DecodeError> {
         let escapes = Escapes::for_frame(bounds.command, self.version);
         let head = &buf[..bounds.body_start];
+        self.scanned += head.len() as u64;
         // Lines: command, headers, then the blank line (and "" after its LF).
         let mut lines = head.split(|&b| b == b'\n').skip(1).map(strip_cr);
         let mut headers = Vec::new();

@@ -197,7 +197,8 @@ impl Frame {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The frame encoded for STOMP 1.2, as [`super::encode`] writes it.
+    /// The frame encoded for STOMP 1.2, as [`super::encode`] writes it (and, like it,
+    /// panicking on a frame STOMP 1.2 cannot carry; see [`super::encode_for`]).
     pub fn to_bytes(&self) -> Bytes {
         let mut out = bytes::BytesMut::new();
         super::encode(self, &mut out);

@@ -7,8 +7,11 @@
 //!   [`Item::Frame`]s and [`Item::HeartBeat`]s, checks that a whole frame is buffered
 //!   before building anything, and refuses frames over a size limit
 //!   ([`DEFAULT_MAX_FRAME_SIZE`] unless told otherwise).
-//! - **Out:** [`encode`] (or [`encode_for`] an older peer) appends a [`Frame`] to an
-//!   output buffer; [`heartbeat`] appends a heart-beat EOL.
+//! - **Out:** [`encode_for`] appends a [`Frame`] to an output buffer for the peer's
+//!   version, or refuses it with an [`EncodeError`] when that version cannot carry a
+//!   header as it is (so nothing is ever sent that reads back differently); [`encode`]
+//!   is the STOMP 1.2 shorthand for frames the program builds itself; [`heartbeat`]
+//!   appends a heart-beat EOL.
 //!
 //! `frame.rs` holds the model (commands, versions, frames, heart-beat helpers),
 //! `decode.rs` the streaming decoder and its errors, `encode.rs` the encoder; the
@@ -24,7 +27,7 @@ mod proptests;
 mod tests;
 
 pub use decode::{DecodeError, Decoder};
-pub use encode::{encode, encode_for, heartbeat};
+pub use encode::{encode, encode_for, heartbeat, EncodeError};
 pub use frame::{heart_beat_period, parse_heart_beat, Command, Frame, Item, Version};
 
 /// Default limit on one frame (command, headers and body together): 64 KiB.

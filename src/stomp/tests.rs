@@ -470,3 +470,87 @@ fn body_is_a_slice_of_the_received_bytes() {
     assert_eq!(f.body.as_ptr() as usize, start + 9, "body was copied");
     assert_eq!(&buf[..], b"tail");
 }
+
+// ---- Cost of hostile chunking ----
+
+/// Feeds `input` one byte per call, as a peer sending one byte per WebSocket message
+/// would; returns the first error (or `None`), the frames decoded and the bytes scanned.
+fn trickle(mut decoder: Decoder, input: &[u8]) -> (Option<DecodeError>, Vec<Item>, u64) {
+    let mut buf = BytesMut::new();
+    let mut items = Vec::new();
+    for &byte in input {
+        buf.extend_from_slice(&[byte]);
+        loop {
+            match decoder.decode(&mut buf) {
+                Ok(Some(item)) => items.push(item),
+                Ok(None) => break,
+                Err(e) => return (Some(e), items, decoder.bytes_scanned()),
+            }
+        }
+    }
+    (None, items, decoder.bytes_scanned())
+}
+
+#[test]
+fn a_long_header_line_trickling_in_is_scanned_once() {
+    // Found by fuzzing: each byte of an unfinished line rescanned the line from its
+    // start, so a 64 KiB line sent a byte at a time cost 2 billion byte comparisons.
+    let mut input = b"SEND\ndestination:".to_vec();
+    input.resize(DEFAULT_MAX_FRAME_SIZE + 100, b'x');
+    let (err, items, scanned) = trickle(Decoder::default(), &input);
+    assert!(items.is_empty());
+    assert_eq!(
+        err,
+        Some(DecodeError::FrameTooLarge {
+            limit: DEFAULT_MAX_FRAME_SIZE,
+            size: DEFAULT_MAX_FRAME_SIZE + 1
+        })
+    );
+    assert!(
+        scanned <= 2 * DEFAULT_MAX_FRAME_SIZE as u64,
+        "{scanned} bytes scanned for a {DEFAULT_MAX_FRAME_SIZE}-byte line"
+    );
+}
+
+#[test]
+fn long_lines_and_bodies_that_do_finish_are_scanned_once_too() {
+    let line = "v".repeat(128 * 1024);
+    let body = "b".repeat(128 * 1024);
+    let frame = format!("SEND\r\nlong:{line}\r\nshort:1\n\n{body}\0\n");
+    let (err, items, scanned) = trickle(Decoder::new(1024 * 1024), frame.as_bytes());
+    assert_eq!(err, None);
+    let [Item::Frame(f), Item::HeartBeat] = items.as_slice() else {
+        panic!(
+            "expected a frame and a heart-beat, got {} items",
+            items.len()
+        );
+    };
+    assert_eq!(f.get("long").map(str::len), Some(line.len()));
+    assert_eq!(f.body.len(), body.len());
+    // Each head byte is searched once and parsed once; each body byte searched once.
+    let head = frame.len() - body.len() - 2;
+    assert!(
+        scanned <= (2 * head + body.len() + 1) as u64,
+        "{scanned} bytes scanned for a {}-byte frame",
+        frame.len()
+    );
+}
+
+#[test]
+fn a_flood_in_one_chunk_is_not_searched_past_the_limit() {
+    let mut decoder = Decoder::new(1024);
+    let mut buf = BytesMut::from(&b"SEND\n"[..]);
+    buf.resize(1024 * 1024, b'x');
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Err(DecodeError::FrameTooLarge {
+            limit: 1024,
+            size: 1025
+        })
+    );
+    assert!(
+        decoder.bytes_scanned() <= 1024,
+        "{}",
+        decoder.bytes_scanned()
+    );
+}
