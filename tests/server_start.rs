@@ -67,8 +67,10 @@ async fn start_retries(metrics: SocketAddr) -> Option<u64> {
         .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).await.ok()?;
+    // `stompede_kafka_start_retries_total{instance="…"} N`
     text.lines()
-        .find_map(|l| l.strip_prefix("stompede_kafka_start_retries_total "))
+        .find(|l| l.starts_with("stompede_kafka_start_retries_total{"))
+        .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.trim().parse().ok())
 }
 

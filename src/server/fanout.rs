@@ -195,3 +195,64 @@ pub async fn run(
         tracing::debug!("fan-out final commit: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    /// librdkafka's in-process mock broker answers the group's first offset commits the
+    /// way a coordinator that is still loading does. Real brokers do so only now and then
+    /// (tests/server_start.rs meets them for real); this pins the exact answers down.
+    fn loading_coordinator() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster
+            .create_topic("chat", 3, 1)
+            .expect("create the mock topic");
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            ],
+        );
+        cluster
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_commit_is_retried_while_the_coordinator_loads() {
+        let cluster = loading_coordinator();
+        let boot = cluster.bootstrap_servers();
+        let metrics = Arc::new(Metrics::new("t"));
+        let kafka = KafkaStart::new(
+            &boot,
+            "chat",
+            Duration::from_secs(30),
+            CancellationToken::new(),
+        )
+        .counting(metrics.clone());
+        let consumer = start(&kafka, &boot, "chat", "stompede-fanout-t", metrics.clone())
+            .await
+            .unwrap_or_else(|e| panic!("the fan-out consumer did not start: {e}"));
+        assert_eq!(consumer.assignment().expect("assignment").count(), 3);
+        assert!(metrics.kafka_start_retries.load(Relaxed) >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_time_to_retry_the_loading_coordinator_is_named() {
+        let cluster = loading_coordinator();
+        let boot = cluster.bootstrap_servers();
+        let metrics = Arc::new(Metrics::new("t"));
+        let kafka = KafkaStart::new(&boot, "chat", Duration::ZERO, CancellationToken::new());
+        let err = match start(&kafka, &boot, "chat", "stompede-fanout-t", metrics).await {
+            Err(e) => e,
+            Ok(_) => panic!("the first commit succeeded although the coordinator was loading"),
+        };
+        let text = err.to_string();
+        assert!(text.contains("first offset commit"), "{text}");
+        assert!(text.contains("CoordinatorLoadInProgress"), "{text}");
+        assert!(text.contains(&boot), "{text}");
+    }
+}
