@@ -219,6 +219,10 @@ pub struct ServerArgs {
     /// Heart-beat the server offers and expects, in milliseconds (0 disables).
     #[arg(long, default_value_t = 10_000)]
     pub heartbeat_ms: u64,
+    /// How long to keep retrying Kafka at start while it answers "not ready yet"
+    /// (coordinator loading, no leader, unknown topic, broker unreachable), e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub kafka_start_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -282,7 +286,13 @@ pub async fn termination() {
 }
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    // Every WebSocket session is a descriptor: use all the hard limit allows.
+    match crate::limits::raise_nofile() {
+        Some(l) => tracing::info!("open-file limit: {} (hard limit {})", l.soft, l.hard),
+        None => tracing::warn!("cannot read the open-file limit (RLIMIT_NOFILE)"),
+    }
     let mut config = Config::new(&args.kafka, &args.db, &args.instance_id);
+    config.kafka_start_timeout = args.kafka_start_timeout;
     config.persist = args.persist;
     config.topic = args.topic;
     config.metrics_listen = args.metrics_listen;
