@@ -85,9 +85,11 @@ for ((i = 1; i <= cycles; i++)); do
     t0=$(now)
     if "$bin" stack up --brokers "$brokers" --state-dir "$state" >"$out" 2>&1; then
         t1=$(now)
+        # Kafka answers of "not ready yet" the servers met and retried at start.
+        retries=$(cat "$state"/logs/server-*.log 2>/dev/null | grep -c "not ready yet")
         if "$bin" stack down --state-dir "$state" >"$out" 2>&1; then
             t2=$(now)
-            echo "cycle $i/$cycles: ok in $(secs "$t0" "$t2") s (up $(secs "$t0" "$t1") s, down $(secs "$t1" "$t2") s)"
+            echo "cycle $i/$cycles: ok in $(secs "$t0" "$t2") s (up $(secs "$t0" "$t1") s, down $(secs "$t1" "$t2") s, server Kafka retries $retries)"
         else
             failures=$((failures + 1))
             echo "cycle $i/$cycles: FAILED in $(secs "$t0" "$(now)") s: stack down"

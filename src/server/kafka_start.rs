@@ -137,42 +137,36 @@ impl KafkaStart {
         F: Fn(&C, Duration) -> Result<T, KafkaError> + Send + Sync + 'static,
     {
         let call = Arc::new(call);
-        let mut client = Some(client);
+        let mut client = client;
         let mut backoff = FIRST_BACKOFF;
         let mut attempts = 0u32;
         loop {
             attempts += 1;
             let left = self.deadline.saturating_duration_since(Instant::now());
             let timeout = left.clamp(MIN_CALL, MAX_CALL);
-            let (c, f) = (client.take(), call.clone());
+            let f = call.clone();
             let outcome = tokio::task::spawn_blocking(move || {
-                let c = c.expect("the client is put back after every attempt");
-                let r = f(&c, timeout);
-                (c, r)
+                let r = f(&client, timeout);
+                (client, r)
             })
             .await;
-            let (c, result) = match outcome {
-                Ok(pair) => pair,
-                Err(e) => {
-                    return Err(ServerError::Internal(format!(
-                        "Kafka start step {step:?} did not complete: {e}"
-                    )))
-                }
-            };
+            let result;
+            (client, result) = outcome.map_err(|e| {
+                ServerError::Internal(format!("Kafka start step {step:?} did not complete: {e}"))
+            })?;
             let error = match result {
                 Ok(value) => {
                     if attempts > 1 {
+                        let into = self.started.elapsed().as_secs_f64();
                         tracing::info!(
-                            "{step}: Kafka answered after {attempts} attempts ({:.1} s into the start)",
-                            self.started.elapsed().as_secs_f64()
+                            "{step}: Kafka answered after {attempts} attempts ({into:.1} s into the start)"
                         );
                     }
-                    return Ok((c, value));
+                    return Ok((client, value));
                 }
                 Err(e) if is_retriable(&e) => e,
                 Err(e) => return Err(self.failed(step, e)),
             };
-            client = Some(c);
             let left = self.deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(ServerError::KafkaNotReady {
