@@ -37,6 +37,23 @@ pub enum Command {
     /// Run a scenario file and write its report (exit 0: SLOs hold, 1: an SLO failed,
     /// 2: bad scenario or usage, 3: the run could not be carried out).
     Run(RunArgs),
+    /// CI regression gate: run a scenario N times and judge it against a recorded
+    /// baseline (exit 0: pass, 1: regression or SLO failure, 2: usage or bad baseline,
+    /// 3: could not run).
+    #[command(
+        long_about = "Runs the scenario N times (default 5) and judges the runs against a baseline of N runs \
+recorded the same way. Per metric (latency p50, p99, p99.9, receipt p99, delivered/s, max Kafka lag, \
+DB rows/s) a change is a regression only when a two-sided Mann-Whitney U test on the per-run values \
+gives p < 0.05 AND the 95% bootstrap interval of the ratio of medians lies wholly beyond the \
+tolerance; an improvement likewise; anything else is within noise. Integrity is exact (any lost or \
+duplicated delivery fails) and the scenario's SLOs, including min_connected, max_unsent and \
+harness_lag_ms, must hold in every run.\n\n\
+A baseline recorded for another scenario, stack shape or machine size is flagged (a warning; with \
+--strict, a refusal).\n\n\
+Exit codes: 0 pass, 1 regression or SLO failure (or, when recording, a run that failed its SLOs or \
+lost messages), 2 usage or bad baseline, 3 a run could not be carried out."
+    )]
+    Gate(GateArgs),
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +84,61 @@ pub struct RunArgs {
     /// Time between Kafka lag and database samples, e.g. 1s or 250ms (at least 1ms).
     #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
     pub sample_interval: Duration,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    group(clap::ArgGroup::new("mode").required(true).args(["baseline", "record_baseline"])),
+    after_help = "Examples:\n  \
+stompede gate scenarios/smoke.toml --record-baseline ci/baseline.json\n  \
+stompede gate scenarios/smoke.toml --baseline ci/baseline.json --junit gate.xml --markdown gate.md\n  \
+stompede gate scenarios/smoke.toml --baseline ci/baseline.json --tolerance p50=10%,p99=15%,throughput=5%\n\n\
+Tolerance metrics and defaults: p50=10%, p99=15%, p999=25%, receipt_p99=15%, throughput=5%, \
+max_lag=100%, db_rows=10%.\n\
+When $GITHUB_STEP_SUMMARY is set, the markdown summary is appended to it."
+)]
+pub struct GateArgs {
+    /// The scenario file (TOML); keep it short (a few seconds measured) for CI.
+    pub scenario: PathBuf,
+    /// Judge the runs against this baseline file.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Record a baseline into this file instead of judging.
+    #[arg(long, value_name = "FILE")]
+    pub record_baseline: Option<PathBuf>,
+    /// Runs on this side (at least 5).
+    #[arg(long, default_value_t = crate::campaign::gate::DEFAULT_RUNS)]
+    pub runs: usize,
+    /// Tolerances over the defaults, e.g. p50=10%,p99=15%,throughput=5%.
+    #[arg(
+        long,
+        value_name = "METRIC=PCT,...",
+        conflicts_with = "record_baseline"
+    )]
+    pub tolerance: Option<String>,
+    /// Write JUnit XML here (one testcase per metric, integrity and SLO).
+    #[arg(long, value_name = "FILE", conflicts_with = "record_baseline")]
+    pub junit: Option<PathBuf>,
+    /// Write the markdown summary here.
+    #[arg(long, value_name = "FILE", conflicts_with = "record_baseline")]
+    pub markdown: Option<PathBuf>,
+    /// Refuse a baseline recorded for another scenario, stack shape or machine size.
+    #[arg(long, conflicts_with = "record_baseline")]
+    pub strict: bool,
+    /// Where each run's report goes: <out>/<scenario>-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Override the measured duration of every run, e.g. 3s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Override the warm-up of every run, e.g. 1s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub warmup: Option<Duration>,
+    /// No live status line during the runs.
+    #[arg(long)]
+    pub quiet: bool,
     #[command(flatten)]
     pub dir: StackDirArgs,
 }
@@ -175,6 +247,42 @@ pub async fn run(args: RunArgs) -> u8 {
         }
         Err(e) => {
             eprintln!("error: {e}");
+            exit::RUN_FAILED
+        }
+    }
+}
+
+/// `stompede gate`: records a baseline or judges against one.
+pub async fn gate(args: GateArgs) -> u8 {
+    let gate = crate::campaign::gate::cli(
+        crate::campaign::gate::CliRequest {
+            scenario: args.scenario,
+            baseline: args.baseline,
+            record_baseline: args.record_baseline,
+            runs: args.runs,
+            tolerance: args.tolerance,
+            junit: args.junit,
+            markdown: args.markdown,
+            strict: args.strict,
+            overrides: crate::scenario::Overrides {
+                duration: args.duration,
+                warmup: args.warmup,
+                ..Default::default()
+            },
+        },
+        crate::load::RunOptions {
+            out: args.out,
+            state_dir: args.dir.state_dir,
+            server_exe: std::env::current_exe().unwrap_or_else(|_| "stompede".into()),
+            progress: !args.quiet,
+            sample_interval: Duration::from_secs(1),
+        },
+    );
+    tokio::pin!(gate);
+    tokio::select! {
+        code = &mut gate => code,
+        _ = termination() => {
+            eprintln!("interrupted: stopping (a stack the gate started is taken down)");
             exit::RUN_FAILED
         }
     }

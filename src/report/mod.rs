@@ -17,7 +17,12 @@
 pub mod charts;
 pub mod console;
 mod format;
+pub mod gate;
+pub mod gate_baseline;
+pub mod gate_files;
+pub mod gate_text;
 pub mod html;
+pub mod junit;
 pub mod markdown;
 pub mod model;
 mod plot;
