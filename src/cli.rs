@@ -54,6 +54,40 @@ Exit codes: 0 pass, 1 regression or SLO failure (or, when recording, a run that 
 lost messages), 2 usage or bad baseline, 3 a run could not be carried out."
     )]
     Gate(GateArgs),
+    /// Find the highest load that meets a scenario's SLOs (exit 0: a capacity was found,
+    /// 1: even --from fails, 2: bad input, 3: could not run or harness-bound).
+    Capacity(CapacityArgs),
+    /// Compare runs side by side from summary.json / capacity.json files (exit 0: written,
+    /// 2: an input is unreadable or of another schema version, 3: could not write).
+    Compare(CompareArgs),
+}
+
+/// Flags that reshape a local target (`[target]` brokers, partitions, servers, persist).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
+    /// Kafka brokers of the local stack: 1 or 3 (overrides target.brokers).
+    #[arg(long, value_parser = parse_brokers)]
+    pub brokers: Option<u8>,
+    /// Partitions of the chat topic (overrides target.partitions).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Reference server instances (overrides target.servers).
+    #[arg(long)]
+    pub servers: Option<u32>,
+    /// Persistence strategy: producer or consumer (overrides target.persist).
+    #[arg(long, value_enum)]
+    pub persist: Option<Persist>,
+}
+
+impl ShapeArgs {
+    pub fn overrides(&self) -> crate::load::target::ShapeOverrides {
+        crate::load::target::ShapeOverrides {
+            brokers: self.brokers.map(u32::from),
+            partitions: self.partitions,
+            servers: self.servers,
+            persist: self.persist,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -84,6 +118,8 @@ pub struct RunArgs {
     /// Time between Kafka lag and database samples, e.g. 1s or 250ms (at least 1ms).
     #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
     pub sample_interval: Duration,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
     #[command(flatten)]
     pub dir: StackDirArgs,
 }
@@ -143,6 +179,101 @@ pub struct GateArgs {
     pub dir: StackDirArgs,
 }
 
+#[derive(Args, Debug)]
+#[command(
+    after_help = "How it searches: each step is a whole run at one constant load (its own ramp-up and \
+warm-up, then --step measured). The load doubles from --from until a step fails, then the gap \
+between the highest passing and the lowest failing load is halved until it is within \
+--resolution. A step passes only when every SLO holds, deliveries arriving while measuring reach \
+99 % of those offered, nothing is lost, the Kafka lag is not growing (a slope over the step's \
+samples) and the harness kept its schedule; a step where the harness was the limit ends the \
+search as \"harness-bound\", never as a capacity.\n\n\
+A local target is brought up once for every step (or the running stack is used, if its shape \
+matches). Reports land in <out>/capacity-<scenario>-<UTC timestamp>/: capacity.json, \
+capacity.html, charts, and each step's own report under steps/.\n\n\
+Examples:\n  stompede capacity scenarios/town-hall.toml\n  \
+stompede capacity scenarios/town-hall.toml --from 4 --step 20s --resolution 10% --confirm 2\n  \
+stompede capacity scenarios/group-chat.toml --over users --from 500 --max 8000"
+)]
+pub struct CapacityArgs {
+    /// The scenario file (TOML); it must use the open model.
+    pub scenario: PathBuf,
+    /// What to vary: the open-model rate (as the scenario counts it: per room or per
+    /// sender), or the number of users (room memberships scale with them).
+    #[arg(long, value_enum, default_value = "rate")]
+    pub over: OverArg,
+    /// First load (default: the scenario's own rate or user count).
+    #[arg(long)]
+    pub from: Option<f64>,
+    /// Highest load to try (default: 1024 × --from).
+    #[arg(long)]
+    pub max: Option<f64>,
+    /// Stop when the failing and passing loads are this close, e.g. 5% or 10%.
+    #[arg(long, value_parser = parse_percent, default_value = "5%")]
+    pub resolution: f64,
+    /// Measured time per step, e.g. 30s.
+    #[arg(long, value_parser = parse_duration_arg, default_value = "30s")]
+    pub step: Duration,
+    /// Warm-up per step (default: the scenario's).
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub warmup: Option<Duration>,
+    /// Run the final value this many more times; a failure sends the search below it.
+    #[arg(long, default_value_t = 0)]
+    pub confirm: u32,
+    /// Where reports go: <out>/capacity-<scenario>-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// No live status line during each step.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Time between Kafka lag and database samples, e.g. 1s or 250ms.
+    #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
+    pub sample_interval: Duration,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum OverArg {
+    Rate,
+    Users,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Each input is a summary.json of `stompede run`, a capacity.json of `stompede capacity` \
+(its knee step is compared), or a report directory holding one. The first input is the \
+reference for relative columns. Writes <out>/compare-<UTC timestamp>/ with comparison.json, \
+compare.html and compare-latency.png.\n\n\
+Examples:\n  stompede compare reports/town-hall-20250101T120000Z reports/town-hall-20250102T120000Z\n  \
+stompede compare reports/capacity-town-hall-*/capacity.json"
+)]
+pub struct CompareArgs {
+    /// Two or more summary.json / capacity.json files or report directories.
+    #[arg(required = true, num_args = 2..)]
+    pub inputs: Vec<PathBuf>,
+    /// Where the comparison goes: <out>/compare-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+}
+
+/// `5%` or `5` → 0.05.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage; write e.g. 5%"))?;
+    if !(v > 0.0 && v < 100.0) {
+        return Err("must be between 0% and 100%, e.g. 5%".into());
+    }
+    Ok(v / 100.0)
+}
+
 fn parse_sample_interval(s: &str) -> Result<Duration, String> {
     let d = crate::scenario::parse_duration(s)?;
     if d < crate::load::samplers::MIN_SAMPLE_INTERVAL {
@@ -195,6 +326,10 @@ pub async fn run(args: RunArgs) -> u8 {
         eprintln!("error: {e}");
         return exit::BAD_INPUT;
     }
+    if let Err(e) = args.shape.overrides().apply(&mut scenario) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
     let server_exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -241,7 +376,10 @@ pub async fn run(args: RunArgs) -> u8 {
                 exit::SLO_FAILED
             }
         }
-        Err(e) if e.is_bad_input() => {
+        Err(e)
+            if e.is_bad_input()
+                || matches!(&e, crate::load::LoadError::Target(t) if t.is_bad_input()) =>
+        {
             eprintln!("error: {e}");
             exit::BAD_INPUT
         }
@@ -284,6 +422,122 @@ pub async fn gate(args: GateArgs) -> u8 {
         _ = termination() => {
             eprintln!("interrupted: stopping (a stack the gate started is taken down)");
             exit::RUN_FAILED
+        }
+    }
+}
+
+pub async fn capacity(args: CapacityArgs) -> u8 {
+    use crate::campaign::capacity::{self, CapacityOptions};
+    use crate::report::capacity::{step_header, step_row};
+    use crate::report::{Outcome, Over};
+    let mut scenario = match crate::scenario::Scenario::from_file(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Err(e) = args.shape.overrides().apply(&mut scenario) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
+    let server_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the stompede binary to start servers with: {e}");
+            return exit::RUN_FAILED;
+        }
+    };
+    let over = match args.over {
+        OverArg::Rate => Over::Rate,
+        OverArg::Users => Over::Users,
+    };
+    let options = CapacityOptions {
+        over,
+        from: args.from,
+        max: args.max,
+        resolution: args.resolution,
+        step: args.step,
+        warmup: args.warmup,
+        confirm: args.confirm,
+        out: args.out.clone(),
+        run: crate::load::RunOptions {
+            out: args.out,
+            state_dir: args.dir.state_dir,
+            server_exe,
+            progress: !args.quiet,
+            sample_interval: args.sample_interval,
+        },
+    };
+    let mut printed_header = false;
+    let mut on_step = move |step: &crate::report::CapacityStep| {
+        if !printed_header {
+            print!("{}", step_header(over));
+            printed_header = true;
+        }
+        print!("{}", step_row(over, step));
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    };
+    let search = capacity::search(scenario, &options, &mut on_step);
+    tokio::pin!(search);
+    let outcome = tokio::select! {
+        outcome = &mut search => outcome,
+        _ = termination() => {
+            eprintln!("interrupted: stopping (a stack this search started is taken down)");
+            return exit::RUN_FAILED;
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            println!("{}", outcome.report.answer);
+            println!(
+                "report: {}",
+                outcome
+                    .dir
+                    .join(crate::report::capacity::CAPACITY_HTML)
+                    .display()
+            );
+            match outcome.report.outcome {
+                Outcome::Capacity | Outcome::AtLeastMax => exit::PASSED,
+                Outcome::NoCapacity => exit::SLO_FAILED,
+                Outcome::HarnessBound => exit::RUN_FAILED,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::RUN_FAILED
+            }
+        }
+    }
+}
+
+pub fn compare(args: CompareArgs) -> u8 {
+    match crate::campaign::compare::compare(&args.inputs, &args.out) {
+        Ok(outcome) => {
+            print!(
+                "{}",
+                crate::report::compare::console_table(&outcome.comparison)
+            );
+            println!(
+                "report: {}",
+                outcome
+                    .dir
+                    .join(crate::report::compare::COMPARE_HTML)
+                    .display()
+            );
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::RUN_FAILED
+            }
         }
     }
 }

@@ -229,6 +229,7 @@ async fn relay_integrity(env: Arc<TestEnv>) {
         drop_every: Some(13),
         duplicate_every: Some(7),
         delay: Duration::ZERO,
+        message_rate: None,
     })
     .await
     .expect("relay");
@@ -272,6 +273,7 @@ async fn relay_latency(env: Arc<TestEnv>) {
                 drop_every: None,
                 duplicate_every: None,
                 delay,
+                message_rate: None,
             })
             .await
             .expect("relay");

@@ -3,10 +3,16 @@
 //! internals; the single-run driver knows nothing of campaigns.
 //!
 //! - [`gate`]: the CI regression gate: N runs against a baseline of N runs, judged per
-//!   metric with [`stats`].
+//!   metric with [`stats`];
+//! - [`capacity`]: the highest load that meets a scenario's SLOs, by constant-load steps
+//!   judged in [`step`];
+//! - [`compare`]: existing `summary.json` / `capacity.json` files side by side.
 
+pub mod capacity;
+pub mod compare;
 pub mod gate;
 pub mod stats;
+pub mod step;
 
 use crate::report::gate_baseline::Machine;
 use crate::scenario::Scenario;

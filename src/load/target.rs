@@ -1,13 +1,16 @@
-//! Resolving where a run goes: the local stack (reused when `.stompede/` says one is up,
-//! otherwise brought up for the run and taken down after) or external URLs. What the
-//! samplers watch while the run goes on comes from here ([`Resolved::kafka`],
-//! [`Resolved::db`]); running them is [`super::sampling`]'s job.
+//! Resolving where a run goes: the local stack (reused when `.stompede/` says one is up
+//! with the scenario's shape, otherwise brought up for the run and taken down after) or
+//! external URLs. A running stack of another shape is refused, never measured in place
+//! of the one asked for ([`TargetError::ShapeMismatch`]); [`ShapeOverrides`] are the
+//! command-line flags that reshape the scenario's ask. What the samplers watch while the
+//! run goes on comes from here ([`Resolved::kafka`], [`Resolved::db`]); running them is
+//! [`super::sampling`]'s job.
 
 use std::path::PathBuf;
 
 use crate::load::samplers::GroupSelector;
 use crate::load::RunOptions;
-use crate::scenario::{Scenario, TargetKind};
+use crate::scenario::{LocalStack, Persist, Scenario, TargetKind, MAX_PARTITIONS, MAX_SERVERS};
 use crate::server::FANOUT_GROUP_PREFIX;
 use crate::stack::{self, StackInfo, StackOptions};
 
@@ -19,6 +22,106 @@ pub enum TargetError {
         "the stack recorded in {0} has no servers; start one with `stompede stack up --servers 2`"
     )]
     NoServers(PathBuf),
+    #[error(
+        "the running stack (recorded in {}) is {}, but the run asks for {}; it was not measured in place of the one asked for. \
+         Either reshape it: `stompede stack down --state-dir {dir} && stompede stack up --state-dir {dir} {}`, \
+         or measure it as it is, with `{}` on the command line",
+        .state_dir.display(), describe_shape(.running), describe_shape(.wanted),
+        stack_up_flags(.wanted), stack_up_flags(.running), dir = .state_dir.display()
+    )]
+    ShapeMismatch {
+        state_dir: PathBuf,
+        wanted: LocalStack,
+        running: LocalStack,
+    },
+}
+
+impl TargetError {
+    /// True when the error lies in what was asked (a shape the running stack does not
+    /// have), not in carrying the run out.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TargetError::ShapeMismatch { .. })
+    }
+}
+
+/// `1 broker, 3 partitions, 2 servers, persist producer`.
+pub fn describe_shape(s: &LocalStack) -> String {
+    format!(
+        "{} broker{}, {} partition{}, {} server{}, persist {}",
+        s.brokers,
+        if s.brokers == 1 { "" } else { "s" },
+        s.partitions,
+        if s.partitions == 1 { "" } else { "s" },
+        s.servers,
+        if s.servers == 1 { "" } else { "s" },
+        s.persist.as_str()
+    )
+}
+
+/// `--brokers 1 --partitions 3 --servers 2 --persist producer`.
+pub fn stack_up_flags(s: &LocalStack) -> String {
+    format!(
+        "--brokers {} --partitions {} --servers {} --persist {}",
+        s.brokers,
+        s.partitions,
+        s.servers,
+        s.persist.as_str()
+    )
+}
+
+/// Command-line values that replace the local target's shape (`[target]` brokers,
+/// partitions, servers, persist); `None` keeps the scenario's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShapeOverrides {
+    pub brokers: Option<u32>,
+    pub partitions: Option<u32>,
+    pub servers: Option<u32>,
+    pub persist: Option<Persist>,
+}
+
+impl ShapeOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == ShapeOverrides::default()
+    }
+
+    /// Applies the overrides to a local-target scenario. Errors name the flag, the value
+    /// and what is allowed; an external target cannot be reshaped.
+    pub fn apply(&self, scenario: &mut Scenario) -> Result<(), String> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let TargetKind::Local(shape) = &mut scenario.target.kind else {
+            return Err(format!(
+                "--brokers, --partitions, --servers and --persist reshape the local stack, but {} targets an external server \
+                 (target.kind = \"external\"); drop them, or use a scenario with target.kind = \"local\"",
+                scenario.source.display()
+            ));
+        };
+        if let Some(b) = self.brokers {
+            if b != 1 && b != 3 {
+                return Err(format!("--brokers {b}: must be 1 (one combined KRaft node) or 3 (a 3-voter quorum, replication factor 3)"));
+            }
+            shape.brokers = b;
+        }
+        if let Some(p) = self.partitions {
+            if p == 0 || p > MAX_PARTITIONS {
+                return Err(format!("--partitions {p}: must be 1 to {MAX_PARTITIONS}"));
+            }
+            shape.partitions = p;
+        }
+        if let Some(n) = self.servers {
+            if n == 0 || n > MAX_SERVERS {
+                return Err(format!(
+                    "--servers {n}: must be 1 to {MAX_SERVERS} server instances"
+                ));
+            }
+            shape.servers = n;
+        }
+        if let Some(p) = self.persist {
+            shape.persist = p;
+        }
+        Ok(())
+    }
 }
 
 /// A target ready to be loaded.
@@ -59,7 +162,7 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
             })
         }
         TargetKind::Local(shape) => {
-            let mut notes = Vec::new();
+            let notes = Vec::new();
             let running = stack::status(&options.state_dir)
                 .ok()
                 .flatten()
@@ -70,21 +173,23 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                 });
             let (info, owned) = match running {
                 Some(info) => {
+                    let running = LocalStack {
+                        brokers: info.brokers.len() as u32,
+                        partitions: info.partitions,
+                        servers: info.servers.len() as u32,
+                        persist: info.persist,
+                    };
+                    if running != *shape {
+                        return Err(TargetError::ShapeMismatch {
+                            state_dir: options.state_dir.clone(),
+                            wanted: shape.clone(),
+                            running,
+                        });
+                    }
                     eprintln!(
                         "using the running stack recorded in {}",
                         options.state_dir.display()
                     );
-                    if info.brokers.len() as u32 != shape.brokers
-                        || info.partitions != shape.partitions
-                        || info.servers.len() as u32 != shape.servers
-                        || info.persist != shape.persist
-                    {
-                        notes.push(format!(
-                            "the scenario asks for {} broker(s), {} partitions, {} servers, persist {}; the running stack has {}, {}, {}, {} and was used as it is",
-                            shape.brokers, shape.partitions, shape.servers, shape.persist.as_str(),
-                            info.brokers.len(), info.partitions, info.servers.len(), info.persist.as_str()
-                        ));
-                    }
                     (info, None)
                 }
                 None => {

@@ -14,7 +14,13 @@
 //! `schema/summary.schema.json` describes `summary.json`; a unit test validates a
 //! sample summary against it, so the model and the schema cannot drift apart silently.
 
+mod campaign_html;
+pub mod capacity;
+pub mod capacity_charts;
+pub mod capacity_html;
 pub mod charts;
+pub mod compare;
+pub mod compare_html;
 pub mod console;
 mod format;
 pub mod gate;
@@ -32,7 +38,12 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use capacity::{
+    Capacity, CapacityStep, Check, FirstFailure, Knee, Offered, Outcome, Over, SearchSettings,
+    StepPhase, StepVerdict, CAPACITY_SCHEMA_VERSION,
+};
 pub use console::console_table;
+pub use format::{count as format_count, number as format_number, rate as format_rate};
 pub use markdown::markdown;
 pub use model::*;
 

@@ -22,6 +22,31 @@ pub(super) const FONT: &str = "stompede-embedded-dejavu-sans";
 /// DejaVu Sans 2.37 (see `assets/fonts/README.md`).
 static FONT_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
+/// A chart canvas of the usual size writing the PNG file `path` (campaign charts).
+pub(super) fn area(path: &std::path::Path) -> Area<'_> {
+    BitMapBackend::new(path, super::charts::SIZE).into_drawing_area()
+}
+
+/// Draws a chart that writes its own file at `path` (with [`area`]) and returns the
+/// PNG's bytes; any failure (the font, the drawing, a panic, the file) is the `Err`
+/// reason, and leaves no half-drawn file behind.
+pub(super) fn draw_to_file(
+    path: &std::path::Path,
+    draw: impl FnOnce(&std::path::Path) -> DrawResult,
+) -> Result<Vec<u8>, String> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ensure_font()?;
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        draw(path).map_err(|e| e.to_string())?;
+        std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))
+    }));
+    let result = attempt.unwrap_or_else(|_| Err("the drawing code panicked".to_string()));
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
 /// Registers the embedded font as [`FONT`] with plotters, once per process.
 pub(super) fn ensure_font() -> Result<(), &'static str> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
