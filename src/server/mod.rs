@@ -8,6 +8,9 @@
 //! [`fanout`] consumer reads every record and [`rooms::Rooms`] queues a `MESSAGE` to each
 //! local subscriber of its room.
 //!
+//! At start, every first contact with Kafka goes through [`kafka_start`], which retries
+//! the "not ready yet" answers of a cluster that is still starting up to one deadline.
+//!
 //! [`run`] holds the whole lifecycle so tests start servers in-process on port 0.
 
 pub mod config;
