@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what stompede needs on a fresh Debian machine, and nothing that is already
 # there: a JDK and Maven (Kafka's jars come from Maven Central at first `stack up`),
-# PostgreSQL 15 server binaries, Node.js + npm (the @stomp/stompjs interop test), the
-# DejaVu font (chart labels), and the C toolchain librdkafka is built with.
+# PostgreSQL 15 server binaries, Node.js + npm (the @stomp/stompjs interop test), and
+# the C toolchain librdkafka is built with. (The chart font is built into stompede.)
 #   bash scripts/setup.sh            # what `stompede run` needs
 #   bash scripts/setup.sh --tests    # also RabbitMQ (interop) and the Node test packages
 set -euo pipefail
@@ -23,7 +23,6 @@ need npm npm
 need cc build-essential
 need make build-essential
 need cmake cmake
-need /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf fonts-dejavu-core
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then missing+=(postgresql); fi
 if [[ $want_tests == 1 ]]; then
   need /usr/sbin/rabbitmq-server rabbitmq-server

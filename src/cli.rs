@@ -37,6 +37,57 @@ pub enum Command {
     /// Run a scenario file and write its report (exit 0: SLOs hold, 1: an SLO failed,
     /// 2: bad scenario or usage, 3: the run could not be carried out).
     Run(RunArgs),
+    /// CI regression gate: run a scenario N times and judge it against a recorded
+    /// baseline (exit 0: pass, 1: regression or SLO failure, 2: usage or bad baseline,
+    /// 3: could not run).
+    #[command(
+        long_about = "Runs the scenario N times (default 5) and judges the runs against a baseline of N runs \
+recorded the same way. Per metric (latency p50, p99, p99.9, receipt p99, delivered/s, max Kafka lag, \
+DB rows/s) a change is a regression only when a two-sided Mann-Whitney U test on the per-run values \
+gives p < 0.05 AND the 95% bootstrap interval of the ratio of medians lies wholly beyond the \
+tolerance; an improvement likewise; anything else is within noise. Integrity is exact (any lost or \
+duplicated delivery fails) and the scenario's SLOs, including min_connected, max_unsent and \
+harness_lag_ms, must hold in every run.\n\n\
+A baseline recorded for another scenario, stack shape or machine size is flagged (a warning; with \
+--strict, a refusal).\n\n\
+Exit codes: 0 pass, 1 regression or SLO failure (or, when recording, a run that failed its SLOs or \
+lost messages), 2 usage or bad baseline, 3 a run could not be carried out."
+    )]
+    Gate(GateArgs),
+    /// Find the highest load that meets a scenario's SLOs (exit 0: a capacity was found,
+    /// 1: even --from fails, 2: bad input, 3: could not run or harness-bound).
+    Capacity(CapacityArgs),
+    /// Compare runs side by side from summary.json / capacity.json files (exit 0: written,
+    /// 2: an input is unreadable or of another schema version, 3: could not write).
+    Compare(CompareArgs),
+}
+
+/// Flags that reshape a local target (`[target]` brokers, partitions, servers, persist).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ShapeArgs {
+    /// Kafka brokers of the local stack: 1 or 3 (overrides target.brokers).
+    #[arg(long, value_parser = parse_brokers)]
+    pub brokers: Option<u8>,
+    /// Partitions of the chat topic (overrides target.partitions).
+    #[arg(long)]
+    pub partitions: Option<u32>,
+    /// Reference server instances (overrides target.servers).
+    #[arg(long)]
+    pub servers: Option<u32>,
+    /// Persistence strategy: producer or consumer (overrides target.persist).
+    #[arg(long, value_enum)]
+    pub persist: Option<Persist>,
+}
+
+impl ShapeArgs {
+    pub fn overrides(&self) -> crate::load::target::ShapeOverrides {
+        crate::load::target::ShapeOverrides {
+            brokers: self.brokers.map(u32::from),
+            partitions: self.partitions,
+            servers: self.servers,
+            persist: self.persist,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -61,11 +112,177 @@ pub struct RunArgs {
     /// Override the number of virtual users.
     #[arg(long)]
     pub users: Option<u32>,
-    /// No live status line.
+    /// No live status line (warnings are still counted and listed at the end).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Time between Kafka lag and database samples, e.g. 1s or 250ms (at least 1ms).
+    #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
+    pub sample_interval: Duration,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    group(clap::ArgGroup::new("mode").required(true).args(["baseline", "record_baseline"])),
+    after_help = "Examples:\n  \
+stompede gate scenarios/smoke.toml --record-baseline ci/baseline.json\n  \
+stompede gate scenarios/smoke.toml --baseline ci/baseline.json --junit gate.xml --markdown gate.md\n  \
+stompede gate scenarios/smoke.toml --baseline ci/baseline.json --tolerance p50=10%,p99=15%,throughput=5%\n\n\
+Tolerance metrics and defaults: p50=10%, p99=15%, p999=25%, receipt_p99=15%, throughput=5%, \
+max_lag=100%, db_rows=10%.\n\
+When $GITHUB_STEP_SUMMARY is set, the markdown summary is appended to it."
+)]
+pub struct GateArgs {
+    /// The scenario file (TOML); keep it short (a few seconds measured) for CI.
+    pub scenario: PathBuf,
+    /// Judge the runs against this baseline file.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Record a baseline into this file instead of judging.
+    #[arg(long, value_name = "FILE")]
+    pub record_baseline: Option<PathBuf>,
+    /// Runs on this side (at least 5).
+    #[arg(long, default_value_t = crate::campaign::gate::DEFAULT_RUNS)]
+    pub runs: usize,
+    /// Tolerances over the defaults, e.g. p50=10%,p99=15%,throughput=5%.
+    #[arg(
+        long,
+        value_name = "METRIC=PCT,...",
+        conflicts_with = "record_baseline"
+    )]
+    pub tolerance: Option<String>,
+    /// Write JUnit XML here (one testcase per metric, integrity and SLO).
+    #[arg(long, value_name = "FILE", conflicts_with = "record_baseline")]
+    pub junit: Option<PathBuf>,
+    /// Write the markdown summary here.
+    #[arg(long, value_name = "FILE", conflicts_with = "record_baseline")]
+    pub markdown: Option<PathBuf>,
+    /// Refuse a baseline recorded for another scenario, stack shape or machine size.
+    #[arg(long, conflicts_with = "record_baseline")]
+    pub strict: bool,
+    /// Where each run's report goes: <out>/<scenario>-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// Override the measured duration of every run, e.g. 3s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub duration: Option<Duration>,
+    /// Override the warm-up of every run, e.g. 1s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub warmup: Option<Duration>,
+    /// No live status line during the runs.
     #[arg(long)]
     pub quiet: bool,
     #[command(flatten)]
     pub dir: StackDirArgs,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "How it searches: each step is a whole run at one constant load (its own ramp-up and \
+warm-up, then --step measured). The load doubles from --from until a step fails, then the gap \
+between the highest passing and the lowest failing load is halved until it is within \
+--resolution. A step passes only when every SLO holds, deliveries arriving while measuring reach \
+99 % of those offered, nothing is lost, the Kafka lag is not growing (a slope over the step's \
+samples) and the harness kept its schedule; a step where the harness was the limit ends the \
+search as \"harness-bound\", never as a capacity.\n\n\
+A local target is brought up once for every step (or the running stack is used, if its shape \
+matches). Reports land in <out>/capacity-<scenario>-<UTC timestamp>/: capacity.json, \
+capacity.html, charts, and each step's own report under steps/.\n\n\
+Examples:\n  stompede capacity scenarios/town-hall.toml\n  \
+stompede capacity scenarios/town-hall.toml --from 4 --step 20s --resolution 10% --confirm 2\n  \
+stompede capacity scenarios/group-chat.toml --over users --from 500 --max 8000"
+)]
+pub struct CapacityArgs {
+    /// The scenario file (TOML); it must use the open model.
+    pub scenario: PathBuf,
+    /// What to vary: the open-model rate (as the scenario counts it: per room or per
+    /// sender), or the number of users (room memberships scale with them).
+    #[arg(long, value_enum, default_value = "rate")]
+    pub over: OverArg,
+    /// First load (default: the scenario's own rate or user count).
+    #[arg(long)]
+    pub from: Option<f64>,
+    /// Highest load to try (default: 1024 × --from).
+    #[arg(long)]
+    pub max: Option<f64>,
+    /// Stop when the failing and passing loads are this close, e.g. 5% or 10%.
+    #[arg(long, value_parser = parse_percent, default_value = "5%")]
+    pub resolution: f64,
+    /// Measured time per step, e.g. 30s.
+    #[arg(long, value_parser = parse_duration_arg, default_value = "30s")]
+    pub step: Duration,
+    /// Warm-up per step (default: the scenario's).
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub warmup: Option<Duration>,
+    /// Run the final value this many more times; a failure sends the search below it.
+    #[arg(long, default_value_t = 0)]
+    pub confirm: u32,
+    /// Where reports go: <out>/capacity-<scenario>-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// No live status line during each step.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Time between Kafka lag and database samples, e.g. 1s or 250ms.
+    #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
+    pub sample_interval: Duration,
+    #[command(flatten)]
+    pub shape: ShapeArgs,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum OverArg {
+    Rate,
+    Users,
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Each input is a summary.json of `stompede run`, a capacity.json of `stompede capacity` \
+(its knee step is compared), or a report directory holding one. The first input is the \
+reference for relative columns. Writes <out>/compare-<UTC timestamp>/ with comparison.json, \
+compare.html and compare-latency.png.\n\n\
+Examples:\n  stompede compare reports/town-hall-20250101T120000Z reports/town-hall-20250102T120000Z\n  \
+stompede compare reports/capacity-town-hall-*/capacity.json"
+)]
+pub struct CompareArgs {
+    /// Two or more summary.json / capacity.json files or report directories.
+    #[arg(required = true, num_args = 2..)]
+    pub inputs: Vec<PathBuf>,
+    /// Where the comparison goes: <out>/compare-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+}
+
+/// `5%` or `5` → 0.05.
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v: f64 = t
+        .strip_suffix('%')
+        .unwrap_or(t)
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage; write e.g. 5%"))?;
+    if !(v > 0.0 && v < 100.0) {
+        return Err("must be between 0% and 100%, e.g. 5%".into());
+    }
+    Ok(v / 100.0)
+}
+
+fn parse_sample_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::scenario::parse_duration(s)?;
+    if d < crate::load::samplers::MIN_SAMPLE_INTERVAL {
+        return Err("must be at least 1ms".into());
+    }
+    if d > Duration::from_secs(3600) {
+        return Err("must be at most 1h".into());
+    }
+    Ok(d)
 }
 
 fn parse_brokers(s: &str) -> Result<u8, String> {
@@ -109,6 +326,10 @@ pub async fn run(args: RunArgs) -> u8 {
         eprintln!("error: {e}");
         return exit::BAD_INPUT;
     }
+    if let Err(e) = args.shape.overrides().apply(&mut scenario) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
     let server_exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
@@ -121,6 +342,7 @@ pub async fn run(args: RunArgs) -> u8 {
         state_dir: args.dir.state_dir,
         server_exe,
         progress: !args.quiet,
+        sample_interval: args.sample_interval,
     };
     let run = crate::load::run(scenario, &options);
     tokio::pin!(run);
@@ -154,9 +376,168 @@ pub async fn run(args: RunArgs) -> u8 {
                 exit::SLO_FAILED
             }
         }
+        Err(e)
+            if e.is_bad_input()
+                || matches!(&e, crate::load::LoadError::Target(t) if t.is_bad_input()) =>
+        {
+            eprintln!("error: {e}");
+            exit::BAD_INPUT
+        }
         Err(e) => {
             eprintln!("error: {e}");
             exit::RUN_FAILED
+        }
+    }
+}
+
+/// `stompede gate`: records a baseline or judges against one.
+pub async fn gate(args: GateArgs) -> u8 {
+    let gate = crate::campaign::gate::cli(
+        crate::campaign::gate::CliRequest {
+            scenario: args.scenario,
+            baseline: args.baseline,
+            record_baseline: args.record_baseline,
+            runs: args.runs,
+            tolerance: args.tolerance,
+            junit: args.junit,
+            markdown: args.markdown,
+            strict: args.strict,
+            overrides: crate::scenario::Overrides {
+                duration: args.duration,
+                warmup: args.warmup,
+                ..Default::default()
+            },
+        },
+        crate::load::RunOptions {
+            out: args.out,
+            state_dir: args.dir.state_dir,
+            server_exe: std::env::current_exe().unwrap_or_else(|_| "stompede".into()),
+            progress: !args.quiet,
+            sample_interval: Duration::from_secs(1),
+        },
+    );
+    tokio::pin!(gate);
+    tokio::select! {
+        code = &mut gate => code,
+        _ = termination() => {
+            eprintln!("interrupted: stopping (a stack the gate started is taken down)");
+            exit::RUN_FAILED
+        }
+    }
+}
+
+pub async fn capacity(args: CapacityArgs) -> u8 {
+    use crate::campaign::capacity::{self, CapacityOptions};
+    use crate::report::capacity::{step_header, step_row};
+    use crate::report::{Outcome, Over};
+    let mut scenario = match crate::scenario::Scenario::from_file(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    if let Err(e) = args.shape.overrides().apply(&mut scenario) {
+        eprintln!("error: {e}");
+        return exit::BAD_INPUT;
+    }
+    let server_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the stompede binary to start servers with: {e}");
+            return exit::RUN_FAILED;
+        }
+    };
+    let over = match args.over {
+        OverArg::Rate => Over::Rate,
+        OverArg::Users => Over::Users,
+    };
+    let options = CapacityOptions {
+        over,
+        from: args.from,
+        max: args.max,
+        resolution: args.resolution,
+        step: args.step,
+        warmup: args.warmup,
+        confirm: args.confirm,
+        out: args.out.clone(),
+        run: crate::load::RunOptions {
+            out: args.out,
+            state_dir: args.dir.state_dir,
+            server_exe,
+            progress: !args.quiet,
+            sample_interval: args.sample_interval,
+        },
+    };
+    let mut printed_header = false;
+    let mut on_step = move |step: &crate::report::CapacityStep| {
+        if !printed_header {
+            print!("{}", step_header(over));
+            printed_header = true;
+        }
+        print!("{}", step_row(over, step));
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    };
+    let search = capacity::search(scenario, &options, &mut on_step);
+    tokio::pin!(search);
+    let outcome = tokio::select! {
+        outcome = &mut search => outcome,
+        _ = termination() => {
+            eprintln!("interrupted: stopping (a stack this search started is taken down)");
+            return exit::RUN_FAILED;
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            println!("{}", outcome.report.answer);
+            println!(
+                "report: {}",
+                outcome
+                    .dir
+                    .join(crate::report::capacity::CAPACITY_HTML)
+                    .display()
+            );
+            match outcome.report.outcome {
+                Outcome::Capacity | Outcome::AtLeastMax => exit::PASSED,
+                Outcome::NoCapacity => exit::SLO_FAILED,
+                Outcome::HarnessBound => exit::RUN_FAILED,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::RUN_FAILED
+            }
+        }
+    }
+}
+
+pub fn compare(args: CompareArgs) -> u8 {
+    match crate::campaign::compare::compare(&args.inputs, &args.out) {
+        Ok(outcome) => {
+            print!(
+                "{}",
+                crate::report::compare::console_table(&outcome.comparison)
+            );
+            println!(
+                "report: {}",
+                outcome
+                    .dir
+                    .join(crate::report::compare::COMPARE_HTML)
+                    .display()
+            );
+            exit::PASSED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::RUN_FAILED
+            }
         }
     }
 }
@@ -200,6 +581,10 @@ pub struct ServerArgs {
     /// Heart-beat the server offers and expects, in milliseconds (0 disables).
     #[arg(long, default_value_t = 10_000)]
     pub heartbeat_ms: u64,
+    /// How long to keep retrying Kafka at start while it answers "not ready yet"
+    /// (coordinator loading, no leader, unknown topic, broker unreachable), e.g. 60s.
+    #[arg(long, default_value = "60s", value_parser = parse_duration_arg)]
+    pub kafka_start_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -263,7 +648,13 @@ pub async fn termination() {
 }
 
 pub async fn server(args: ServerArgs) -> anyhow::Result<()> {
+    // Every WebSocket session is a descriptor: use all the hard limit allows.
+    match crate::limits::raise_nofile() {
+        Some(l) => tracing::info!("open-file limit: {} (hard limit {})", l.soft, l.hard),
+        None => tracing::warn!("cannot read the open-file limit (RLIMIT_NOFILE)"),
+    }
     let mut config = Config::new(&args.kafka, &args.db, &args.instance_id);
+    config.kafka_start_timeout = args.kafka_start_timeout;
     config.persist = args.persist;
     config.topic = args.topic;
     config.metrics_listen = args.metrics_listen;

@@ -5,6 +5,7 @@
 //! its local stack of real Kafka and PostgreSQL processes ([`stack`]), and the pieces
 //! the virtual users are built from. The STOMP codec ([`stomp`]) is shared by both sides.
 
+pub mod campaign;
 pub mod chat;
 pub mod cli;
 pub mod client;

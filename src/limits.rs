@@ -35,6 +35,8 @@ pub fn raise_nofile() -> Option<NoFile> {
             lim.rlim_cur = lim.rlim_max;
         }
     }
+    // rlim_t is u64 on 64-bit Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
     Some(NoFile {
         soft: lim.rlim_cur as u64,
         hard: lim.rlim_max as u64,

@@ -24,6 +24,9 @@ fn main() -> std::process::ExitCode {
             Command::Server(args) => cli::server(args).await.map(|()| 0u8),
             Command::Stack(command) => cli::stack(command).await.map(|()| 0u8),
             Command::Run(args) => Ok(cli::run(args).await),
+            Command::Gate(args) => Ok(cli::gate(args).await),
+            Command::Capacity(args) => Ok(cli::capacity(args).await),
+            Command::Compare(args) => Ok(cli::compare(args)),
         }
     });
     // Sessions and samplers may still hold the runtime; do not wait for them.

@@ -23,6 +23,12 @@
 //! - **Delay.** A reader stamps each message with a release time (receipt + `delay`);
 //!   the writer sleeps until then and sends. Order is kept per direction and delays
 //!   overlap rather than add up. Both sockets set `TCP_NODELAY`, so Nagle adds nothing.
+//! - **Rate cap (server→client MESSAGE frames).** With `message_rate`, one pacer shared
+//!   by every connection lets MESSAGE frames out at that many per second in total: a
+//!   writer holding a message of k MESSAGE frames takes the next free slot and the k
+//!   following ones are reserved after it. Nothing is dropped; excess waits in the queue
+//!   and then backs up into the upstream's socket, like a server that cannot push any
+//!   faster. Other frames and heart-beats are not paced.
 //! - **Closing.** A Close (or a read error) queues behind the data and is delivered to
 //!   the other side; once a Close went out, the connection ends after `CLOSE_LINGER`
 //!   at most. [`Relay::stop`] cancels every loop. Ping and Pong are answered per hop.
@@ -73,6 +79,9 @@ pub struct RelayConfig {
     pub duplicate_every: Option<u64>,
     /// Added to every WebSocket message, in each direction.
     pub delay: Duration,
+    /// Forward at most this many server→client MESSAGE frames per second, summed over
+    /// all connections (`None`: no cap). Excess frames wait; none are dropped.
+    pub message_rate: Option<f64>,
 }
 
 /// What the relay did, shared with the test that reads it.
@@ -138,6 +147,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
+    let pacer = config.message_rate.and_then(Pacer::new).map(Arc::new);
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -155,6 +165,7 @@ async fn accept_loop(
             stream,
             config.clone(),
             counters.clone(),
+            pacer.clone(),
             shutdown.child_token(),
         ));
     }
@@ -171,6 +182,7 @@ async fn serve(
     stream: TcpStream,
     config: Arc<RelayConfig>,
     counters: Arc<RelayCounters>,
+    pacer: Option<Arc<Pacer>>,
     cancel: CancellationToken,
 ) {
     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(stream, &config.upstream));
@@ -196,8 +208,8 @@ async fn serve(
         tokio::join!(
             read_side(client_in, c2s_tx, None, config.delay, &cancel),
             read_side(upstream_in, s2c_tx, Some(filter), config.delay, &cancel),
-            write_side(upstream_out, c2s_rx, &closing, &cancel),
-            write_side(client_out, s2c_rx, &closing, &cancel),
+            write_side(upstream_out, c2s_rx, None, &closing, &cancel),
+            write_side(client_out, s2c_rx, pacer.as_deref(), &closing, &cancel),
         )
     };
     tokio::select! {
@@ -297,8 +309,37 @@ fn offered_protocols(head: &[u8]) -> Option<String> {
     (!offers.is_empty()).then(|| offers.join(", "))
 }
 
-/// A message and the instant it may be forwarded.
-type Timed = (Instant, Message);
+/// A message, the instant it may be forwarded, and the MESSAGE frames in it (paced).
+struct Timed {
+    release: Instant,
+    message: Message,
+    frames: u32,
+}
+
+/// The relay-wide MESSAGE frame budget: slots `1 / rate` apart, handed out in the order
+/// writers ask for them.
+struct Pacer {
+    interval: Duration,
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Option<Pacer> {
+        (rate.is_finite() && rate > 0.0).then(|| Pacer {
+            interval: Duration::from_secs_f64(1.0 / rate),
+            next: std::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    /// When `frames` frames may leave: the next free slot (now, if the budget is idle);
+    /// the slots of all `frames` are taken.
+    fn reserve(&self, frames: u32) -> Instant {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let at = (*next).max(Instant::now());
+        *next = at + self.interval * frames;
+        at
+    }
+}
 
 /// Reads one side, filters if asked, and queues each message for `delay` later.
 /// Returns after queueing a Close (received, or standing in for a read error).
@@ -317,24 +358,29 @@ async fn read_side<S>(
             next = source.next() => next,
         };
         let release = Instant::now() + delay;
-        let (message, last) = match next {
+        let (message, frames, last) = match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
-                let kept = if let Some(filter) = filter.as_mut() {
-                    filter.apply(message)
+                let (kept, frames) = if let Some(filter) = filter.as_mut() {
+                    (filter.apply(message), filter.emitted)
                 } else {
-                    Some(message)
+                    (Some(message), 0)
                 };
                 let Some(kept) = kept else { continue };
-                (kept, false)
+                (kept, frames, false)
             }
-            Some(Ok(close @ Message::Close(_))) => (close, true),
+            Some(Ok(close @ Message::Close(_))) => (close, 0, true),
             // Ping and Pong are answered by each hop; raw frames never surface on read.
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
-            Some(Err(_)) | None => (Message::Close(None), true),
+            Some(Err(_)) | None => (Message::Close(None), 0, true),
+        };
+        let timed = Timed {
+            release,
+            message,
+            frames,
         };
         let queued = tokio::select! {
             _ = cancel.cancelled() => return,
-            queued = queue.send((release, message)) => queued,
+            queued = queue.send(timed) => queued,
         };
         if queued.is_err() || last {
             return;
@@ -342,18 +388,24 @@ async fn read_side<S>(
     }
 }
 
-/// Forwards queued messages to one side, each at its release time. Returns once a
-/// Close went out or the side cannot be written, and then starts the linger.
+/// Forwards queued messages to one side, each at its release time and, with a pacer,
+/// in the MESSAGE frame slots it hands out. Returns once a Close went out or the side
+/// cannot be written, and then starts the linger.
 async fn write_side<S>(
     mut sink: S,
     mut queue: mpsc::Receiver<Timed>,
+    pacer: Option<&Pacer>,
     closing: &CancellationToken,
     cancel: &CancellationToken,
 ) where
     S: Sink<Message, Error = WsError> + Unpin,
 {
     loop {
-        let (release, message) = tokio::select! {
+        let Timed {
+            release,
+            message,
+            frames,
+        } = tokio::select! {
             _ = cancel.cancelled() => return,
             next = queue.recv() => match next {
                 Some(timed) => timed,
@@ -365,6 +417,9 @@ async fn write_side<S>(
             _ = cancel.cancelled() => return,
             sent = async {
                 tokio::time::sleep_until(release).await;
+                if let Some(pacer) = pacer.filter(|_| frames > 0) {
+                    tokio::time::sleep_until(pacer.reserve(frames)).await;
+                }
                 sink.send(message).await
             } => sent,
         };
@@ -387,6 +442,8 @@ struct Filter {
     drop_every: Option<u64>,
     duplicate_every: Option<u64>,
     counters: Arc<RelayCounters>,
+    /// MESSAGE frames in the last message [`Filter::apply`] returned, copies included.
+    emitted: u32,
 }
 
 impl Filter {
@@ -399,6 +456,7 @@ impl Filter {
             drop_every: config.drop_every.filter(|&n| n > 0),
             duplicate_every: config.duplicate_every.filter(|&n| n > 0),
             counters,
+            emitted: 0,
         }
     }
 
@@ -409,6 +467,7 @@ impl Filter {
             Message::Binary(data) => (data, true),
             other => return Some(other),
         };
+        self.emitted = 0;
         if self.raw_only {
             return Some(ws_message(data, binary));
         }
@@ -421,7 +480,11 @@ impl Filter {
                 Ok(None) => break,
                 Ok(Some(item)) => {
                     let wire = self.raw.split_to(before - self.pending.len());
-                    for _ in 0..self.copies(&item) {
+                    let copies = self.copies(&item);
+                    if matches!(&item, Item::Frame(f) if f.command == Command::Message) {
+                        self.emitted += copies as u32;
+                    }
+                    for _ in 0..copies {
                         out.extend_from_slice(&wire);
                     }
                 }
@@ -659,6 +722,47 @@ mod tests {
         tokio::time::timeout(PATIENCE, relay.stop())
             .await
             .expect("relay stops promptly");
+    }
+
+    #[tokio::test]
+    async fn caps_message_frames_per_second() {
+        // 100 MESSAGE frames at 200/s: the last leaves no sooner than 99 slots (495 ms)
+        // after the first, however fast the upstream sends them.
+        let rate = 200.0;
+        let relay = Relay::start(RelayConfig {
+            upstream: upstream(burst).await,
+            message_rate: Some(rate),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let (mut ws, _) = connect(&relay.url).await.unwrap();
+        ws.send(text(frame(Command::Subscribe, 0).to_bytes().into()))
+            .await
+            .unwrap();
+        let (mut decoder, mut buf) = (Decoder::default(), BytesMut::new());
+        let (mut first, mut messages, mut receipt_at) = (None, 0u64, None);
+        while receipt_at.is_none() {
+            buf.extend_from_slice(next_text(&mut ws).await.as_bytes());
+            while let Some(item) = decoder.decode(&mut buf).unwrap() {
+                match item {
+                    Item::Frame(f) if f.command == Command::Message => {
+                        first.get_or_insert_with(Instant::now);
+                        messages += 1;
+                    }
+                    Item::Frame(_) => receipt_at = Some(Instant::now()),
+                    Item::HeartBeat => {}
+                }
+            }
+        }
+        assert_eq!(messages, 100, "nothing is dropped by the cap");
+        let spread = receipt_at.unwrap() - first.expect("messages arrived");
+        let floor = Duration::from_secs_f64(98.0 / rate);
+        assert!(
+            spread >= floor && spread < Duration::from_millis(1500),
+            "100 frames at {rate}/s took {spread:?}, at least {floor:?} expected"
+        );
+        relay.stop().await;
     }
 
     async fn echo(mut ws: Served) {

@@ -32,6 +32,12 @@ fn main() {
             ),
             trial(env, "rabbitmq_web_stomp_zero_loss", rabbitmq),
             trial(env, "heart_beats_keep_users_through_a_long_ramp", long_ramp),
+            trial(
+                env,
+                "fewer_sessions_than_users_fail_min_connected",
+                too_few_sessions,
+            ),
+            trial(env, "every_sample_is_kept_however_many", every_sample_kept),
         ]
     })
 }
@@ -42,6 +48,7 @@ fn options(out: &Path, state_dir: &Path) -> RunOptions {
         state_dir: state_dir.to_path_buf(),
         server_exe: env!("CARGO_BIN_EXE_stompede").into(),
         progress: false,
+        sample_interval: Duration::from_secs(1),
     }
 }
 
@@ -176,7 +183,14 @@ async fn smoke_run(env: Arc<TestEnv>) {
 
 /// A small external scenario against `url`, 4 rooms of 5, everyone subscribed.
 fn external(url: &str, rate: f64, seconds: u32, extra: &str) -> Scenario {
-    let text = format!(
+    let text = external_text(url, rate, seconds, extra);
+    Scenario::from_str(&text, Path::new("relay.toml"))
+        .unwrap_or_else(|e| panic!("test scenario: {e}"))
+}
+
+/// The text of [`external`]'s scenario.
+fn external_text(url: &str, rate: f64, seconds: u32, extra: &str) -> String {
+    format!(
         r#"
 name = "relay"
 duration = "{seconds}s"
@@ -204,9 +218,7 @@ urls = ["{url}"]
 receipts = true
 {extra}
 "#
-    );
-    Scenario::from_str(&text, Path::new("relay.toml"))
-        .unwrap_or_else(|e| panic!("test scenario: {e}"))
+    )
 }
 
 async fn relay_integrity(env: Arc<TestEnv>) {
@@ -217,6 +229,7 @@ async fn relay_integrity(env: Arc<TestEnv>) {
         drop_every: Some(13),
         duplicate_every: Some(7),
         delay: Duration::ZERO,
+        message_rate: None,
     })
     .await
     .expect("relay");
@@ -260,6 +273,7 @@ async fn relay_latency(env: Arc<TestEnv>) {
                 drop_every: None,
                 duplicate_every: None,
                 delay,
+                message_rate: None,
             })
             .await
             .expect("relay");
@@ -367,4 +381,183 @@ async fn long_ramp(env: Arc<TestEnv>) {
     );
     assert_eq!(s.integrity.lost, 0);
     assert!(s.integrity.expected > 0);
+}
+
+/// A server that accepts fewer sessions than the scenario has users: the run was not
+/// applied as asked, so it fails (exit 1) on `min_connected`, and each distinct connect
+/// error is shown once with its count, not once per user. The run happens where no
+/// system font can be found: its charts are still all drawn (the font is built in).
+async fn too_few_sessions(env: Arc<TestEnv>) {
+    let topic = env.topic("cap", 3).await;
+    let mut config = env.config(&topic, stompede::server::Persist::Producer, "cap");
+    config.limits.max_connections = 12;
+    let server = env.server(config).await;
+    let dir = TempDir::new("stompede-cap");
+    // 20 users at 200/s against a cap of 12: 8 are turned away.
+    let text = external_text(&server.url, 2.0, 2, "");
+    let file = dir.0.join("cap.toml");
+    std::fs::write(&file, text).expect("write scenario");
+    let empty = dir.0.join("empty");
+    std::fs::create_dir_all(&empty).expect("empty dir");
+    let fonts_conf = empty.join("fonts.conf");
+    std::fs::write(
+        &fonts_conf,
+        "<?xml version=\"1.0\"?>\n<fontconfig></fontconfig>\n",
+    )
+    .expect("write an empty fontconfig");
+    let out = tokio::task::spawn_blocking({
+        let dir = dir.0.clone();
+        move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_stompede"));
+            cmd.env("FONTCONFIG_FILE", &fonts_conf)
+                .env("FONTCONFIG_PATH", &empty);
+            for var in ["HOME", "XDG_DATA_HOME", "XDG_DATA_DIRS", "XDG_CONFIG_HOME"] {
+                cmd.env(var, &empty);
+            }
+            cmd.args(["run", "--out"])
+                .arg(dir.join("reports"))
+                .arg("--state-dir")
+                .arg(dir.join("state"))
+                .arg(&file)
+                .output()
+                .expect("run stompede")
+        }
+    })
+    .await
+    .expect("join");
+    let metrics = server.stop().await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let console = format!("{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{console}");
+    let refused = metrics.sessions_rejected.load(Relaxed);
+    assert!(refused >= 8, "the server refused {refused}: {console}");
+    let report = std::fs::read_dir(dir.0.join("reports"))
+        .expect("a report directory")
+        .next()
+        .expect("one report")
+        .expect("entry")
+        .path();
+    let summary = Summary::load(&report.join("summary.json")).expect("summary loads");
+    let v = summary
+        .slo
+        .iter()
+        .find(|v| v.name == "min_connected")
+        .expect("a min_connected verdict");
+    assert!(!v.passed, "{v:?}");
+    assert_eq!(v.limit, 1.0);
+    assert!(v.measured <= 12.0 / 20.0, "{v:?}");
+    assert_eq!(
+        summary.sessions.subscribed,
+        Some(summary.sessions.connected)
+    );
+    assert_eq!(
+        summary.sessions.connect_errors,
+        20 - summary.sessions.connected
+    );
+    // Each distinct cause: one count line in the end-of-run table, at most one more
+    // line (its first occurrence, as it happened), whatever the count.
+    assert!(!summary.warnings.is_empty(), "{console}");
+    let counted: u64 = summary.warnings.iter().map(|w| w.count).sum();
+    assert_eq!(
+        counted, summary.sessions.connect_errors,
+        "{:?}",
+        summary.warnings
+    );
+    for w in &summary.warnings {
+        let count_lines = console
+            .lines()
+            .filter(|l| l.starts_with(&format!("warning x{}: {}", w.count, w.cause)))
+            .count();
+        assert_eq!(count_lines, 1, "{w:?} in\n{console}");
+        let mentions = console.lines().filter(|l| l.contains(&w.cause)).count();
+        assert!(
+            mentions <= 2,
+            "{} lines mention {:?}:\n{console}",
+            mentions,
+            w.cause
+        );
+    }
+    assert!(console.contains("SLO failed: min_connected"), "{console}");
+    // Every chart with data was drawn, without a system font.
+    assert!(
+        !summary
+            .notes
+            .iter()
+            .any(|n| n.contains("could not be drawn")),
+        "{:?}",
+        summary.notes
+    );
+    for chart in [
+        "latency-percentiles.png",
+        "latency-over-time.png",
+        "throughput-over-time.png",
+    ] {
+        assert!(
+            summary.files.charts.iter().any(|c| c == chart),
+            "{chart} not drawn: {:?}",
+            summary.files.charts
+        );
+    }
+    for chart in &summary.files.charts {
+        let png = std::fs::read(report.join(chart)).expect("chart file");
+        assert!(
+            png.len() > 1000 && png.starts_with(b"\x89PNG"),
+            "{chart} is not a PNG"
+        );
+    }
+    let log = std::fs::read_to_string(report.join("run.log")).expect("run.log");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("warning: user")).count() as u64,
+        counted,
+        "every occurrence is in run.log"
+    );
+}
+
+/// With a short sampling interval a run takes several times more lag and database
+/// samples than a bounded channel drained at the end could hold (1,024 and 4,096), and
+/// keeps every one.
+async fn every_sample_kept(env: Arc<TestEnv>) {
+    let out = TempDir::new("stompede-samples-report");
+    let mut scenario =
+        Scenario::from_file(&repo("scenarios/smoke.toml")).expect("smoke.toml loads");
+    scenario
+        .apply_overrides(&Overrides {
+            duration: Some(Duration::from_secs(35)),
+            ..Overrides::default()
+        })
+        .expect("override duration");
+    let mut opts = options(&out.0, &env.state_dir);
+    opts.sample_interval = Duration::from_millis(1);
+    let outcome = run(scenario, &opts).await.expect("the run completes");
+    let s = &outcome.summary;
+    let kafka = s.kafka.as_ref().expect("lag sampled");
+    let lag = kafka.sampling.as_ref().expect("lag sampling figures");
+    let db = s.db.as_ref().expect("database sampled");
+    let dbs = db.sampling.as_ref().expect("db sampling figures");
+    eprintln!("lag sampling {lag:?}; db sampling {dbs:?}");
+    assert_eq!(lag.thinned, 0);
+    assert_eq!(dbs.thinned, 0);
+    for g in &kafka.groups {
+        assert_eq!(
+            g.samples.len() as u64,
+            lag.taken,
+            "group {}: every lag sample kept",
+            g.group
+        );
+    }
+    assert_eq!(
+        db.rows_per_s.len() as u64,
+        dbs.taken,
+        "every DB sample kept"
+    );
+    assert!(lag.taken > 3 * 1024, "only {} lag samples", lag.taken);
+    assert!(dbs.taken > 3 * 4096, "only {} DB samples", dbs.taken);
+    // The maximum lag is judged over the whole run: the last sample is near its end.
+    let last = kafka.groups[0].samples.last().expect("samples").t_s;
+    let end = s.phases.ramp_s + s.phases.warmup_s + s.phases.measured_s;
+    assert!(
+        last >= end,
+        "last lag sample at {last:.1} s, sending ended at {end:.1} s"
+    );
 }

@@ -14,11 +14,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use stompede::load::samplers::{
     audit, run_db_sampler, run_lag_sampler, Audit, DbSampler, GroupSelector, LagSample, LagSampler,
-    SamplerError,
+    Reporter, SamplerError,
 };
 use stompede::server::FANOUT_GROUP_PREFIX;
 use stompede::stack::{self, StackOptions};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const TOPIC: &str = "samplers.lag";
@@ -318,8 +317,11 @@ async fn db_checks(db: &str) {
 async fn loop_checks(kafka: &str, db: &str) {
     let t0 = Instant::now();
     let stop = CancellationToken::new();
-    // A one-slot channel nobody reads for a while: samples are dropped and counted.
-    let (lag_tx, mut lag_rx) = mpsc::channel(1);
+    // Samples are kept by the loops themselves as they are taken, however many.
+    let quiet = |source| Reporter {
+        warnings: None,
+        source,
+    };
     let lag = LagSampler::new(kafka, TOPIC, GroupSelector::Exact(vec![GROUP.into()]))
         .expect("lag sampler");
     let lag_task = tokio::spawn(run_lag_sampler(
@@ -327,9 +329,8 @@ async fn loop_checks(kafka: &str, db: &str) {
         t0,
         Duration::from_millis(100),
         stop.clone(),
-        lag_tx,
+        quiet("kafka"),
     ));
-    let (db_tx, mut db_rx) = mpsc::channel(64);
     let dbs = DbSampler::new(db, "chat_messages")
         .await
         .expect("db sampler");
@@ -338,38 +339,41 @@ async fn loop_checks(kafka: &str, db: &str) {
         t0,
         Duration::from_millis(100),
         stop.clone(),
-        db_tx,
+        quiet("database"),
     ));
+    // Sample for a while: the loops stop on `stop`, not on a count.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.cancel();
-    let lag_stats = tokio::time::timeout(Duration::from_secs(3), lag_task)
+    let lag = tokio::time::timeout(Duration::from_secs(3), lag_task)
         .await
         .expect("lag loop stops")
         .expect("join");
-    let db_stats = tokio::time::timeout(Duration::from_secs(3), db_task)
+    let db = tokio::time::timeout(Duration::from_secs(3), db_task)
         .await
         .expect("db loop stops")
         .expect("join");
-    eprintln!("lag loop: {lag_stats:?}; db loop: {db_stats:?}");
+    eprintln!("lag loop: {:?}; db loop: {:?}", lag.stats, db.stats);
     assert!(
-        lag_stats.taken >= 3 && lag_stats.dropped >= 1 && lag_stats.failed == 0,
-        "{lag_stats:?}"
+        lag.stats.taken >= 3 && lag.stats.failed == 0 && lag.stats.thinned == 0,
+        "{:?}",
+        lag.stats
     );
-    let first = lag_rx.recv().await.expect("one lag sample kept");
-    assert_eq!(first[0].total, 16);
-    assert!(
-        lag_rx.recv().await.is_none(),
-        "the channel closes when the loop stops"
+    assert_eq!(
+        lag.samples.len() as u64,
+        lag.stats.taken,
+        "every lag sample kept"
     );
+    assert_eq!(lag.samples[0][0].total, 16);
     assert!(
-        db_stats.taken >= 5 && db_stats.dropped == 0 && db_stats.failed == 0,
-        "{db_stats:?}"
+        db.stats.taken >= 5 && db.stats.failed == 0 && db.stats.thinned == 0,
+        "{:?}",
+        db.stats
     );
     let mut times = Vec::new();
-    while let Some(s) = db_rx.recv().await {
+    for s in &db.samples {
         assert_eq!(s.inserted_total, 0, "{s:?}");
         times.push(s.t_s);
     }
-    assert_eq!(times.len() as u64, db_stats.taken);
+    assert_eq!(times.len() as u64, db.stats.taken);
     assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
 }

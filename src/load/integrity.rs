@@ -9,7 +9,7 @@
 //! bitset per sender, so a duplicate or a message out of order is seen on arrival and
 //! the final count of lost messages is exact.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
@@ -92,36 +92,84 @@ impl Slots {
     }
 }
 
-/// A growable set of sequence numbers.
+/// A set of sequence numbers whose memory follows the gaps, not the count: words of 64
+/// numbers are kept only while one of their bits is clear. A loss-free hour-long stream
+/// costs a few words however many messages it carries.
+///
+/// Words from `first` to `end` that are not in `partial` are full; numbers outside
+/// `[first, end)` words are absent.
 #[derive(Debug, Default, Clone)]
 pub struct SeqSet {
-    words: Vec<u64>,
+    partial: BTreeMap<u64, u64>,
+    first: u64,
+    end: u64,
     max_seen: Option<u64>,
 }
 
 impl SeqSet {
     /// Records `seq`; returns (duplicate, out_of_order).
     pub fn insert(&mut self, seq: u64) -> (bool, bool) {
-        let (word, bit) = ((seq / 64) as usize, seq % 64);
-        if self.words.len() <= word {
-            self.words.resize(word + 1, 0);
+        let (word, bit) = (seq / 64, 1u64 << (seq % 64));
+        if self.first == self.end {
+            (self.first, self.end) = (word, word);
         }
-        let duplicate = self.words[word] & (1 << bit) != 0;
-        self.words[word] |= 1 << bit;
+        // Words newly covered hold no number yet.
+        for w in (word..self.first).chain(self.end..=word) {
+            self.partial.insert(w, 0);
+        }
+        self.first = self.first.min(word);
+        self.end = self.end.max(word + 1);
+        let duplicate = match self.partial.get_mut(&word) {
+            None => true,
+            Some(bits) => {
+                let dup = *bits & bit != 0;
+                *bits |= bit;
+                if *bits == u64::MAX {
+                    self.partial.remove(&word);
+                }
+                dup
+            }
+        };
         let out_of_order = !duplicate && self.max_seen.is_some_and(|m| seq < m);
         self.max_seen = Some(self.max_seen.map_or(seq, |m| m.max(seq)));
         (duplicate, out_of_order)
     }
 
+    fn word(&self, w: u64) -> u64 {
+        if w < self.first || w >= self.end {
+            0
+        } else {
+            self.partial.get(&w).copied().unwrap_or(u64::MAX)
+        }
+    }
+
     pub fn contains(&self, seq: u64) -> bool {
-        self.words
-            .get((seq / 64) as usize)
-            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+        self.word(seq / 64) & (1 << (seq % 64)) != 0
     }
 
     /// Members in `[from, until)`.
     pub fn count_range(&self, from: u64, until: u64) -> u64 {
-        (from..until).filter(|s| self.contains(*s)).count() as u64
+        if until <= from {
+            return 0;
+        }
+        let (fw, lw) = (from / 64, (until - 1) / 64);
+        let mut n = 0;
+        for w in fw..=lw {
+            let mut bits = self.word(w);
+            if w == fw {
+                bits &= u64::MAX << (from % 64);
+            }
+            if w == lw && until % 64 != 0 {
+                bits &= u64::MAX >> (64 - until % 64);
+            }
+            n += u64::from(bits.count_ones());
+        }
+        n
+    }
+
+    /// Words kept in memory (the gaps), for tests and sizing.
+    pub fn stored_words(&self) -> usize {
+        self.partial.len()
     }
 }
 
@@ -238,6 +286,43 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seqset_memory_follows_the_gaps() {
+        let mut s = SeqSet::default();
+        for seq in 0..1_000_000u64 {
+            if seq != 500_000 {
+                s.insert(seq);
+            }
+        }
+        assert_eq!(s.stored_words(), 1, "only the word with the gap is kept");
+        assert_eq!(s.count_range(0, 1_000_000), 999_999);
+        assert!(!s.contains(500_000) && s.contains(499_999) && s.contains(500_001));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn seqset_matches_a_plain_set(
+            seqs in proptest::collection::vec(0u64..600, 0..400),
+            from in 0u64..700,
+            len in 0u64..700,
+        ) {
+            let mut s = SeqSet::default();
+            let mut plain = std::collections::HashSet::new();
+            let mut max: Option<u64> = None;
+            for seq in seqs {
+                let dup = !plain.insert(seq);
+                let ooo = !dup && max.is_some_and(|m| seq < m);
+                max = Some(max.map_or(seq, |m| m.max(seq)));
+                proptest::prop_assert_eq!(s.insert(seq), (dup, ooo));
+            }
+            for seq in 0..700 {
+                proptest::prop_assert_eq!(s.contains(seq), plain.contains(&seq));
+            }
+            let want = (from..from + len).filter(|x| plain.contains(x)).count() as u64;
+            proptest::prop_assert_eq!(s.count_range(from, from + len), want);
+        }
+    }
 
     #[test]
     fn seqset_sees_duplicates_and_reordering() {

@@ -1,38 +1,46 @@
 //! The load run: a scenario's virtual users against a target, measured end to end.
 //!
-//! Data flow: [`run`] resolves the target ([`target`]), plans users and rooms, and
-//! spawns one task per virtual user ([`vu`]). Users record into the shared
-//! [`stats::Recorder`]; once a second the aggregator loop here drains it into the run
-//! totals and the timeline, drives churn, prints the status line and moves the run
-//! through its phases (ramp → warm-up → measure → grace). The Kafka lag and database
-//! samplers ([`samplers`]) run beside it. At the end every user hands back its
-//! membership records, [`integrity`] turns them into exact loss/duplicate counts, and
-//! [`summary`] builds the report model that `crate::report` renders.
+//! Data flow: [`run`] checks that this process may open what the scenario needs
+//! ([`crate::limits`]), resolves the target ([`target`]), plans users and rooms, and
+//! spawns the virtual users ([`vu`]). Users record into the shared [`stats::Recorder`]
+//! and report trouble to [`warnings`]; the run's clock ([`aggregate`]) drains the
+//! recorder once a second into the totals, the timeline and the interval log
+//! ([`hlog`]), moves the run through its phases and prints the status line
+//! ([`progress`]). The Kafka lag and database samplers ([`sampling`]) and an
+//! event-loop probe run beside it; [`resources`] follows CPU and memory. At the end
+//! every user hands back its membership records, [`integrity`] turns them into exact
+//! loss/duplicate counts, [`verdicts`] judges the SLOs and whether the load was applied,
+//! and [`summary`] builds the report model that `crate::report` renders.
 
+pub mod aggregate;
+pub mod hlog;
 pub mod integrity;
+pub mod progress;
+pub mod resources;
 pub mod samplers;
+pub mod sampling;
 pub mod stamp;
 pub mod stats;
 pub mod summary;
 pub mod target;
+pub mod verdicts;
 pub mod vu;
+pub mod warnings;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ConnectOptions;
-use crate::report::{Phase, Summary, TimelinePoint};
+use crate::report::Summary;
 use crate::scenario::{Plan, Scenario};
 use integrity::{Slots, Tally};
-use stats::{Recorder, Totals};
+use stats::Recorder;
+use warnings::Warnings;
 
 /// When sending starts, when the measured phase starts, when sending stops (µs since t0).
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,6 +77,8 @@ pub struct RunContext {
     /// Fires at the end of the grace period.
     pub stop: CancellationToken,
     pub churn_rejoin: Duration,
+    /// Trouble during the run, counted by cause; the run log.
+    pub warnings: Arc<Warnings>,
 }
 
 /// How to run.
@@ -82,7 +92,27 @@ pub struct RunOptions {
     pub server_exe: PathBuf,
     /// Print the live status line.
     pub progress: bool,
+    /// Time between Kafka lag and database samples (normally 1 s).
+    pub sample_interval: Duration,
 }
+
+impl RunOptions {
+    /// Options with the usual defaults: reports under `reports/`, the stack in
+    /// `.stompede/`, a status line, one sample a second.
+    pub fn new(server_exe: PathBuf) -> RunOptions {
+        RunOptions {
+            out: PathBuf::from("reports"),
+            state_dir: PathBuf::from(".stompede"),
+            server_exe,
+            progress: true,
+            sample_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Descriptors a run needs beyond one per virtual user: Kafka and PostgreSQL clients of
+/// the samplers, the report's files, the runtime's own.
+pub const FD_HEADROOM: u64 = 256;
 
 /// What a finished run produced.
 pub struct RunOutcome {
@@ -100,12 +130,52 @@ pub enum LoadError {
         dir: PathBuf,
         source: crate::report::ReportError,
     },
-    #[error("every one of the {0} virtual users failed to connect; is the target up? (see the warnings above)")]
-    NoSessions(u64),
+    #[error("every one of the {0} virtual users failed to connect; is the target up? (see the warnings above; every occurrence is in {1})")]
+    NoSessions(u64, PathBuf),
+    #[error(
+        "{users} virtual users need about {need} open files (one per session plus {FD_HEADROOM} for the harness), \
+         but this process may open only {soft} (RLIMIT_NOFILE soft limit {soft}, hard limit {hard}). \
+         Raise the hard limit (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= in a systemd unit), \
+         or run fewer users per process (`--users`)"
+    )]
+    OpenFiles {
+        users: u64,
+        need: u64,
+        soft: u64,
+        hard: u64,
+    },
+    #[error("a virtual-user task failed: {0}; the run's figures would be incomplete, so it is not judged")]
+    UserTask(String),
+}
+
+impl LoadError {
+    /// True when the error lies in what was asked (the scenario against this machine's
+    /// limits), not in carrying the run out.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, LoadError::OpenFiles { .. })
+    }
+}
+
+/// Raises the open-file limit and checks that `users` sessions fit under it.
+pub fn check_open_files(users: u64) -> Result<(), LoadError> {
+    let Some(limit) = crate::limits::raise_nofile() else {
+        return Ok(());
+    };
+    let need = users + FD_HEADROOM;
+    if need > limit.soft {
+        return Err(LoadError::OpenFiles {
+            users,
+            need,
+            soft: limit.soft,
+            hard: limit.hard,
+        });
+    }
+    Ok(())
 }
 
 /// Runs `scenario` and writes its report.
 pub async fn run(scenario: Scenario, options: &RunOptions) -> Result<RunOutcome, LoadError> {
+    check_open_files(scenario.users.count as u64)?;
     let started_at = chrono::Utc::now();
     let mut target = target::resolve(&scenario, options).await?;
     let outcome = drive(scenario, options, &target, started_at).await;
@@ -140,12 +210,34 @@ async fn drive(
         headers,
         ..ConnectOptions::default()
     };
+    // The report directory exists from the start: the run log and the interval log are
+    // written as the run goes.
+    let stamp = started_at.format("%Y%m%dT%H%M%SZ");
+    let dir = options.out.join(format!("{}-{stamp}", scenario.name));
+    let t0 = Instant::now();
+    let warnings = Arc::new(Warnings::new(t0, options.progress));
+    if let Err(e) = warnings.open_log(&dir.join(RUN_LOG)) {
+        return Err(LoadError::Report {
+            dir: dir.clone(),
+            source: crate::report::ReportError::Write {
+                path: dir.join(RUN_LOG),
+                source: e,
+            },
+        });
+    }
+    let mut hlog = match hlog::IntervalLog::create(&dir) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            warnings.warn(&format!("latency.hlog not written: {e}"), "");
+            None
+        }
+    };
     let (schedule_tx, schedule_rx) = watch::channel(None);
     let users = plan.users.len();
     let ctx = Arc::new(RunContext {
         marker: stamp::marker(&run_id),
         run_id: run_id.clone(),
-        t0: Instant::now(),
+        t0,
         receipts: scenario.receipts_expected(),
         churn_rejoin: scenario
             .churn
@@ -158,10 +250,26 @@ async fn drive(
         schedule: schedule_rx,
         ready: AtomicU64::new(0),
         stop: CancellationToken::new(),
+        warnings: warnings.clone(),
         plan,
         scenario,
     });
-    let samplers = target.start_samplers(ctx.t0, ctx.stop.child_token()).await;
+    let samplers = sampling::start(
+        target,
+        ctx.t0,
+        options.sample_interval,
+        ctx.stop.child_token(),
+        &warnings,
+    )
+    .await;
+    let servers: Vec<(String, u32)> = target
+        .stack
+        .iter()
+        .flat_map(|info| info.servers.iter())
+        .map(|s| (s.instance_id.clone(), s.pid))
+        .collect();
+    let mut tracker = resources::Tracker::start(&servers);
+    let probe = tokio::spawn(aggregate::probe_loop_lag(ctx.clone()));
 
     // `users.per_task` users share one task: their state machines are polled together
     // (join_all), which costs less than a task each when there are tens of thousands.
@@ -179,124 +287,85 @@ async fn drive(
         }
     }
 
-    // The aggregator: one tick a second, phases, churn, status line.
-    let progress = Progress::new(options.progress);
-    let mut totals = Totals::default();
-    let mut timeline = Vec::new();
-    let mut intervals: Vec<(f64, Histogram<u64>)> = Vec::new();
-    let mut interval = Recorder::empty_interval();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.scenario.seed ^ 0xc0ffee);
-    let mut churn_budget = 0.0f64;
-    let ramp_limit = ctx.scenario.ramp_up() + Duration::from_secs(30);
-    let mut schedule: Option<Schedule> = None;
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let mut last_point = Instant::now();
-    let mut ramp_end_s = 0.0;
-    loop {
-        tick.tick().await;
-        let now_us = ctx.t0.elapsed().as_micros() as u64;
-        if schedule.is_none() {
-            let all_ready = ctx.ready.load(Relaxed) as usize >= users;
-            if all_ready || ctx.t0.elapsed() > ramp_limit {
-                if !all_ready {
-                    tracing::warn!(
-                        "ramp-up took longer than planned; starting with {} of {users} users ready",
-                        ctx.ready.load(Relaxed)
-                    );
-                }
-                // Without receipts there is no confirmation that subscriptions are in
-                // place: give the servers a moment before the first send.
-                let settle = if ctx.receipts { 200_000 } else { 1_000_000 };
-                let send_start_us = now_us + settle;
-                let measure_start_us = send_start_us + ctx.scenario.warmup.as_micros() as u64;
-                let s = Schedule {
-                    send_start_us,
-                    measure_start_us,
-                    send_end_us: measure_start_us + ctx.scenario.duration.as_micros() as u64,
-                };
-                ramp_end_s = now_us as f64 / 1e6;
-                schedule = Some(s);
-                let _ = schedule_tx.send(Some(s));
-            }
-        }
-        if let (Some(s), Some(churn)) = (schedule, &ctx.scenario.churn) {
-            if now_us >= s.send_start_us && now_us < s.send_end_us && churn.leaves_per_second > 0.0
-            {
-                churn_budget += churn.leaves_per_second * 0.1;
-                while churn_budget >= 1.0 {
-                    churn_budget -= 1.0;
-                    let user = rng.random_range(0..users as u32);
-                    let rooms = &ctx.plan.users[user as usize].rooms;
-                    if !rooms.is_empty() {
-                        let room = rooms[rng.random_range(0..rooms.len())];
-                        let _ = controls[user as usize].try_send(vu::Control::Leave(room));
-                    }
-                }
-            }
-        }
-        let finished = schedule
-            .is_some_and(|s| now_us >= s.send_end_us + ctx.scenario.grace.as_micros() as u64);
-        if last_point.elapsed() >= Duration::from_secs(1) || finished {
-            let interval_s = last_point.elapsed().as_secs_f64();
-            last_point = Instant::now();
-            ctx.recorder.drain(&mut interval);
-            totals.add(&interval);
-            let t_s = now_us as f64 / 1e6;
-            let phase = phase_at(schedule, now_us);
-            let pct = |q| {
-                (!interval.corrected_all.is_empty())
-                    .then(|| interval.corrected_all.value_at_quantile(q))
-            };
-            timeline.push(TimelinePoint {
-                t_s,
-                interval_s,
-                phase,
-                sent: interval.sent,
-                delivered: interval.delivered,
-                sessions: ctx.recorder.sessions.load(Relaxed),
-                errors: interval.errors,
-                p50_us: pct(0.5),
-                p99_us: pct(0.99),
-            });
-            intervals.push((t_s - interval_s, interval.corrected_all.clone()));
-            progress.line(t_s, phase, &ctx, &interval, interval_s, &totals);
-        }
-        if finished {
-            break;
-        }
-    }
+    let progress = progress::Progress::new(options.progress);
+    let aggregated = aggregate::run(
+        &ctx,
+        &schedule_tx,
+        &controls,
+        &progress,
+        &mut hlog,
+        &mut tracker,
+    )
+    .await;
     ctx.stop.cancel();
     progress.done();
 
     let mut tally = Tally::default();
+    let mut failed_task = None;
     for handle in handles {
-        for mut report in handle.await.unwrap_or_default() {
-            for (room, membership) in report.memberships.iter_mut() {
-                tally.add(membership, *room, &ctx.slots);
+        match handle.await {
+            Ok(reports) => {
+                for mut report in reports {
+                    for (room, membership) in report.memberships.iter_mut() {
+                        tally.add(membership, *room, &ctx.slots);
+                    }
+                }
+            }
+            Err(e) => {
+                let what = if e.is_panic() {
+                    let payload = e.into_panic();
+                    let text = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic without a message".into());
+                    format!("it panicked: {text}")
+                } else {
+                    format!("{e}")
+                };
+                failed_task.get_or_insert(what);
             }
         }
     }
+    let loop_lag = probe.await.unwrap_or_else(|_| stats::histogram());
+    warnings.flush();
+    if let Some(what) = failed_task {
+        warnings.log(&format!("virtual-user task failed: {what}"));
+        warnings.flush();
+        return Err(LoadError::UserTask(what));
+    }
     let connected = ctx.recorder.connected.load(Relaxed);
     if connected == 0 {
-        return Err(LoadError::NoSessions(users as u64));
+        print_warnings(&warnings);
+        return Err(LoadError::NoSessions(users as u64, dir.join(RUN_LOG)));
     }
+    let totals = aggregated.totals;
     let sampled = samplers.finish(&run_id, totals.sent).await;
-    let schedule = schedule.unwrap_or_default();
-    let summary = summary::build(summary::Inputs {
+    let schedule = aggregated.schedule.unwrap_or_default();
+    let histogram_log = match hlog.map(hlog::IntervalLog::finish) {
+        Some(Ok(_)) => Some(hlog::FILE.to_string()),
+        Some(Err(e)) => {
+            warnings.warn(&format!("latency.hlog is incomplete: {e}"), "");
+            None
+        }
+        None => None,
+    };
+    let mut summary = summary::build(summary::Inputs {
         ctx: &ctx,
         target,
         started_at,
         schedule,
-        ramp_end_s,
+        ramp_end_s: aggregated.ramp_end_s,
         totals: &totals,
         tally,
-        timeline,
+        timeline: aggregated.timeline,
         sampled,
+        loop_lag,
+        resources: tracker.finish(),
+        sample_interval_s: options.sample_interval.as_secs_f64(),
     });
-    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
-    let dir = options.out.join(format!("{}-{stamp}", ctx.scenario.name));
-    let mut summary = summary;
-    summary.files.histogram_log = summary::write_histogram_log(&dir, &intervals).ok();
+    summary.files.histogram_log = histogram_log;
+    warnings.flush();
     crate::report::write_report(&summary, &dir).map_err(|source| LoadError::Report {
         dir: dir.clone(),
         source,
@@ -305,71 +374,20 @@ async fn drive(
     Ok(RunOutcome { summary, dir })
 }
 
-fn phase_at(schedule: Option<Schedule>, us: u64) -> Phase {
-    match schedule {
-        None => Phase::Ramp,
-        Some(s) if us < s.measure_start_us => Phase::Warmup,
-        Some(s) if us < s.send_end_us => Phase::Measure,
-        Some(_) => Phase::Grace,
-    }
-}
+/// The run log's file name in the report directory.
+pub const RUN_LOG: &str = "run.log";
 
-/// The live status line: rewritten in place on a terminal, one line every 5 s otherwise.
-struct Progress {
-    enabled: bool,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(enabled: bool) -> Self {
-        Progress {
-            enabled,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn line(
-        &self,
-        t_s: f64,
-        phase: Phase,
-        ctx: &RunContext,
-        i: &stats::Interval,
-        interval_s: f64,
-        totals: &Totals,
-    ) {
-        if !self.enabled || (!self.tty && (t_s as u64) % 5 != 0) {
-            return;
-        }
-        let per_s = |n: u64| n as f64 / interval_s.max(1e-3);
-        let p99 = if totals.corrected.is_empty() {
-            "-".to_string()
+/// Prints the warnings of a run that ends without a summary (which would show them).
+fn print_warnings(warnings: &Warnings) {
+    for c in warnings.summary() {
+        let first = if c.first.is_empty() {
+            String::new()
         } else {
-            format!(
-                "{:.1} ms",
-                totals.corrected.value_at_quantile(0.99) as f64 / 1000.0
-            )
+            format!(", {}", c.first)
         };
-        let text = format!(
-            "[{:>5.0}s {:<7}] sessions {}/{}  sent {:.0}/s  delivered {:.0}/s  errors {}  p99 so far {}",
-            t_s,
-            phase.as_str(),
-            ctx.recorder.sessions.load(Relaxed),
-            ctx.plan.users.len(),
-            per_s(i.sent),
-            per_s(i.delivered),
-            ctx.recorder.errors.load(Relaxed),
-            p99
+        eprintln!(
+            "warning x{}: {} (first at {:.1} s{first})",
+            c.count, c.cause, c.first_t_s
         );
-        if self.tty {
-            eprint!("\r\x1b[2K{text}");
-        } else {
-            eprintln!("{text}");
-        }
-    }
-
-    fn done(&self) {
-        if self.enabled && self.tty {
-            eprintln!();
-        }
     }
 }

@@ -9,22 +9,29 @@
 //!
 //! Flow: the load runner builds a [`LagSampler`] and a [`DbSampler`], hands them to
 //! [`run_lag_sampler`] / [`run_db_sampler`] with the run's `t0`, a tick and the shutdown
-//! token, and drains their bounded channels into the report's timelines. A sample the
-//! channel has no room for is dropped and counted; a failed sample is logged and counted,
-//! and sampling goes on ([`SamplerStats`]). After the run, [`audit`] counts the rows
-//! whose text starts with the run's marker.
+//! token; each loop keeps its samples as it takes them (in a bounded [`Store`]) and
+//! returns them when it stops. A failed sample is counted and reported (a lasting
+//! trouble on the run's status line, every failure in the run log), and sampling goes
+//! on ([`SamplerStats`]). librdkafka's own log lines go to the run log, never the
+//! console. After the run, [`audit`] counts the rows whose text starts with the run's
+//! marker.
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::error::KafkaResult;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio::time::MissedTickBehavior;
 use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
+
+use crate::load::warnings::Warnings;
 
 /// Longest any single broker request of a lag sample may take.
 pub const KAFKA_CALL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -109,10 +116,41 @@ pub struct LagSampler {
     topic: String,
     groups: GroupSelector,
     /// Group-less client for group listing, metadata and watermarks.
-    meta: BaseConsumer,
+    meta: BaseConsumer<QuietContext>,
     /// One never-subscribed client per group, used only for OffsetFetch.
-    committed: HashMap<String, BaseConsumer>,
+    committed: HashMap<String, BaseConsumer<QuietContext>>,
+    context: QuietContext,
 }
+
+/// The sampler clients' context: librdkafka's own log and error lines go to the run log
+/// (or tracing's debug level without one), never to the console, where a broker outage
+/// would otherwise print one line per reconnect attempt. What a failed sample means is
+/// reported once, through [`Reporter`].
+#[derive(Clone, Default)]
+pub struct QuietContext {
+    warnings: Option<Arc<Warnings>>,
+}
+
+impl QuietContext {
+    fn line(&self, line: String) {
+        match &self.warnings {
+            Some(w) => w.log(&line),
+            None => tracing::debug!("{line}"),
+        }
+    }
+}
+
+impl ClientContext for QuietContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.line(format!("librdkafka {level:?} {fac}: {log_message}"));
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.line(format!("librdkafka error {error}: {reason}"));
+    }
+}
+
+impl ConsumerContext for QuietContext {}
 
 fn client_config(bootstrap: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
@@ -127,7 +165,7 @@ fn client_config(bootstrap: &str) -> ClientConfig {
 }
 
 /// Services queued client events (errors) so they never pile up.
-fn drain(consumer: &BaseConsumer) {
+fn drain(consumer: &BaseConsumer<QuietContext>) {
     for event in std::iter::from_fn(|| consumer.poll(Duration::ZERO)).take(64) {
         if let Err(e) = event {
             tracing::debug!("lag sampler client: {e}");
@@ -139,8 +177,19 @@ impl LagSampler {
     /// A sampler for `topic` on the cluster at `bootstrap`. Connects lazily: broker
     /// trouble shows up in [`LagSampler::sample`].
     pub fn new(bootstrap: &str, topic: &str, groups: GroupSelector) -> Result<Self, SamplerError> {
+        Self::with_log(bootstrap, topic, groups, None)
+    }
+
+    /// [`LagSampler::new`], with librdkafka's log lines going to the run's log.
+    pub fn with_log(
+        bootstrap: &str,
+        topic: &str,
+        groups: GroupSelector,
+        warnings: Option<Arc<Warnings>>,
+    ) -> Result<Self, SamplerError> {
+        let context = QuietContext { warnings };
         let meta = client_config(bootstrap)
-            .create()
+            .create_with_context(context.clone())
             .map_err(|e| kafka_err(bootstrap, "create a Kafka client", e))?;
         Ok(LagSampler {
             bootstrap: bootstrap.into(),
@@ -148,6 +197,7 @@ impl LagSampler {
             groups,
             meta,
             committed: HashMap::new(),
+            context,
         })
     }
 
@@ -184,7 +234,8 @@ impl LagSampler {
             match self.committed_offsets(&group, &partitions, deadline) {
                 Ok(o) => offsets.push((group, o)),
                 Err(e) => {
-                    tracing::warn!("kafka lag of group {group}: {e}");
+                    self.context
+                        .line(format!("kafka lag of group {group}: {e}"));
                     first_err.get_or_insert(e);
                 }
             }
@@ -229,10 +280,10 @@ impl LagSampler {
                 .collect(),
             // A broker down fails the listing: keep sampling the groups found before.
             Err(e) if !self.committed.is_empty() => {
-                tracing::warn!(
+                self.context.line(format!(
                     "{e}; sampling the {} groups found before",
                     self.committed.len()
-                );
+                ));
                 self.committed.keys().cloned().collect()
             }
             Err(e) => return Err(e),
@@ -272,7 +323,7 @@ impl LagSampler {
             let what = format!("create a client for group {group}");
             let consumer = client_config(&self.bootstrap)
                 .set("group.id", group)
-                .create();
+                .create_with_context(self.context.clone());
             let consumer = consumer.map_err(|e| kafka_err(&self.bootstrap, what, e))?;
             self.committed.insert(group.to_string(), consumer);
         }
@@ -339,30 +390,123 @@ fn lag_sample(
 /// What a sampling loop did, returned when it stops.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SamplerStats {
-    /// Samples taken (sent or dropped).
+    /// Samples taken successfully.
     pub taken: u64,
-    /// Samples that failed (logged as warnings: the 1st, 2nd, 4th, 8th… of a streak).
+    /// Samples that failed (the first of a streak is a warning, every one is in the run log).
     pub failed: u64,
-    /// Samples dropped because the output channel was full.
-    pub dropped: u64,
+    /// Successful samples not kept because the store was full and thinned (see [`Store`]).
+    pub thinned: u64,
 }
 
-/// The loop both samplers share: one sample per tick until `stop` or until `out` is
-/// closed. `take` hands the sampler back with its result, or `None` if it was lost.
+/// Most samples one sampler keeps: a day at one a second. Past it the store keeps every
+/// other sample and then takes every second one (and so on), so it always covers the
+/// whole run and never grows past this.
+pub const MAX_SAMPLES: usize = 86_400;
+
+/// The samples of one sampler, consumed as they are taken and bounded by [`MAX_SAMPLES`].
+#[derive(Debug)]
+pub struct Store<T> {
+    items: Vec<T>,
+    cap: usize,
+    /// Keep one sample in `stride`.
+    stride: u64,
+    seen: u64,
+}
+
+impl<T> Store<T> {
+    pub fn new(cap: usize) -> Store<T> {
+        Store {
+            items: Vec::new(),
+            cap: cap.max(2),
+            stride: 1,
+            seen: 0,
+        }
+    }
+
+    /// Adds a sample; returns false when thinning left it out.
+    pub fn push(&mut self, item: T) -> bool {
+        self.seen += 1;
+        if (self.seen - 1) % self.stride != 0 {
+            return false;
+        }
+        if self.items.len() >= self.cap {
+            let mut i = 0;
+            self.items.retain(|_| {
+                i += 1;
+                i % 2 == 1
+            });
+            self.stride *= 2;
+            if (self.seen - 1) % self.stride != 0 {
+                return false;
+            }
+        }
+        self.items.push(item);
+        true
+    }
+
+    pub fn into_vec(self) -> Vec<T> {
+        self.items
+    }
+}
+
+/// What a sampling loop returns when it stops: its counts and every sample it kept.
+#[derive(Debug)]
+pub struct Collected<T> {
+    pub stats: SamplerStats,
+    pub samples: Vec<T>,
+}
+
+/// Where a sampling loop reports trouble: the run's [`Warnings`] (a lasting trouble on
+/// the status line, every failure in the run log), or the tracing log without one.
+#[derive(Clone)]
+pub struct Reporter {
+    pub warnings: Option<Arc<Warnings>>,
+    /// The trouble's source name on the status line, e.g. `"kafka"`.
+    pub source: &'static str,
+}
+
+impl Reporter {
+    fn failed(&self, what: &str, t_s: f64, streak: u64, e: &SamplerError) {
+        match &self.warnings {
+            Some(w) => {
+                w.log(&format!(
+                    "{what} sample at {t_s:.1} s failed ({streak} in a row): {e}"
+                ));
+                w.trouble(self.source, &format!("{what} not sampled: {e}"));
+            }
+            None if streak.is_power_of_two() => {
+                tracing::warn!("{what} sample at {t_s:.1} s failed ({streak} in a row): {e}")
+            }
+            None => {}
+        }
+    }
+
+    fn recovered(&self, what: &str, streak: u64) {
+        match &self.warnings {
+            Some(w) => w.recovered(self.source),
+            None => tracing::info!("{what} sampling recovered after {streak} failed samples"),
+        }
+    }
+}
+
+/// The loop both samplers share: one sample per tick until `stop`, each kept in a
+/// bounded [`Store`] as it is taken. `take` hands the sampler back with its result, or
+/// `None` if it was lost.
 async fn run_loop<S, T, F, Fut>(
     what: &str,
     mut sampler: S,
     (t0, every): (Instant, Duration),
     stop: CancellationToken,
-    out: mpsc::Sender<T>,
+    reporter: Reporter,
     mut take: F,
-) -> SamplerStats
+) -> Collected<T>
 where
     F: FnMut(S, f64) -> Fut,
     Fut: Future<Output = Option<(S, Result<T, SamplerError>)>>,
 {
     let (mut stats, mut streak) = (SamplerStats::default(), 0u64);
-    let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+    let mut store = Store::new(MAX_SAMPLES);
+    let mut tick = tokio::time::interval(every.max(MIN_SAMPLE_INTERVAL));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -378,49 +522,47 @@ where
             },
         };
         sampler = back;
-        if result.is_ok() && streak > 0 {
-            tracing::info!("{what} sampling recovered after {streak} failed samples");
-            streak = 0;
-        }
-        match result.map(|v| out.try_send(v)) {
-            Ok(Ok(())) => stats.taken += 1,
-            Ok(Err(TrySendError::Full(_))) => {
+        match result {
+            Ok(sample) => {
+                if streak > 0 {
+                    reporter.recovered(what, streak);
+                    streak = 0;
+                }
                 stats.taken += 1;
-                stats.dropped += 1;
-                if stats.dropped.is_power_of_two() {
-                    tracing::warn!(
-                        "{what} samples dropped: their reader is behind ({} so far)",
-                        stats.dropped
-                    );
+                if !store.push(sample) {
+                    stats.thinned += 1;
                 }
             }
-            Ok(Err(TrySendError::Closed(_))) => break,
             Err(e) => {
                 (stats.failed, streak) = (stats.failed + 1, streak + 1);
-                if streak.is_power_of_two() {
-                    tracing::warn!("{what} sample at {t_s:.1} s failed ({streak} in a row): {e}");
-                }
+                reporter.failed(what, t_s, streak, &e);
             }
         }
     }
-    stats
+    Collected {
+        stats,
+        samples: store.into_vec(),
+    }
 }
 
-/// Samples lag every `every` until `stop` (or until `out` closes). Each sample runs in
-/// `spawn_blocking`; on `stop` a sample in flight is left to finish on its own.
+/// The shortest sampling interval a loop accepts.
+pub const MIN_SAMPLE_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Samples lag every `every` until `stop`. Each sample runs in `spawn_blocking`; on
+/// `stop` a sample in flight is left to finish on its own.
 pub async fn run_lag_sampler(
     sampler: LagSampler,
     t0: Instant,
     every: Duration,
     stop: CancellationToken,
-    out: mpsc::Sender<Vec<LagSample>>,
-) -> SamplerStats {
+    reporter: Reporter,
+) -> Collected<Vec<LagSample>> {
     run_loop(
         "kafka lag",
         sampler,
         (t0, every),
         stop,
-        out,
+        reporter,
         |mut sampler, t_s| async move {
             let job = tokio::task::spawn_blocking(move || {
                 let result = sampler.sample(t_s);
@@ -436,20 +578,20 @@ pub async fn run_lag_sampler(
     .await
 }
 
-/// Samples DB throughput every `every` until `stop` (or until `out` closes).
+/// Samples DB throughput every `every` until `stop`.
 pub async fn run_db_sampler(
     sampler: DbSampler,
     t0: Instant,
     every: Duration,
     stop: CancellationToken,
-    out: mpsc::Sender<DbSample>,
-) -> SamplerStats {
+    reporter: Reporter,
+) -> Collected<DbSample> {
     run_loop(
         "db throughput",
         sampler,
         (t0, every),
         stop,
-        out,
+        reporter,
         |mut sampler, t_s| async move {
             let result = sampler.sample(t_s).await;
             Some((sampler, result))

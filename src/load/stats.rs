@@ -31,6 +31,9 @@ pub struct Interval {
     pub corrected: Histogram<u64>,
     pub raw: Histogram<u64>,
     pub receipt: Histogram<u64>,
+    /// Open model, measured phase: how late each send left against its intended time
+    /// (the harness's own schedule lag).
+    pub send_lag: Histogram<u64>,
     pub sent: u64,
     pub delivered: u64,
     pub receipts: u64,
@@ -46,6 +49,7 @@ impl Interval {
             corrected: histogram(),
             raw: histogram(),
             receipt: histogram(),
+            send_lag: histogram(),
             sent: 0,
             delivered: 0,
             receipts: 0,
@@ -61,6 +65,7 @@ impl Interval {
         let _ = self.corrected.add(&other.corrected);
         let _ = self.raw.add(&other.raw);
         let _ = self.receipt.add(&other.receipt);
+        let _ = self.send_lag.add(&other.send_lag);
         self.sent += other.sent;
         self.delivered += other.delivered;
         self.receipts += other.receipts;
@@ -74,6 +79,7 @@ impl Interval {
         self.corrected.reset();
         self.raw.reset();
         self.receipt.reset();
+        self.send_lag.reset();
         self.sent = 0;
         self.delivered = 0;
         self.receipts = 0;
@@ -90,6 +96,8 @@ pub struct Recorder {
     pub sessions: AtomicU64,
     pub peak_sessions: AtomicU64,
     pub connected: AtomicU64,
+    /// Users that connected and subscribed to all their rooms.
+    pub subscribed: AtomicU64,
     pub connect_errors: AtomicU64,
     pub disconnects: AtomicU64,
     pub errors: AtomicU64,
@@ -108,6 +116,7 @@ impl Recorder {
             sessions: AtomicU64::new(0),
             peak_sessions: AtomicU64::new(0),
             connected: AtomicU64::new(0),
+            subscribed: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -131,10 +140,14 @@ impl Recorder {
         self.sessions.fetch_sub(1, Relaxed);
     }
 
-    pub fn sent(&self, user: u32, measured: bool) {
+    /// A send; `lag_us` is how late it left against its intended time (open model).
+    pub fn sent(&self, user: u32, measured: bool, lag_us: Option<u64>) {
         let mut s = self.shard(user);
         s.sent += 1;
         s.measured_sent += measured as u64;
+        if let (true, Some(lag)) = (measured, lag_us) {
+            record(&mut s.send_lag, lag);
+        }
     }
 
     pub fn delivered(&self, user: u32, corrected_us: u64, raw_us: u64, measured: bool) {
@@ -193,7 +206,7 @@ mod tests {
     fn shards_merge_exactly() {
         let r = Recorder::new(4);
         for user in 0..100u32 {
-            r.sent(user, user % 2 == 0);
+            r.sent(user, user % 2 == 0, Some(10));
             r.delivered(user, 1000 + user as u64, 900, user % 2 == 0);
         }
         let mut i = Recorder::empty_interval();
@@ -203,6 +216,7 @@ mod tests {
         assert_eq!(i.corrected_all.len(), 100);
         assert_eq!(i.corrected.len(), 50);
         assert_eq!(i.corrected_all.max(), 1099);
+        assert_eq!(i.send_lag.len(), 50);
         let mut again = Recorder::empty_interval();
         r.drain(&mut again);
         assert_eq!(again.sent, 0, "drain resets the shards");

@@ -1,17 +1,16 @@
 //! Turning a finished run into the report model (`crate::report::Summary`): figures,
-//! SLO verdicts, environment, resources; and the HdrHistogram interval log.
+//! environment, and what [`super::verdicts`], [`super::resources`] and the samplers
+//! found.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::time::Duration;
 
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::Histogram;
 
 use crate::load::integrity::Tally;
+use crate::load::sampling::Sampled;
 use crate::load::stats::Totals;
-use crate::load::target::{Resolved, Sampled};
+use crate::load::target::Resolved;
+use crate::load::verdicts::{self, Measured};
 use crate::load::{RunContext, Schedule};
 use crate::report::*;
 
@@ -25,6 +24,11 @@ pub struct Inputs<'a> {
     pub tally: Tally,
     pub timeline: Vec<TimelinePoint>,
     pub sampled: Sampled,
+    /// The harness's event-loop lag over the measured phase.
+    pub loop_lag: Histogram<u64>,
+    pub resources: Resources,
+    /// Seconds between sampler samples.
+    pub sample_interval_s: f64,
 }
 
 pub fn build(i: Inputs<'_>) -> Summary {
@@ -37,7 +41,18 @@ pub fn build(i: Inputs<'_>) -> Summary {
     } else {
         tally.lost() as f64 / tally.expected as f64
     };
-    let kafka = i.sampled.lag.as_ref().map(|samples| kafka_summary(samples));
+    let sampling = |st: &crate::load::samplers::SamplerStats| {
+        Some(Sampling {
+            taken: st.taken,
+            failed: st.failed,
+            thinned: st.thinned,
+            interval_s: i.sample_interval_s,
+        })
+    };
+    let kafka = i.sampled.lag.as_ref().map(|samples| KafkaSummary {
+        sampling: sampling(&i.sampled.lag_stats),
+        ..kafka_summary(samples)
+    });
     let db = i.sampled.db.as_ref().map(|samples| {
         let rows: Vec<RowsSample> = samples
             .iter()
@@ -75,6 +90,7 @@ pub fn build(i: Inputs<'_>) -> Summary {
             peak_rows_per_s: peak,
             mean_rows_per_s: mean,
             audit,
+            sampling: sampling(&i.sampled.db_stats),
         }
     });
     let latency = LatencySummary {
@@ -84,12 +100,20 @@ pub fn build(i: Inputs<'_>) -> Summary {
             .receipts
             .then(|| LatencyStats::from_histogram(&i.totals.receipt)),
     };
-    let slo = verdicts(
+    let relaxed = std::sync::atomic::Ordering::Relaxed;
+    let subscribed = ctx.recorder.subscribed.load(relaxed);
+    let harness = verdicts::harness_load(&i.totals.send_lag, &i.loop_lag);
+    let slo = verdicts::verdicts(
         ctx,
-        &latency,
-        loss_ratio,
-        tally.duplicated,
-        kafka.as_ref().map(|k| k.max_lag),
+        &Measured {
+            latency: &latency,
+            loss: loss_ratio,
+            duplicates: tally.duplicated,
+            max_lag: kafka.as_ref().map(|k| k.max_lag),
+            subscribed,
+            unsent: ctx.recorder.unsent_backlog.load(relaxed),
+            harness: &harness,
+        },
     );
     let passed = slo.iter().all(|v| v.passed);
     let stack = i.target.stack.as_ref().map(|info| StackSummary {
@@ -100,21 +124,6 @@ pub fn build(i: Inputs<'_>) -> Summary {
         persist: info.persist,
         kafka_version: info.kafka_version.clone(),
         topic: info.topic.clone(),
-    });
-    let resources = Some(Resources {
-        harness_peak_rss_bytes: peak_rss(None).unwrap_or(0),
-        servers: i
-            .target
-            .stack
-            .iter()
-            .flat_map(|info| info.servers.iter())
-            .filter_map(|s| {
-                Some(ServerResources {
-                    instance_id: s.instance_id.clone(),
-                    peak_rss_bytes: peak_rss(Some(s.pid))?,
-                })
-            })
-            .collect(),
     });
     let mut notes = i.sampled.notes;
     let backlog = ctx
@@ -189,6 +198,7 @@ pub fn build(i: Inputs<'_>) -> Summary {
                 .recorder
                 .connected
                 .load(std::sync::atomic::Ordering::Relaxed),
+            subscribed: Some(subscribed),
             peak: ctx
                 .recorder
                 .peak_sessions
@@ -211,12 +221,24 @@ pub fn build(i: Inputs<'_>) -> Summary {
         db,
         slo,
         passed,
-        resources,
+        harness: Some(harness),
+        resources: Some(i.resources),
         files: Files {
             histogram_log: None,
             charts: Vec::new(),
         },
         notes,
+        warnings: ctx
+            .warnings
+            .summary()
+            .into_iter()
+            .map(|c| WarningCount {
+                cause: c.cause,
+                count: c.count,
+                first: c.first,
+                first_t_s: c.first_t_s,
+            })
+            .collect(),
     }
 }
 
@@ -253,89 +275,11 @@ fn kafka_summary(samples: &[crate::load::samplers::LagSample]) -> KafkaSummary {
         })
         .collect();
     let max_lag = groups.iter().map(|g| g.max_lag).max().unwrap_or(0);
-    KafkaSummary { groups, max_lag }
-}
-
-fn verdicts(
-    ctx: &RunContext,
-    latency: &LatencySummary,
-    loss: f64,
-    duplicates: u64,
-    max_lag: Option<u64>,
-) -> Vec<SloVerdict> {
-    let slo = &ctx.scenario.slo;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let mut v = Vec::new();
-    if let Some(limit) = slo.p50_ms {
-        v.push(SloVerdict::new(
-            "p50_ms",
-            Bound::AtMost,
-            limit,
-            ms(latency.corrected.p50_us),
-            "ms",
-        ));
+    KafkaSummary {
+        groups,
+        max_lag,
+        sampling: None,
     }
-    if let Some(limit) = slo.p99_ms {
-        v.push(SloVerdict::new(
-            "p99_ms",
-            Bound::AtMost,
-            limit,
-            ms(latency.corrected.p99_us),
-            "ms",
-        ));
-    }
-    if let Some(limit) = slo.p999_ms {
-        v.push(SloVerdict::new(
-            "p999_ms",
-            Bound::AtMost,
-            limit,
-            ms(latency.corrected.p999_us),
-            "ms",
-        ));
-    }
-    if let Some(limit) = slo.max_loss {
-        v.push(SloVerdict::new(
-            "max_loss",
-            Bound::AtMost,
-            limit,
-            loss,
-            "ratio",
-        ));
-    }
-    if let Some(limit) = slo.max_duplicates {
-        v.push(SloVerdict::new(
-            "max_duplicates",
-            Bound::AtMost,
-            limit as f64,
-            duplicates as f64,
-            "messages",
-        ));
-    }
-    if let Some(limit) = slo.max_kafka_lag {
-        // Without lag samples the SLO cannot be shown to hold: it fails, measured -1.
-        let verdict = match max_lag {
-            Some(lag) => SloVerdict::new(
-                "max_kafka_lag",
-                Bound::AtMost,
-                limit as f64,
-                lag as f64,
-                "messages",
-            ),
-            None => {
-                let mut verdict = SloVerdict::new(
-                    "max_kafka_lag",
-                    Bound::AtMost,
-                    limit as f64,
-                    -1.0,
-                    "messages (not sampled)",
-                );
-                verdict.passed = false;
-                verdict
-            }
-        };
-        v.push(verdict);
-    }
-    v
 }
 
 fn environment() -> Environment {
@@ -360,49 +304,4 @@ fn environment() -> Environment {
         stompede_version: env!("CARGO_PKG_VERSION").to_string(),
         rustc: None,
     }
-}
-
-/// Peak resident set size (VmHWM) of `pid`, or of this process.
-pub fn peak_rss(pid: Option<u32>) -> Option<u64> {
-    let path = match pid {
-        Some(pid) => format!("/proc/{pid}/status"),
-        None => "/proc/self/status".to_string(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024)
-}
-
-/// Writes the per-second corrected-latency histograms as an HdrHistogram interval log
-/// (values in microseconds); returns the file name.
-pub fn write_histogram_log(
-    dir: &Path,
-    intervals: &[(f64, Histogram<u64>)],
-) -> std::io::Result<String> {
-    std::fs::create_dir_all(dir)?;
-    let name = "latency.hlog";
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    {
-        let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment(
-                "stompede end-to-end latency (corrected), microseconds, one interval per second",
-            )
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut out, &mut serializer)?;
-        for (start, h) in intervals {
-            let start = Duration::from_secs_f64(start.max(0.0));
-            writer
-                .write_histogram(h, start, Duration::from_secs(1), None)
-                .map_err(|e| std::io::Error::other(format!("{e:?}")))?;
-        }
-    }
-    std::fs::write(dir.join(name), out)?;
-    Ok(name.to_string())
 }

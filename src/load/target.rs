@@ -1,19 +1,16 @@
-//! Resolving where a run goes: the local stack (reused when `.stompede/` says one is up,
-//! otherwise brought up for the run and taken down after) or external URLs; and the
-//! samplers that watch the target's Kafka and PostgreSQL while the run goes on.
+//! Resolving where a run goes: the local stack (reused when `.stompede/` says one is up
+//! with the scenario's shape, otherwise brought up for the run and taken down after) or
+//! external URLs. A running stack of another shape is refused, never measured in place
+//! of the one asked for ([`TargetError::ShapeMismatch`]); [`ShapeOverrides`] are the
+//! command-line flags that reshape the scenario's ask. What the samplers watch while the
+//! run goes on comes from here ([`Resolved::kafka`], [`Resolved::db`]); running them is
+//! [`super::sampling`]'s job.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-
-use crate::load::samplers::{
-    self, Audit, DbSample, DbSampler, GroupSelector, LagSample, LagSampler,
-};
+use crate::load::samplers::GroupSelector;
 use crate::load::RunOptions;
-use crate::scenario::{Scenario, TargetKind};
+use crate::scenario::{LocalStack, Persist, Scenario, TargetKind, MAX_PARTITIONS, MAX_SERVERS};
 use crate::server::FANOUT_GROUP_PREFIX;
 use crate::stack::{self, StackInfo, StackOptions};
 
@@ -25,6 +22,106 @@ pub enum TargetError {
         "the stack recorded in {0} has no servers; start one with `stompede stack up --servers 2`"
     )]
     NoServers(PathBuf),
+    #[error(
+        "the running stack (recorded in {}) is {}, but the run asks for {}; it was not measured in place of the one asked for. \
+         Either reshape it: `stompede stack down --state-dir {dir} && stompede stack up --state-dir {dir} {}`, \
+         or measure it as it is, with `{}` on the command line",
+        .state_dir.display(), describe_shape(.running), describe_shape(.wanted),
+        stack_up_flags(.wanted), stack_up_flags(.running), dir = .state_dir.display()
+    )]
+    ShapeMismatch {
+        state_dir: PathBuf,
+        wanted: LocalStack,
+        running: LocalStack,
+    },
+}
+
+impl TargetError {
+    /// True when the error lies in what was asked (a shape the running stack does not
+    /// have), not in carrying the run out.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, TargetError::ShapeMismatch { .. })
+    }
+}
+
+/// `1 broker, 3 partitions, 2 servers, persist producer`.
+pub fn describe_shape(s: &LocalStack) -> String {
+    format!(
+        "{} broker{}, {} partition{}, {} server{}, persist {}",
+        s.brokers,
+        if s.brokers == 1 { "" } else { "s" },
+        s.partitions,
+        if s.partitions == 1 { "" } else { "s" },
+        s.servers,
+        if s.servers == 1 { "" } else { "s" },
+        s.persist.as_str()
+    )
+}
+
+/// `--brokers 1 --partitions 3 --servers 2 --persist producer`.
+pub fn stack_up_flags(s: &LocalStack) -> String {
+    format!(
+        "--brokers {} --partitions {} --servers {} --persist {}",
+        s.brokers,
+        s.partitions,
+        s.servers,
+        s.persist.as_str()
+    )
+}
+
+/// Command-line values that replace the local target's shape (`[target]` brokers,
+/// partitions, servers, persist); `None` keeps the scenario's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShapeOverrides {
+    pub brokers: Option<u32>,
+    pub partitions: Option<u32>,
+    pub servers: Option<u32>,
+    pub persist: Option<Persist>,
+}
+
+impl ShapeOverrides {
+    pub fn is_empty(&self) -> bool {
+        *self == ShapeOverrides::default()
+    }
+
+    /// Applies the overrides to a local-target scenario. Errors name the flag, the value
+    /// and what is allowed; an external target cannot be reshaped.
+    pub fn apply(&self, scenario: &mut Scenario) -> Result<(), String> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let TargetKind::Local(shape) = &mut scenario.target.kind else {
+            return Err(format!(
+                "--brokers, --partitions, --servers and --persist reshape the local stack, but {} targets an external server \
+                 (target.kind = \"external\"); drop them, or use a scenario with target.kind = \"local\"",
+                scenario.source.display()
+            ));
+        };
+        if let Some(b) = self.brokers {
+            if b != 1 && b != 3 {
+                return Err(format!("--brokers {b}: must be 1 (one combined KRaft node) or 3 (a 3-voter quorum, replication factor 3)"));
+            }
+            shape.brokers = b;
+        }
+        if let Some(p) = self.partitions {
+            if p == 0 || p > MAX_PARTITIONS {
+                return Err(format!("--partitions {p}: must be 1 to {MAX_PARTITIONS}"));
+            }
+            shape.partitions = p;
+        }
+        if let Some(n) = self.servers {
+            if n == 0 || n > MAX_SERVERS {
+                return Err(format!(
+                    "--servers {n}: must be 1 to {MAX_SERVERS} server instances"
+                ));
+            }
+            shape.servers = n;
+        }
+        if let Some(p) = self.persist {
+            shape.persist = p;
+        }
+        Ok(())
+    }
 }
 
 /// A target ready to be loaded.
@@ -65,7 +162,7 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
             })
         }
         TargetKind::Local(shape) => {
-            let mut notes = Vec::new();
+            let notes = Vec::new();
             let running = stack::status(&options.state_dir)
                 .ok()
                 .flatten()
@@ -76,21 +173,23 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                 });
             let (info, owned) = match running {
                 Some(info) => {
+                    let running = LocalStack {
+                        brokers: info.brokers.len() as u32,
+                        partitions: info.partitions,
+                        servers: info.servers.len() as u32,
+                        persist: info.persist,
+                    };
+                    if running != *shape {
+                        return Err(TargetError::ShapeMismatch {
+                            state_dir: options.state_dir.clone(),
+                            wanted: shape.clone(),
+                            running,
+                        });
+                    }
                     eprintln!(
                         "using the running stack recorded in {}",
                         options.state_dir.display()
                     );
-                    if info.brokers.len() as u32 != shape.brokers
-                        || info.partitions != shape.partitions
-                        || info.servers.len() as u32 != shape.servers
-                        || info.persist != shape.persist
-                    {
-                        notes.push(format!(
-                            "the scenario asks for {} broker(s), {} partitions, {} servers, persist {}; the running stack has {}, {}, {}, {} and was used as it is",
-                            shape.brokers, shape.partitions, shape.servers, shape.persist.as_str(),
-                            info.brokers.len(), info.partitions, info.servers.len(), info.persist.as_str()
-                        ));
-                    }
                     (info, None)
                 }
                 None => {
@@ -148,127 +247,5 @@ impl Resolved {
                 eprintln!("warning: stack down: {e}");
             }
         }
-    }
-
-    /// Starts the lag and DB samplers (each optional).
-    pub async fn start_samplers(&self, t0: Instant, stop: CancellationToken) -> Samplers {
-        let mut s = Samplers {
-            lag: None,
-            db: None,
-            notes: self.notes.clone(),
-            db_target: self.db.clone(),
-            stop: stop.clone(),
-        };
-        if let Some((bootstrap, topic, groups)) = &self.kafka {
-            match LagSampler::new(bootstrap, topic, groups.clone()) {
-                Ok(sampler) => {
-                    let (tx, rx) = mpsc::channel(1024);
-                    let task = tokio::spawn(samplers::run_lag_sampler(
-                        sampler,
-                        t0,
-                        Duration::from_secs(1),
-                        stop.clone(),
-                        tx,
-                    ));
-                    s.lag = Some((task, rx));
-                }
-                Err(e) => s.notes.push(format!("Kafka lag not sampled: {e}")),
-            }
-        } else {
-            s.notes.push(
-                "Kafka lag not sampled: the target names no Kafka bootstrap ([target.kafka])"
-                    .into(),
-            );
-        }
-        if let Some((url, table)) = &self.db {
-            match DbSampler::new(url, table).await {
-                Ok(sampler) => {
-                    let (tx, rx) = mpsc::channel(4096);
-                    let task = tokio::spawn(samplers::run_db_sampler(
-                        sampler,
-                        t0,
-                        Duration::from_secs(1),
-                        stop.clone(),
-                        tx,
-                    ));
-                    s.db = Some((task, rx));
-                }
-                Err(e) => s.notes.push(format!("database not sampled: {e}")),
-            }
-        } else {
-            s.notes
-                .push("database not sampled: the target names no database ([target.db])".into());
-        }
-        s
-    }
-}
-
-/// Running samplers.
-pub struct Samplers {
-    lag: Option<(
-        JoinHandle<samplers::SamplerStats>,
-        mpsc::Receiver<Vec<LagSample>>,
-    )>,
-    db: Option<(JoinHandle<samplers::SamplerStats>, mpsc::Receiver<DbSample>)>,
-    db_target: Option<(String, String)>,
-    notes: Vec<String>,
-    stop: CancellationToken,
-}
-
-/// Everything the samplers saw.
-#[derive(Default)]
-pub struct Sampled {
-    pub lag: Option<Vec<LagSample>>,
-    pub db: Option<Vec<DbSample>>,
-    pub audit: Option<Audit>,
-    pub notes: Vec<String>,
-}
-
-impl Samplers {
-    /// Stops the samplers, collects their samples and audits the database for `run_id`.
-    pub async fn finish(mut self, run_id: &str, sent: u64) -> Sampled {
-        // One last lag sample after the grace period: the final lag.
-        self.stop.cancel();
-        let mut out = Sampled {
-            notes: std::mem::take(&mut self.notes),
-            ..Sampled::default()
-        };
-        if let Some((task, mut rx)) = self.lag.take() {
-            let _ = task.await;
-            let mut all = Vec::new();
-            while let Ok(batch) = rx.try_recv() {
-                all.extend(batch);
-            }
-            out.lag = Some(all);
-        }
-        if let Some((task, mut rx)) = self.db.take() {
-            let _ = task.await;
-            let mut all = Vec::new();
-            while let Ok(sample) = rx.try_recv() {
-                all.push(sample);
-            }
-            out.db = Some(all);
-        }
-        if let Some((url, table)) = &self.db_target {
-            // History may trail the run (`--persist consumer`): give it up to 30 s to
-            // catch up before counting what is missing.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                match samplers::audit(url, table, &crate::load::stamp::marker(run_id)).await {
-                    Ok(audit)
-                        if audit.distinct_for_run as u64 >= sent || Instant::now() >= deadline =>
-                    {
-                        out.audit = Some(audit);
-                        break;
-                    }
-                    Ok(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                    Err(e) => {
-                        out.notes.push(format!("database audit failed: {e}"));
-                        break;
-                    }
-                }
-            }
-        }
-        out
     }
 }

@@ -89,7 +89,7 @@ pub async fn run(
         away: HashMap::new(),
         schedule: Schedule::default(),
     };
-    let slot = Duration::from_secs_f64(f64::from(index) / ctx.scenario.users.connect_rate);
+    let slot = secs(f64::from(index) / ctx.scenario.users.connect_rate);
     tokio::select! {
         _ = ctx.stop.cancelled() => { ctx.ready.fetch_add(1, Relaxed); return user.report() }
         _ = tokio::time::sleep_until((ctx.t0 + slot).into()) => {}
@@ -103,13 +103,22 @@ pub async fn run(
     let mut client = match connected {
         Ok(Ok(client)) => client,
         Ok(Err(e)) => {
-            tracing::warn!("user {index}: cannot connect to {url}: {e}");
+            let text = e.to_string();
+            let cause = if text.contains(url.as_str()) {
+                format!("cannot connect: {text}")
+            } else {
+                format!("cannot connect to {url}: {text}")
+            };
+            ctx.warnings.warn(&cause, &format!("user {index}"));
             ctx.recorder.connect_errors.fetch_add(1, Relaxed);
             ctx.ready.fetch_add(1, Relaxed);
             return user.report();
         }
         Err(_) => {
-            tracing::warn!("user {index}: no CONNECTED from {url} within 30 s");
+            ctx.warnings.warn(
+                &format!("no CONNECTED from {url} within 30 s"),
+                &format!("user {index}"),
+            );
             ctx.recorder.connect_errors.fetch_add(1, Relaxed);
             ctx.ready.fetch_add(1, Relaxed);
             return user.report();
@@ -117,6 +126,9 @@ pub async fn run(
     };
     ctx.recorder.session_opened();
     let subscribed = user.subscribe_all(&mut client).await;
+    if subscribed {
+        ctx.recorder.subscribed.fetch_add(1, Relaxed);
+    }
     ctx.ready.fetch_add(1, Relaxed);
     if subscribed {
         user.converse(&mut client, &mut control).await;
@@ -164,7 +176,10 @@ impl User {
                 .send_frame(&self.subscribe_frame(*room, self.ctx.receipts))
                 .await
             {
-                tracing::warn!("user {}: SUBSCRIBE failed: {e}", self.index);
+                self.ctx.warnings.warn(
+                    &format!("SUBSCRIBE failed: {e}"),
+                    &format!("user {}", self.index),
+                );
                 return false;
             }
         }
@@ -174,16 +189,21 @@ impl User {
                 Ok(Some(frame)) if frame.command == Command::Receipt => confirmed += 1,
                 Ok(Some(frame)) if frame.command == Command::Error => {
                     self.ctx.recorder.error(self.index);
-                    tracing::warn!(
-                        "user {}: ERROR while subscribing: {}",
-                        self.index,
-                        frame.get("message").unwrap_or("")
+                    self.ctx.warnings.warn(
+                        &format!(
+                            "ERROR while subscribing: {}",
+                            frame.get("message").unwrap_or("(no message)")
+                        ),
+                        &format!("user {}", self.index),
                     );
                     return false;
                 }
                 Ok(Some(_)) => {}
                 Ok(None) | Err(_) => {
-                    tracing::warn!("user {}: no receipt for SUBSCRIBE", self.index);
+                    self.ctx.warnings.warn(
+                        "no RECEIPT for SUBSCRIBE within 30 s",
+                        &format!("user {}", self.index),
+                    );
                     return false;
                 }
             }
@@ -221,6 +241,15 @@ impl User {
                 LoadModel::Closed { .. } => base,
             };
             self.due.push(Reverse((at, room)));
+        }
+    }
+
+    /// Open model: how many sends of `room` were due from `at` until `end` (the first at
+    /// `at` included); closed model: none (a closed-model user never falls behind).
+    fn backlog_of(&self, room: u32, at: u64, end: u64) -> u64 {
+        match self.ctx.scenario.load.model {
+            LoadModel::Open { .. } if at < end => 1 + (end - at - 1) / self.period_us(room).max(1),
+            _ => 0,
         }
     }
 
@@ -308,6 +337,16 @@ impl User {
                 }
             }
         };
+        // Sends still due when the run stopped (the user never got to them) were not
+        // sent: count them as the harness falling behind, like late ones.
+        let end = self.schedule.send_end_us;
+        if !ended && end > 0 {
+            let mut backlog = 0;
+            for Reverse((at, room)) in std::mem::take(&mut self.due).into_vec() {
+                backlog += self.backlog_of(room, at, end);
+            }
+            self.ctx.recorder.unsent_backlog.fetch_add(backlog, Relaxed);
+        }
         if ended {
             // The session is gone: nothing numbered from now on can reach this user, so
             // it is not expected (the disconnect itself is counted).
@@ -360,8 +399,11 @@ impl User {
         if now_us >= self.schedule.send_end_us {
             // Behind schedule when sending ended: the backlog is not sent (it could not
             // arrive before the end), and is counted.
-            let backlog = 1 + self.due.len() as u64;
-            self.due.clear();
+            let end = self.schedule.send_end_us;
+            let mut backlog = self.backlog_of(room, intended_us, end);
+            for Reverse((at, room)) in std::mem::take(&mut self.due).into_vec() {
+                backlog += self.backlog_of(room, at, end);
+            }
             ctx.recorder.unsent_backlog.fetch_add(backlog, Relaxed);
             return Ok(());
         }
@@ -408,8 +450,10 @@ impl User {
         if let Some(receipt) = receipt {
             self.pending.insert(receipt, Instant::now());
         }
+        let lag = matches!(ctx.scenario.load.model, LoadModel::Open { .. })
+            .then(|| sent_us.saturating_sub(intended_us));
         ctx.recorder
-            .sent(self.index, self.schedule.measured(intended_us));
+            .sent(self.index, self.schedule.measured(intended_us), lag);
         match ctx.scenario.load.model {
             LoadModel::Open { .. } => {
                 let gap = self.next_gap_us(room);
@@ -485,10 +529,12 @@ impl User {
             }
             Command::Error => {
                 self.ctx.recorder.error(self.index);
-                tracing::warn!(
-                    "user {}: ERROR from the server: {}",
-                    self.index,
-                    frame.get("message").unwrap_or("(no message)")
+                self.ctx.warnings.warn(
+                    &format!(
+                        "ERROR from the server: {}",
+                        frame.get("message").unwrap_or("(no message)")
+                    ),
+                    &format!("user {}", self.index),
                 );
             }
             _ => {}
@@ -603,6 +649,16 @@ impl User {
             .send(&ctx.scenario.target.send_destination(room_id), body, None)
             .await
     }
+}
+
+/// `x` seconds as a Duration, saturating at a year (never a panic for huge or odd input).
+fn secs(x: f64) -> Duration {
+    const YEAR: f64 = 365.0 * 86_400.0;
+    Duration::from_secs_f64(if x.is_finite() {
+        x.clamp(0.0, YEAR)
+    } else {
+        YEAR
+    })
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

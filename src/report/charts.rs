@@ -2,30 +2,24 @@
 //!
 //! [`render_all`] draws every chart the summary has data for into the report
 //! directory and returns the PNG bytes too, so the HTML report can inline them. A chart
-//! without data is not drawn; it is listed as skipped with the reason instead.
-//!
-//! plotters is built without its `ttf` feature, so text needs a font registered at
-//! runtime: DejaVu Sans from the Debian package `fonts-dejavu-core`, or the file named
-//! by `STOMPEDE_CHART_FONT`.
+//! without data is not drawn; it is listed as skipped with the reason instead. A chart
+//! that cannot be drawn (an unwritable file, an error or a panic in plotters) is listed
+//! as failed with the reason: the report still has every figure, so a chart is never
+//! what makes a run fail. Text is drawn with the font `plot.rs` embeds.
 
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::any::Any;
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
 
 use plotters::prelude::*;
-use plotters::style::register_font;
 
 use super::format::{count, ms, rate};
 use super::plot::{
-    self, area, axis_labels, draw_gappy, legend, line_legend, max_of, nines, nines_label, segments,
-    shade_phases, time_chart, time_end, titled, top, DrawResult, NinesAxis, FONT, GROUP_COLORS,
-    TIME_AXIS,
+    self, axis_labels, draw_gappy, legend, line_legend, max_of, nines, nines_label, segments,
+    shade_phases, time_chart, time_end, titled, top, Area, DrawResult, NinesAxis, FONT,
+    GROUP_COLORS, TIME_AXIS,
 };
-use super::{LatencyStats, ReportError, SkippedChart, Summary};
-
-/// Environment variable naming a .ttf file to use instead of DejaVu Sans.
-pub const FONT_ENV: &str = "STOMPEDE_CHART_FONT";
-/// Where Debian's `fonts-dejavu-core` puts DejaVu Sans.
-pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+use super::{LatencyStats, SkippedChart, Summary};
 
 /// Chart size in pixels.
 pub const SIZE: (u32, u32) = (1000, 500);
@@ -49,13 +43,25 @@ pub struct DrawnChart {
 #[derive(Debug, Clone, Default)]
 pub struct Rendered {
     pub drawn: Vec<DrawnChart>,
+    /// Charts without data, with the reason.
     pub skipped: Vec<SkippedChart>,
+    /// Charts that had data but could not be drawn, with the error.
+    pub failed: Vec<SkippedChart>,
 }
 
-/// Draws every chart the summary has data for into `dir`.
-pub fn render_all(summary: &Summary, dir: &Path) -> Result<Rendered, ReportError> {
-    ensure_font()?;
-    let mut out = Rendered::default();
+type Draw = fn(&Summary, &Area<'_>) -> DrawResult;
+
+/// One chart of the report.
+struct Spec {
+    file: &'static str,
+    title: &'static str,
+    /// Why the summary has no data for it, if it has none.
+    missing: Option<&'static str>,
+    draw: Draw,
+}
+
+/// Every chart of the report, in report order.
+fn specs(summary: &Summary) -> [Spec; 5] {
     let has_latency = !summary.latency.corrected.percentiles.is_empty()
         || !summary.latency.raw.percentiles.is_empty();
     let has_timeline = !summary.timeline.is_empty();
@@ -67,68 +73,110 @@ pub fn render_all(summary: &Summary, dir: &Path) -> Result<Rendered, ReportError
         .db
         .as_ref()
         .is_some_and(|d| !d.rows_per_s.is_empty());
+    let no_timeline = (!has_timeline).then_some("the run recorded no timeline");
+    [
+        Spec {
+            file: LATENCY_PERCENTILES,
+            title: "End-to-end latency by percentile",
+            missing: (!has_latency).then_some("no latency samples were recorded"),
+            draw: latency_percentiles,
+        },
+        Spec {
+            file: LATENCY_OVER_TIME,
+            title: "End-to-end latency over time",
+            missing: no_timeline,
+            draw: latency_over_time,
+        },
+        Spec {
+            file: THROUGHPUT_OVER_TIME,
+            title: "Throughput over time",
+            missing: no_timeline,
+            draw: throughput_over_time,
+        },
+        Spec {
+            file: KAFKA_LAG,
+            title: "Kafka consumer lag",
+            missing: (!has_lag).then_some(
+                "no Kafka lag was sampled (external target, or the brokers were unreachable)",
+            ),
+            draw: kafka_lag,
+        },
+        Spec {
+            file: DB_ROWS,
+            title: "Database rows written per second",
+            missing: (!has_rows).then_some(
+                "no database throughput was sampled (external target, or PostgreSQL was unreachable)",
+            ),
+            draw: db_rows,
+        },
+    ]
+}
 
-    type Draw = fn(&Summary, &Path) -> DrawResult;
-    let charts: [(&str, &str, Option<&str>, Draw); 5] = [
-        (LATENCY_PERCENTILES, "End-to-end latency by percentile", (!has_latency).then_some("no latency samples were recorded"), latency_percentiles),
-        (LATENCY_OVER_TIME, "End-to-end latency over time", (!has_timeline).then_some("the run recorded no timeline"), latency_over_time),
-        (THROUGHPUT_OVER_TIME, "Throughput over time", (!has_timeline).then_some("the run recorded no timeline"), throughput_over_time),
-        (KAFKA_LAG, "Kafka consumer lag", (!has_lag).then_some("no Kafka lag was sampled (external target, or the brokers were unreachable)"), kafka_lag),
-        (DB_ROWS, "Database rows written per second", (!has_rows).then_some("no database throughput was sampled (external target, or PostgreSQL was unreachable)"), db_rows),
-    ];
-    for (file, title, missing, draw) in charts {
-        if let Some(reason) = missing {
+/// Draws every chart the summary has data for into `dir`.
+pub fn render_all(summary: &Summary, dir: &Path) -> Rendered {
+    let mut out = Rendered::default();
+    for spec in specs(summary) {
+        if let Some(reason) = spec.missing {
             out.skipped.push(SkippedChart {
-                file: file.into(),
+                file: spec.file.into(),
                 reason: reason.into(),
             });
             continue;
         }
-        let path = dir.join(file);
-        let chart_err = |message: String| ReportError::Chart {
-            chart: path.display().to_string(),
-            message,
-        };
-        draw(summary, &path).map_err(|e| chart_err(e.to_string()))?;
-        let png =
-            std::fs::read(&path).map_err(|e| chart_err(format!("cannot read it back: {e}")))?;
-        out.drawn.push(DrawnChart {
-            file: file.into(),
-            title: title.into(),
-            png,
-        });
+        match draw_file(summary, &dir.join(spec.file), spec.draw) {
+            Ok(png) => out.drawn.push(DrawnChart {
+                file: spec.file.into(),
+                title: spec.title.into(),
+                png,
+            }),
+            Err(reason) => out.failed.push(SkippedChart {
+                file: spec.file.into(),
+                reason,
+            }),
+        }
     }
-    Ok(out)
+    out
 }
 
-/// Registers the chart font with plotters once per process.
-pub fn ensure_font() -> Result<(), ReportError> {
-    static REGISTERED: Mutex<bool> = Mutex::new(false);
-    let mut done = REGISTERED
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if *done {
-        return Ok(());
+/// Draws one chart into the PNG file `path` and returns its bytes. Whatever stops it
+/// (an error or a panic while drawing, a file that cannot be written) is the `Err`
+/// reason, and leaves no half-drawn file behind.
+fn draw_file(summary: &Summary, path: &Path, draw: Draw) -> Result<Vec<u8>, String> {
+    let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        // plotters writes the file last and words its errors for developers: find out
+        // first, in plain words, whether the file can be written at all.
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
+        draw_on(summary, &root, draw).map_err(|e| e.to_string())?;
+        std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))
+    }));
+    let result = attempt.unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
+    if result.is_err() {
+        // The bitmap backend saves whatever it holds when it is dropped.
+        let _ = std::fs::remove_file(path);
     }
-    let path = std::env::var_os(FONT_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_FONT));
-    let bytes = read_font(&path)?;
-    // plotters keeps a &'static reference; the font lives for the rest of the process.
-    let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-    register_font(FONT, FontStyle::Normal, bytes).map_err(|_| ReportError::InvalidFont { path })?;
-    *done = true;
+    result
+}
+
+/// Draws one chart on `root`, from a white canvas to the finished picture.
+fn draw_on(summary: &Summary, root: &Area<'_>, draw: Draw) -> DrawResult {
+    plot::ensure_font()?;
+    root.fill(&WHITE)?;
+    draw(summary, root)?;
+    root.present()?;
     Ok(())
 }
 
-fn read_font(path: &Path) -> Result<Vec<u8>, ReportError> {
-    std::fs::read(path).map_err(|source| ReportError::Font {
-        path: path.to_path_buf(),
-        source,
-    })
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("the drawing code panicked: {what}")
 }
 
-fn latency_percentiles(summary: &Summary, path: &Path) -> DrawResult {
+fn latency_percentiles(summary: &Summary, root: &Area<'_>) -> DrawResult {
     let lat = &summary.latency;
     // Corrected first and wider, raw on top: where they agree both stay visible.
     let mut series = vec![
@@ -157,9 +205,7 @@ fn latency_percentiles(summary: &Summary, path: &Path) -> DrawResult {
         series.len(),
     );
 
-    let root = area(path);
-    root.fill(&WHITE)?;
-    let body = titled(&root, "End-to-end latency by percentile (measured phase)")?;
+    let body = titled(root, "End-to-end latency by percentile (measured phase)")?;
     let mut chart = ChartBuilder::on(&body)
         .margin(15)
         .margin_right(40)
@@ -201,22 +247,19 @@ fn latency_percentiles(summary: &Summary, path: &Path) -> DrawResult {
         .border_style(BLACK.mix(0.4))
         .margin(10)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 
-fn latency_over_time(summary: &Summary, path: &Path) -> DrawResult {
+fn latency_over_time(summary: &Summary, root: &Area<'_>) -> DrawResult {
     let tl = &summary.timeline;
     let ms = |v: Option<u64>| v.map(|us| us as f64 / 1000.0);
     let y_top = top(
         max_of(tl.iter().filter_map(|p| ms(p.p99_us.max(p.p50_us)))),
         2,
     );
-    let root = area(path);
-    root.fill(&WHITE)?;
-    let body = titled(&root, "End-to-end latency per second (corrected)")?;
+    let body = titled(root, "End-to-end latency per second (corrected)")?;
     let mut chart = time_chart(&body, time_end(summary), y_top, "latency (ms)", false)?;
-    shade_phases(&root, &mut chart, summary, y_top)?;
+    shade_phases(root, &mut chart, summary, y_top)?;
     draw_gappy(
         &mut chart,
         segments(tl.iter().map(|p| (p.t_s, ms(p.p99_us)))),
@@ -230,11 +273,10 @@ fn latency_over_time(summary: &Summary, path: &Path) -> DrawResult {
         "p50",
     )?;
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-    root.present()?;
     Ok(())
 }
 
-fn throughput_over_time(summary: &Summary, path: &Path) -> DrawResult {
+fn throughput_over_time(summary: &Summary, root: &Area<'_>) -> DrawResult {
     let tl = &summary.timeline;
     let per_s = |n: u64, dt: f64| if dt > 0.0 { n as f64 / dt } else { n as f64 };
     let sent: Vec<(f64, f64)> = tl
@@ -258,10 +300,8 @@ fn throughput_over_time(summary: &Summary, path: &Path) -> DrawResult {
     };
     let x_end = time_end(summary);
 
-    let root = area(path);
-    root.fill(&WHITE)?;
     let body = titled(
-        &root,
+        root,
         "Messages per second: sent by virtual users, delivered to recipients",
     )?;
     let mut chart = ChartBuilder::on(&body)
@@ -301,7 +341,7 @@ fn throughput_over_time(summary: &Summary, path: &Path) -> DrawResult {
             .y_label_formatter(&right_fmt)
             .draw()?;
     }
-    shade_phases(&root, &mut chart, summary, left_top)?;
+    shade_phases(root, &mut chart, summary, left_top)?;
     let (sent_label, delivered_label) = if dual {
         ("sent/s (left axis)", "delivered/s (right axis)")
     } else {
@@ -316,11 +356,10 @@ fn throughput_over_time(summary: &Summary, path: &Path) -> DrawResult {
         .label(delivered_label)
         .legend(line_legend(plot::ORANGE));
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-    root.present()?;
     Ok(())
 }
 
-fn kafka_lag(summary: &Summary, path: &Path) -> DrawResult {
+fn kafka_lag(summary: &Summary, root: &Area<'_>) -> DrawResult {
     let Some(kafka) = &summary.kafka else {
         return Ok(());
     };
@@ -332,14 +371,12 @@ fn kafka_lag(summary: &Summary, path: &Path) -> DrawResult {
             .map(|s| s.total_lag as f64),
     );
     let y_top = top(max, kafka.groups.len());
-    let root = area(path);
-    root.fill(&WHITE)?;
     let body = titled(
-        &root,
+        root,
         "Kafka consumer lag per server's group (sum over partitions)",
     )?;
     let mut chart = time_chart(&body, time_end(summary), y_top, "lag (messages)", true)?;
-    shade_phases(&root, &mut chart, summary, y_top)?;
+    shade_phases(root, &mut chart, summary, y_top)?;
     for (i, group) in kafka.groups.iter().enumerate() {
         let color = GROUP_COLORS[i % GROUP_COLORS.len()];
         let pts = group
@@ -349,22 +386,19 @@ fn kafka_lag(summary: &Summary, path: &Path) -> DrawResult {
         draw_gappy(&mut chart, segments(pts), color, &group.group)?;
     }
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-    root.present()?;
     Ok(())
 }
 
-fn db_rows(summary: &Summary, path: &Path) -> DrawResult {
+fn db_rows(summary: &Summary, root: &Area<'_>) -> DrawResult {
     let Some(db) = &summary.db else { return Ok(()) };
     let y_top = top(
         max_of(db.rows_per_s.iter().map(|s| s.rows_per_s)).max(db.mean_rows_per_s),
         2,
     );
     let x_end = time_end(summary);
-    let root = area(path);
-    root.fill(&WHITE)?;
-    let body = titled(&root, "PostgreSQL rows written per second")?;
+    let body = titled(root, "PostgreSQL rows written per second")?;
     let mut chart = time_chart(&body, x_end, y_top, "rows written (rows/s)", true)?;
-    shade_phases(&root, &mut chart, summary, y_top)?;
+    shade_phases(root, &mut chart, summary, y_top)?;
     let pts = db.rows_per_s.iter().map(|s| (s.t_s, Some(s.rows_per_s)));
     draw_gappy(&mut chart, segments(pts), plot::GREEN, "rows/s")?;
     let mean = db.mean_rows_per_s;
@@ -379,7 +413,6 @@ fn db_rows(summary: &Summary, path: &Path) -> DrawResult {
         .label(format!("mean {} rows/s", rate(mean)))
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], grey.stroke_width(2)));
     legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-    root.present()?;
     Ok(())
 }
 
@@ -387,15 +420,93 @@ fn db_rows(summary: &Summary, path: &Path) -> DrawResult {
 mod tests {
     use super::*;
 
+    /// Draws one chart of `summary` into memory: RGB bytes, row by row.
+    fn draw_in_memory(summary: &Summary, draw: Draw) -> Vec<u8> {
+        let mut pixels = vec![0u8; (SIZE.0 * SIZE.1 * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area();
+            draw_on(summary, &root, draw).unwrap();
+        }
+        pixels
+    }
+
+    /// Pixels of rows `rows` that are clearly darker than the white background.
+    fn dark_pixels(pixels: &[u8], rows: std::ops::Range<u32>) -> usize {
+        let row_bytes = (SIZE.0 * 3) as usize;
+        pixels[rows.start as usize * row_bytes..rows.end as usize * row_bytes]
+            .chunks(3)
+            .filter(|p| p.iter().map(|&c| c as u32).sum::<u32>() < 3 * 128)
+            .count()
+    }
+
     #[test]
-    fn a_missing_font_names_the_package_to_install() {
-        let msg = read_font(Path::new("/nonexistent/DejaVuSans.ttf"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("/nonexistent/DejaVuSans.ttf") && msg.contains("fonts-dejavu-core"),
-            "{msg}"
-        );
-        assert!(msg.contains(FONT_ENV), "{msg}");
+    fn text_is_drawn_only_with_the_embedded_font() {
+        plot::ensure_font().unwrap();
+        // A family that was not registered does not resolve: there is no fallback to
+        // the fonts installed on the machine (which would need plotters' `ttf`).
+        for family in ["sans-serif", "DejaVu Sans", "serif", "monospace"] {
+            assert!(
+                (family, 14).into_font().box_size("latency").is_err(),
+                "{family} resolved to a font that was not registered"
+            );
+        }
+        assert!(!["sans-serif", "serif", "monospace"].contains(&FONT));
+        let (w, h) = (FONT, 14).into_font().box_size("latency").unwrap();
+        assert!(w > 30 && h > 8, "{w}x{h}");
+    }
+
+    #[test]
+    fn every_chart_draws_its_labels() {
+        let summary = Summary::sample();
+        for spec in specs(&summary) {
+            assert_eq!(spec.missing, None, "{}", spec.file);
+            let pixels = draw_in_memory(&summary, spec.draw);
+            // The top band holds nothing but the title.
+            let title = dark_pixels(&pixels, 0..40);
+            assert!(
+                title > 500,
+                "{}: {title} dark pixels in the title",
+                spec.file
+            );
+            // The bottom band holds nothing but the time or percentile axis caption.
+            let caption = dark_pixels(&pixels, SIZE.1 - 42..SIZE.1);
+            assert!(
+                caption > 300,
+                "{}: {caption} dark pixels in the x axis caption",
+                spec.file
+            );
+        }
+    }
+
+    fn half_drawn_then_failed(_: &Summary, root: &Area<'_>) -> DrawResult {
+        root.fill(&BLUE)?;
+        Err("the plot range is empty".into())
+    }
+
+    fn half_drawn_then_panicked(_: &Summary, root: &Area<'_>) -> DrawResult {
+        root.fill(&BLUE)?;
+        panic!("index out of bounds")
+    }
+
+    #[test]
+    fn a_chart_that_fails_leaves_no_file_and_says_why() {
+        let dir = std::env::temp_dir().join(format!("stompede-chart-fail-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let summary = Summary::sample();
+
+        let path = dir.join("failed.png");
+        let err = draw_file(&summary, &path, half_drawn_then_failed).unwrap_err();
+        assert!(err.contains("the plot range is empty"), "{err}");
+        assert!(!path.exists(), "a half-drawn chart was left behind");
+
+        let path = dir.join("panicked.png");
+        let err = draw_file(&summary, &path, half_drawn_then_panicked).unwrap_err();
+        assert_eq!(err, "the drawing code panicked: index out of bounds");
+        assert!(!path.exists(), "a half-drawn chart was left behind");
+
+        let path = dir.join("drawn.png");
+        let png = draw_file(&summary, &path, latency_percentiles).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), png);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

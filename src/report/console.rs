@@ -5,7 +5,9 @@
 
 use std::fmt::Write;
 
-use super::format::{count, count_opt, ms, percent, rate, seconds, slo_line, verdict};
+use super::format::{
+    count, count_opt, harness_line, ms, percent, rate, run_verdict, seconds, slo_line, verdict,
+};
 use super::{LatencyStats, Summary};
 
 /// Renders the end-of-run table.
@@ -126,10 +128,16 @@ pub fn console_table(s: &Summary) -> String {
             );
         }
     }
+    if let Some(h) = &s.harness {
+        let _ = writeln!(out, "harness    {}", harness_line(h));
+    }
     for note in &s.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    let _ = writeln!(out, "\nverdict: {}", verdict(s.passed));
+    for w in &s.warnings {
+        let _ = writeln!(out, "warning x{}: {}", count(w.count), w.cause_line());
+    }
+    let _ = writeln!(out, "\nverdict: {}", run_verdict(s));
     out
 }
 

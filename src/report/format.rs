@@ -106,6 +106,37 @@ pub fn slo_line(v: &super::SloVerdict) -> String {
 }
 
 /// PASS or FAIL.
+/// The run's verdict word; a failed harness-bound run says so.
+pub fn run_verdict(s: &super::Summary) -> &'static str {
+    match (&s.harness, s.passed) {
+        (Some(h), _) if h.bound => "FAIL (harness-bound)",
+        (_, passed) => verdict(passed),
+    }
+}
+
+/// One line on the harness's own load, e.g. for the console.
+pub fn harness_line(h: &super::HarnessLoad) -> String {
+    let ms = |v: Option<u64>| {
+        v.map_or("-".to_string(), |us| {
+            format!("{:.1} ms", us as f64 / 1000.0)
+        })
+    };
+    let mut line = format!(
+        "event-loop lag p99 {} (max {}), send lag p99 {} (max {})",
+        ms(h.loop_lag_p99_us),
+        ms(h.loop_lag_max_us),
+        ms(h.send_lag_p99_us),
+        ms(h.send_lag_max_us)
+    );
+    if h.bound {
+        line.push_str(&format!(
+            "; HARNESS-BOUND: the harness woke late beyond {} ms, so these figures are the harness's limit, not the target's",
+            h.limit_ms
+        ));
+    }
+    line
+}
+
 pub fn verdict(passed: bool) -> &'static str {
     if passed {
         "PASS"

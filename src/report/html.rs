@@ -87,7 +87,7 @@ pub fn render(s: &Summary, charts: &[DrawnChart], skipped: &[SkippedChart]) -> S
     let _ = write!(
         h,
         "<section class=\"verdict {class}\">\n<h2><span class=\"badge\">{}</span></h2>\n",
-        verdict(s.passed)
+        super::format::run_verdict(s)
     );
     if s.slo.is_empty() {
         h.push_str("<p class=\"note\">The scenario defines no SLOs.</p>\n");
@@ -233,6 +233,24 @@ pub fn render(s: &Summary, charts: &[DrawnChart], skipped: &[SkippedChart]) -> S
 
     environment(&mut h, s);
 
+    if !s.warnings.is_empty() {
+        h.push_str("<section>\n<h2>Warnings</h2>\n");
+        let rows: Vec<Vec<String>> = s
+            .warnings
+            .iter()
+            .map(|w| {
+                vec![
+                    w.cause.clone(),
+                    w.count.to_string(),
+                    format!("{:.1} s {}", w.first_t_s, w.first),
+                ]
+            })
+            .collect();
+        h.push_str(&table(&["warning", "count", "first"], &rows));
+        h.push_str(
+            "<p class=\"note\">Every occurrence is in <code>run.log</code>.</p>\n</section>\n",
+        );
+    }
     if !s.notes.is_empty() {
         h.push_str("<section>\n<h2>Notes</h2>\n<ul>\n");
         for n in &s.notes {
@@ -309,13 +327,34 @@ fn environment(h: &mut String, s: &Summary) {
         ("rustc", e.rustc.clone().unwrap_or_else(|| "-".into())),
     ]));
     if let Some(r) = &s.resources {
-        let mut rows = vec![vec!["harness".to_string(), bytes(r.harness_peak_rss_bytes)]];
-        rows.extend(
-            r.servers
-                .iter()
-                .map(|sv| vec![sv.instance_id.clone(), bytes(sv.peak_rss_bytes)]),
-        );
-        h.push_str(&table(&["process", "peak RSS"], &rows));
+        let cpu = |c: Option<f64>| c.map_or("-".to_string(), |c| format!("{c:.1}"));
+        let mut rows = vec![vec![
+            "harness".to_string(),
+            bytes(r.harness_peak_rss_bytes),
+            cpu(r.harness_cpu_s),
+        ]];
+        rows.extend(r.servers.iter().map(|sv| {
+            vec![
+                sv.instance_id.clone(),
+                bytes(sv.peak_rss_bytes),
+                cpu(sv.cpu_s),
+            ]
+        }));
+        h.push_str("<div>\n");
+        h.push_str(&table(&["process", "peak RSS", "CPU s"], &rows));
+        let basis = r
+            .basis
+            .as_deref()
+            .unwrap_or("peak RSS over each process's lifetime (an older summary)");
+        let _ = writeln!(h, "<p class=\"note\">{}</p>", escape(basis));
+        if let Some(hl) = &s.harness {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">harness: {}</p>",
+                escape(&super::format::harness_line(hl))
+            );
+        }
+        h.push_str("</div>\n");
     }
     h.push_str("</div>\n");
     let mut files = vec![("summary", "summary.json".to_string())];

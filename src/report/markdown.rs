@@ -150,6 +150,19 @@ pub fn markdown(s: &Summary) -> String {
         }
         None => out.push_str("- database: not measured\n"),
     }
+    if let Some(h) = &s.harness {
+        let _ = writeln!(
+            out,
+            "\n- harness: {}",
+            cell(&super::format::harness_line(h))
+        );
+    }
+    if !s.warnings.is_empty() {
+        let _ = writeln!(out, "\n### Warnings\n");
+        for w in &s.warnings {
+            let _ = writeln!(out, "- {} x {}", w.count, cell(&w.cause_line()));
+        }
+    }
     if !s.notes.is_empty() {
         let _ = writeln!(out, "\n### Notes\n");
         for n in &s.notes {

@@ -5,17 +5,30 @@
 //!
 //! - [`write_report`] writes a report directory: `summary.json` (the model itself,
 //!   versioned and schema-checked, loadable back with [`Summary::load`]), PNG charts
-//!   ([`charts`]) and a self-contained `report.html` ([`html`]) with the charts inline;
+//!   ([`charts`]) and a self-contained `report.html` ([`html`]) with the charts inline.
+//!   A chart that cannot be drawn becomes a note in the report, never an error: the
+//!   figures are what the run is judged by;
 //! - [`console_table`] ([`console`]) is the table printed at the end of a run;
 //! - [`markdown`] ([`mod@markdown`]) is the summary a CI job posts.
 //!
 //! `schema/summary.schema.json` describes `summary.json`; a unit test validates a
 //! sample summary against it, so the model and the schema cannot drift apart silently.
 
+mod campaign_html;
+pub mod capacity;
+pub mod capacity_charts;
+pub mod capacity_html;
 pub mod charts;
+pub mod compare;
+pub mod compare_html;
 pub mod console;
 mod format;
+pub mod gate;
+pub mod gate_baseline;
+pub mod gate_files;
+pub mod gate_text;
 pub mod html;
+pub mod junit;
 pub mod markdown;
 pub mod model;
 mod plot;
@@ -25,7 +38,12 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use capacity::{
+    Capacity, CapacityStep, Check, FirstFailure, Knee, Offered, Outcome, Over, SearchSettings,
+    StepPhase, StepVerdict, CAPACITY_SCHEMA_VERSION,
+};
 pub use console::console_table;
+pub use format::{count as format_count, number as format_number, rate as format_rate};
 pub use markdown::markdown;
 pub use model::*;
 
@@ -48,9 +66,10 @@ pub enum ReportError {
         source: serde_json::Error,
     },
     #[error(
-        "{}has schema_version {found}, but this build of stompede reads version {SCHEMA_VERSION}; \
+        "{}has schema_version {found}, but this build of stompede reads versions {} (it writes {SCHEMA_VERSION}); \
          record the baseline again with this version",
-        in_file(.path)
+        in_file(.path),
+        model::READABLE_SCHEMA_VERSIONS.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(" and ")
     )]
     SchemaVersion {
         path: Option<PathBuf>,
@@ -66,19 +85,6 @@ pub enum ReportError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error(
-        "cannot read the chart font {}: {source}; install the Debian package \
-         fonts-dejavu-core (apt-get install fonts-dejavu-core) or set {} to a .ttf file",
-        .path.display(), charts::FONT_ENV
-    )]
-    Font {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("the chart font {} is not a usable TrueType/OpenType font; set {} to another .ttf file", .path.display(), charts::FONT_ENV)]
-    InvalidFont { path: PathBuf },
-    #[error("cannot draw chart {chart}: {message}")]
-    Chart { chart: String, message: String },
 }
 
 fn in_file(path: &Option<PathBuf>) -> String {
@@ -115,6 +121,9 @@ pub struct ReportFiles {
     pub charts: Vec<PathBuf>,
     /// Charts not drawn for lack of data, with the reason (also shown in the HTML).
     pub skipped: Vec<SkippedChart>,
+    /// Charts that had data but could not be drawn, with the error (also in the
+    /// summary's notes, so the console, the HTML and the markdown show it).
+    pub failed: Vec<SkippedChart>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -123,27 +132,40 @@ pub struct SkippedChart {
     pub reason: String,
 }
 
-/// Writes the report directory `dir` (created if needed): `summary.json`, the charts
+/// Writes the report directory `dir` (created if needed): the charts, `summary.json`
 /// and `report.html`.
 ///
-/// `summary.json` is written first, so the run's figures are on disk even if a chart
-/// then fails (e.g. the chart font is missing); it is written again at the end with
-/// `files.charts` listing the charts actually drawn.
+/// Only a failure to create `dir` or to write `summary.json` or `report.html` is an
+/// error. A chart that cannot be drawn is left out and named in the notes of the
+/// written summary, with the reason; `files.charts` lists the charts actually drawn.
 pub fn write_report(summary: &Summary, dir: &Path) -> Result<ReportFiles, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
-    let summary_json = dir.join(SUMMARY_FILE);
-    write_file(&summary_json, summary.to_json()?.as_bytes())?;
-
-    let rendered = charts::render_all(summary, dir)?;
+    let rendered = charts::render_all(summary, dir);
     let mut final_summary = summary.clone();
     final_summary.files.charts = rendered.drawn.iter().map(|c| c.file.clone()).collect();
+    final_summary.notes.extend(rendered.failed.iter().map(|f| {
+        format!(
+            "chart {} could not be drawn: {}; every figure is still in this report",
+            f.file, f.reason
+        )
+    }));
+    let summary_json = dir.join(SUMMARY_FILE);
     write_file(&summary_json, final_summary.to_json()?.as_bytes())?;
 
     let html_path = dir.join(HTML_FILE);
-    let page = html::render(&final_summary, &rendered.drawn, &rendered.skipped);
+    let not_drawn: Vec<SkippedChart> = rendered
+        .skipped
+        .iter()
+        .cloned()
+        .chain(rendered.failed.iter().map(|f| SkippedChart {
+            file: f.file.clone(),
+            reason: format!("it could not be drawn: {}", f.reason),
+        }))
+        .collect();
+    let page = html::render(&final_summary, &rendered.drawn, &not_drawn);
     write_file(&html_path, page.as_bytes())?;
 
     Ok(ReportFiles {
@@ -152,6 +174,7 @@ pub fn write_report(summary: &Summary, dir: &Path) -> Result<ReportFiles, Report
         html: html_path,
         charts: rendered.drawn.iter().map(|c| dir.join(&c.file)).collect(),
         skipped: rendered.skipped,
+        failed: rendered.failed,
     })
 }
 

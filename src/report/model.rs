@@ -21,7 +21,12 @@ pub use crate::server::config::Persist;
 
 /// Version of the `summary.json` layout. Bump it on any change that an older reader
 /// would misread, and update `schema/summary.schema.json` with it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// Older layouts [`Summary::from_json`] still reads. Version 1 lacks what version 2
+/// added (subscribed sessions, the harness's own load, warning counts, sample counts,
+/// CPU seconds, the RSS timeline); those load as absent.
+pub const READABLE_SCHEMA_VERSIONS: &[u32] = &[1, 2];
 
 /// The whole result of one run.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -54,10 +59,60 @@ pub struct Summary {
     pub slo: Vec<SloVerdict>,
     /// True when every SLO passed (and true when the scenario has none).
     pub passed: bool,
+    /// Whether the harness kept up with its own schedule (absent in version 1).
+    #[serde(default)]
+    pub harness: Option<HarnessLoad>,
     pub resources: Option<Resources>,
     pub files: Files,
     /// Things a reader should know about this run, e.g. why a section is missing.
     pub notes: Vec<String>,
+    /// Warnings during the run, one entry per cause with its count.
+    #[serde(default)]
+    pub warnings: Vec<WarningCount>,
+}
+
+/// The harness's own load: if it could not keep its schedule, latency figures include
+/// its delay and the run says "harness-bound" instead of blaming the server.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct HarnessLoad {
+    /// Open model, measured phase: how late sends left against their intended time.
+    /// High values with a punctual event loop mean the server pushed back (TCP
+    /// backpressure), not that the harness was short of CPU.
+    pub send_lag_p99_us: Option<u64>,
+    pub send_lag_max_us: Option<u64>,
+    /// Measured phase: how late a 10 ms timer of the harness's runtime fired.
+    pub loop_lag_p99_us: Option<u64>,
+    pub loop_lag_max_us: Option<u64>,
+    /// The event-loop lag (p99) beyond which the run is harness-bound, milliseconds.
+    pub limit_ms: f64,
+    /// True when the harness, not the target, was the limit.
+    pub bound: bool,
+}
+
+impl WarningCount {
+    /// The cause and when (and to whom) it first happened, for one line of text.
+    pub fn cause_line(&self) -> String {
+        if self.first.is_empty() {
+            format!("{} (first at {:.1} s)", self.cause, self.first_t_s)
+        } else {
+            format!(
+                "{} (first at {:.1} s, {})",
+                self.cause, self.first_t_s, self.first
+            )
+        }
+    }
+}
+
+/// A kind of warning and how often it happened.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct WarningCount {
+    /// The warning without what differs between occurrences.
+    pub cause: String,
+    pub count: u64,
+    /// What differed in the first occurrence (e.g. `"user 17"`); may be empty.
+    pub first: String,
+    /// When the first occurred, seconds since the run started.
+    pub first_t_s: f64,
 }
 
 /// The program that wrote the summary.
@@ -274,6 +329,9 @@ pub struct Integrity {
 pub struct Sessions {
     pub planned: u64,
     pub connected: u64,
+    /// Users that connected and subscribed to all their rooms (absent in version 1).
+    #[serde(default)]
+    pub subscribed: Option<u64>,
     /// Most sessions connected at once.
     pub peak: u64,
     /// Failed WebSocket or STOMP `CONNECT` attempts.
@@ -332,6 +390,9 @@ pub struct TimelinePoint {
     /// Corrected latency of deliveries in the interval; `None` when there were none.
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
+    /// The harness's resident memory at the end of the interval (absent in version 1).
+    #[serde(default)]
+    pub harness_rss_bytes: Option<u64>,
 }
 
 /// Kafka consumer lag, read from the brokers.
@@ -341,6 +402,21 @@ pub struct KafkaSummary {
     pub groups: Vec<GroupLag>,
     /// Largest total lag of any group at any sample.
     pub max_lag: u64,
+    /// Samples taken and failed over the whole run (absent in version 1).
+    #[serde(default)]
+    pub sampling: Option<Sampling>,
+}
+
+/// How a sampler fared over the whole run.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Successful samples; every one is in the summary unless `thinned` says otherwise.
+    pub taken: u64,
+    pub failed: u64,
+    /// Successful samples left out to keep the summary bounded (very long runs).
+    pub thinned: u64,
+    /// Seconds between samples.
+    pub interval_s: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -373,6 +449,9 @@ pub struct DbSummary {
     pub peak_rows_per_s: f64,
     pub mean_rows_per_s: f64,
     pub audit: Option<DbAudit>,
+    /// Samples taken and failed over the whole run (absent in version 1).
+    #[serde(default)]
+    pub sampling: Option<Sampling>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -446,10 +525,17 @@ impl SloVerdict {
     }
 }
 
-/// Peak memory of the harness and of the reference servers.
+/// Memory and CPU of the harness and of the local reference servers.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct Resources {
+    /// Peak resident memory (see `basis`).
     pub harness_peak_rss_bytes: u64,
+    /// CPU seconds (user + system) the harness used during the run.
+    #[serde(default)]
+    pub harness_cpu_s: Option<f64>,
+    /// What the figures cover; version 1 summaries (no basis) hold lifetime peaks.
+    #[serde(default)]
+    pub basis: Option<String>,
     pub servers: Vec<ServerResources>,
 }
 
@@ -457,6 +543,9 @@ pub struct Resources {
 pub struct ServerResources {
     pub instance_id: String,
     pub peak_rss_bytes: u64,
+    /// CPU seconds (user + system) the server used during the run.
+    #[serde(default)]
+    pub cpu_s: Option<f64>,
 }
 
 /// Other files of the run, relative to the report directory.
@@ -488,7 +577,7 @@ impl Summary {
         let value: serde_json::Value = serde_json::from_str(text)
             .map_err(|source| ReportError::Parse { path: None, source })?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
-            Some(v) if v == SCHEMA_VERSION as u64 => {}
+            Some(v) if READABLE_SCHEMA_VERSIONS.iter().any(|r| u64::from(*r) == v) => {}
             found => {
                 return Err(ReportError::SchemaVersion {
                     path: None,

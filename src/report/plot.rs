@@ -1,18 +1,62 @@
-//! Building blocks of the charts: axes, phase shading, legends and gap-aware series,
-//! so each chart in [`super::charts`] only says what it plots.
+//! Building blocks of the charts: the embedded font, axes, phase shading, legends and
+//! gap-aware series, so each chart in [`super::charts`] only says what it plots.
+//!
+//! Text is drawn with DejaVu Sans compiled into the binary (`assets/fonts/`), never with
+//! a font of the machine: plotters is built with `ab_glyph` and without `ttf`, so it
+//! resolves a font family only among the fonts registered with it, and [`FONT`] is a
+//! family name no installed font carries.
 
 use std::error::Error;
-use std::path::Path;
+use std::sync::OnceLock;
 
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::register_font;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::charts::SIZE;
 use super::{Phase, Summary};
 
-pub(super) const FONT: &str = "sans-serif";
+/// The family every chart text is drawn in: the embedded font's private name.
+pub(super) const FONT: &str = "stompede-embedded-dejavu-sans";
+/// DejaVu Sans 2.37 (see `assets/fonts/README.md`).
+static FONT_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+
+/// A chart canvas of the usual size writing the PNG file `path` (campaign charts).
+pub(super) fn area(path: &std::path::Path) -> Area<'_> {
+    BitMapBackend::new(path, super::charts::SIZE).into_drawing_area()
+}
+
+/// Draws a chart that writes its own file at `path` (with [`area`]) and returns the
+/// PNG's bytes; any failure (the font, the drawing, a panic, the file) is the `Err`
+/// reason, and leaves no half-drawn file behind.
+pub(super) fn draw_to_file(
+    path: &std::path::Path,
+    draw: impl FnOnce(&std::path::Path) -> DrawResult,
+) -> Result<Vec<u8>, String> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ensure_font()?;
+        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        draw(path).map_err(|e| e.to_string())?;
+        std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))
+    }));
+    let result = attempt.unwrap_or_else(|_| Err("the drawing code panicked".to_string()));
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Registers the embedded font as [`FONT`] with plotters, once per process.
+pub(super) fn ensure_font() -> Result<(), &'static str> {
+    static REGISTERED: OnceLock<bool> = OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| register_font(FONT, FontStyle::Normal, FONT_TTF).is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err("the embedded chart font is not a usable TrueType font")
+    }
+}
 pub(super) const TIME_AXIS: &str =
     "time since start (s); shaded phases are excluded from the statistics";
 pub(super) const RED: RGBColor = RGBColor(214, 39, 40);
@@ -31,12 +75,10 @@ pub(super) const GROUP_COLORS: [RGBColor; 8] = [
 ];
 
 pub(super) type DrawResult = Result<(), Box<dyn Error>>;
+/// The whole canvas of one chart.
+pub(super) type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
 pub(super) type Chart<'a, 'b> =
     ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-
-pub(super) fn area(path: &Path) -> DrawingArea<BitMapBackend<'_>, Shift> {
-    BitMapBackend::new(path, SIZE).into_drawing_area()
-}
 
 pub(super) fn legend<'a, 'b: 'a>(
     chart: &mut Chart<'a, 'b>,
@@ -111,7 +153,7 @@ pub(super) fn time_end(summary: &Summary) -> f64 {
 /// Shades the phases excluded from the statistics and names every phase above the
 /// plot, where the names cannot collide with data or the legend.
 pub(super) fn shade_phases<'a, 'b: 'a>(
-    root: &DrawingArea<BitMapBackend<'b>, Shift>,
+    root: &Area<'b>,
     chart: &mut Chart<'a, 'b>,
     summary: &Summary,
     y_top: f64,
@@ -162,17 +204,14 @@ pub(super) fn shade_phases<'a, 'b: 'a>(
 }
 
 /// Draws the title at the top of `root` and returns the area below it.
-pub(super) fn titled<'b>(
-    root: &DrawingArea<BitMapBackend<'b>, Shift>,
-    title: &str,
-) -> Result<DrawingArea<BitMapBackend<'b>, Shift>, Box<dyn Error>> {
+pub(super) fn titled<'b>(root: &Area<'b>, title: &str) -> Result<Area<'b>, Box<dyn Error>> {
     Ok(root.margin(8, 0, 0, 0).titled(title, (FONT, 22))?)
 }
 
 /// A time chart on the area below the title: time on x, values from 0 to `y_top` on
 /// y, with room above the plot for the phase names.
 pub(super) fn time_chart<'a, 'b>(
-    body: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    body: &'a Area<'b>,
     x_end: f64,
     y_top: f64,
     y_desc: &str,

@@ -111,6 +111,7 @@ impl Summary {
                 errors: u64::from(s == 39),
                 p50_us: has_latency.then_some(p50 as u64),
                 p99_us: has_latency.then_some(p99 as u64),
+                harness_rss_bytes: Some((400 + (s % 7) as u64) * 1024 * 1024),
             });
             for (g, samples) in kafka_samples.iter_mut().enumerate() {
                 let base = if hiccup {
@@ -240,26 +241,47 @@ impl Summary {
                 receipt: Some(LatencyStats::from_histogram(&receipt)),
             },
             integrity: Integrity { expected: delivered + lost, delivered, lost, duplicated: 3, out_of_order: 0, loss_ratio },
-            sessions: Sessions { planned: users, connected: users, peak: users, connect_errors: 0, errors: 1, disconnects: 0 },
+            sessions: Sessions { planned: users, connected: users, peak: users, connect_errors: 0, errors: 1, disconnects: 0, subscribed: Some(users) },
             timeline,
-            kafka: Some(KafkaSummary { groups, max_lag }),
+            kafka: Some(KafkaSummary {
+                groups,
+                max_lag,
+                sampling: Some(Sampling { taken: 85, failed: 0, thinned: 0, interval_s: 1.0 }),
+            }),
             db: Some(DbSummary {
                 rows_per_s: rows,
                 peak_rows_per_s: peak_rows,
                 mean_rows_per_s: mean_rows,
                 audit: Some(DbAudit { rows_for_run: sent_all, sent: sent_all, receipted: Some(sent_all), missing: 0, duplicates: 0 }),
+                sampling: Some(Sampling { taken: 85, failed: 0, thinned: 0, interval_s: 1.0 }),
             }),
             slo,
             passed,
+            harness: Some(HarnessLoad {
+                send_lag_p99_us: Some(850),
+                send_lag_max_us: Some(4_100),
+                loop_lag_p99_us: Some(1_200),
+                loop_lag_max_us: Some(6_300),
+                limit_ms: 50.0,
+                bound: false,
+            }),
             resources: Some(Resources {
                 harness_peak_rss_bytes: 412 * 1024 * 1024,
+                harness_cpu_s: Some(61.5),
+                basis: Some("this run only: CPU seconds from its start to its end, peak RSS sampled once a second".into()),
                 servers: vec![
-                    ServerResources { instance_id: "server-1".into(), peak_rss_bytes: 180 * 1024 * 1024 },
-                    ServerResources { instance_id: "server-2".into(), peak_rss_bytes: 176 * 1024 * 1024 },
+                    ServerResources { instance_id: "server-1".into(), peak_rss_bytes: 180 * 1024 * 1024, cpu_s: Some(48.2) },
+                    ServerResources { instance_id: "server-2".into(), peak_rss_bytes: 176 * 1024 * 1024, cpu_s: Some(47.9) },
                 ],
             }),
             files: Files { histogram_log: Some("latency.hlog".into()), charts: Vec::new() },
             notes: vec![format!("run {run_id}: one STOMP ERROR frame during the Kafka rebalance at 39 s")],
+            warnings: vec![WarningCount {
+                cause: "ERROR from the server: slow consumer".into(),
+                count: 1,
+                first: "user 412".into(),
+                first_t_s: 39.2,
+            }],
         }
     }
 }

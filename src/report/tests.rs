@@ -108,7 +108,7 @@ fn extra_or_mistyped_fields_fail_validation() {
         ),
         (
             "wrong schema version",
-            Box::new(|v| v["schema_version"] = json!(2)),
+            Box::new(|v| v["schema_version"] = json!(3)),
         ),
     ];
     for (what, mutate) in cases {
@@ -259,21 +259,13 @@ fn write_report_writes_json_charts_and_html() {
     let s = Summary::sample();
     let files = write_report(&s, &dir).unwrap();
     assert!(files.skipped.is_empty(), "{:?}", files.skipped);
+    assert!(files.failed.is_empty(), "{:?}", files.failed);
     let names: Vec<String> = files
         .charts
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        names,
-        [
-            charts::LATENCY_PERCENTILES,
-            charts::LATENCY_OVER_TIME,
-            charts::THROUGHPUT_OVER_TIME,
-            charts::KAFKA_LAG,
-            charts::DB_ROWS
-        ]
-    );
+    assert_eq!(names, ALL_CHARTS);
     for chart in &files.charts {
         assert_png(chart);
     }
@@ -354,6 +346,7 @@ fn short_summary() -> Summary {
             errors: 0,
             p50_us: Some(300 + t * 5),
             p99_us: Some(800 + t * 10),
+            harness_rss_bytes: None,
         })
         .collect();
     let mut h = hdrhistogram::Histogram::<u64>::new(3).unwrap();
@@ -384,6 +377,139 @@ fn write_report_copes_with_short_and_empty_runs() {
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&files.dir);
     }
+}
+
+const ALL_CHARTS: [&str; 5] = [
+    charts::LATENCY_PERCENTILES,
+    charts::LATENCY_OVER_TIME,
+    charts::THROUGHPUT_OVER_TIME,
+    charts::KAFKA_LAG,
+    charts::DB_ROWS,
+];
+
+#[test]
+fn a_chart_that_cannot_be_drawn_is_a_note_not_an_error() {
+    let dir = scratch_dir("chart-fails");
+    // A directory where the chart file should go: the chart cannot be written.
+    std::fs::create_dir_all(dir.join(charts::KAFKA_LAG)).unwrap();
+    let files = write_report(&Summary::sample(), &dir).unwrap();
+
+    let failed: Vec<&str> = files.failed.iter().map(|c| c.file.as_str()).collect();
+    assert_eq!(failed, [charts::KAFKA_LAG]);
+    assert!(files.skipped.is_empty(), "{:?}", files.skipped);
+    let drawn: Vec<PathBuf> = ALL_CHARTS
+        .iter()
+        .filter(|&&c| c != charts::KAFKA_LAG)
+        .map(|c| dir.join(c))
+        .collect();
+    assert_eq!(files.charts, drawn);
+    files.charts.iter().for_each(|c| assert_png(c));
+
+    let written = Summary::load(&files.summary_json).unwrap();
+    assert!(!written.files.charts.iter().any(|c| c == charts::KAFKA_LAG));
+    let note = written
+        .notes
+        .iter()
+        .find(|n| n.starts_with("chart kafka-lag.png could not be drawn: cannot write "))
+        .unwrap_or_else(|| panic!("no note on the failed chart: {:?}", written.notes));
+    assert!(note.contains(&files.failed[0].reason), "{note}");
+    assert!(note.contains("Is a directory"), "{note}");
+    assert_eq!(
+        errors(&serde_json::to_value(&written).unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(written.passed, Summary::sample().passed);
+
+    let console = console_table(&written);
+    assert!(console.contains(&format!("note: {note}")), "{console}");
+    let html = std::fs::read_to_string(&files.html).unwrap();
+    assert!(
+        html.contains("No chart <code>kafka-lag.png</code>: it could not be drawn: cannot write "),
+        "report.html does not say the chart is missing"
+    );
+    assert!(html.contains(&format!("<li>{}</li>", html::escape(note))));
+    assert_eq!(html.matches("src=\"data:image/png;base64,").count(), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn summary_and_html_that_cannot_be_written_are_errors() {
+    for file in [SUMMARY_FILE, HTML_FILE] {
+        let dir = scratch_dir(&format!("unwritable-{file}"));
+        std::fs::create_dir_all(dir.join(file)).unwrap();
+        match write_report(&Summary::sample(), &dir) {
+            Err(ReportError::Write { path, .. }) => assert_eq!(path, dir.join(file)),
+            other => panic!("{file} could not be written, yet: {other:?}"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The tests the font-less child process runs.
+const FONTLESS_TESTS: [&str; 2] = [
+    "report::tests::write_report_writes_json_charts_and_html",
+    "report::charts::tests::every_chart_draws_its_labels",
+];
+
+/// Runs [`FONTLESS_TESTS`] in a child process of this test binary whose environment
+/// leaves no way to find an installed font: fontconfig reads an empty configuration,
+/// and every home, data, config and cache directory is empty.
+#[test]
+fn charts_are_drawn_where_no_system_font_can_be_found() {
+    let root = scratch_dir("no-fonts");
+    let (empty, out) = (root.join("empty"), root.join("out"));
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::create_dir_all(&out).unwrap();
+    let conf = root.join("fonts.conf");
+    std::fs::write(
+        &conf,
+        "<?xml version=\"1.0\"?>\n<fontconfig></fontconfig>\n",
+    )
+    .unwrap();
+
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "--test-threads=1"])
+        .args(FONTLESS_TESTS)
+        .env_clear()
+        .env("FONTCONFIG_FILE", &conf)
+        .env("FONTCONFIG_PATH", &empty)
+        .env("TMPDIR", &out)
+        .env("STOMPEDE_KEEP_REPORT", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for var in [
+        "HOME",
+        "XDG_DATA_HOME",
+        "XDG_DATA_DIRS",
+        "XDG_CONFIG_HOME",
+        "XDG_CONFIG_DIRS",
+        "XDG_CACHE_HOME",
+    ] {
+        cmd.env(var, &empty);
+    }
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("test result: ok. 2 passed"),
+        "{}\n{stdout}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let report = out.join(format!("stompede-report-full-{pid}"));
+    let written = Summary::load(&report.join(SUMMARY_FILE)).unwrap();
+    assert_eq!(written.files.charts, ALL_CHARTS);
+    assert!(
+        written.notes.iter().all(|n| !n.starts_with("chart ")),
+        "{:?}",
+        written.notes
+    );
+    for chart in ALL_CHARTS {
+        assert_png(&report.join(chart));
+    }
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
@@ -425,4 +551,28 @@ fn markdown_has_verdict_and_tables() {
         md.starts_with("## ❌ FAIL") && md.contains("a \\| b &lt;c&gt;"),
         "{md}"
     );
+}
+
+#[test]
+fn version_1_summaries_still_load() {
+    // What version 1 wrote: none of the fields version 2 added.
+    let mut v = serde_json::to_value(Summary::sample()).unwrap();
+    v["schema_version"] = json!(1);
+    let o = v.as_object_mut().unwrap();
+    o.remove("harness");
+    o.remove("warnings");
+    v["sessions"].as_object_mut().unwrap().remove("subscribed");
+    v["kafka"].as_object_mut().unwrap().remove("sampling");
+    v["db"].as_object_mut().unwrap().remove("sampling");
+    for p in v["timeline"].as_array_mut().unwrap() {
+        p.as_object_mut().unwrap().remove("harness_rss_bytes");
+    }
+    let r = v["resources"].as_object_mut().unwrap();
+    r.remove("harness_cpu_s");
+    r.remove("basis");
+    let s = Summary::from_json(&v.to_string()).expect("a version 1 summary loads");
+    assert_eq!(s.schema_version, 1);
+    assert!(s.harness.is_none() && s.warnings.is_empty());
+    assert_eq!(s.sessions.subscribed, None);
+    assert!(s.resources.unwrap().basis.is_none());
 }

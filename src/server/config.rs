@@ -93,6 +93,9 @@ pub struct Config {
     /// Consumer group of the `consumer` persistence strategy (shared by all instances).
     pub persist_group: String,
     pub metrics_listen: Option<SocketAddr>,
+    /// How long the Kafka steps of the start (cluster id, topic metadata, end offsets,
+    /// first commit) may keep meeting "not ready yet" answers before the start fails.
+    pub kafka_start_timeout: Duration,
     pub limits: Limits,
 }
 
@@ -104,8 +107,9 @@ impl Config {
             instance_id: instance_id.to_string(),
             persist: Persist::Producer,
             topic: "chat.messages".to_string(),
-            persist_group: "stompede-persist".to_string(),
+            persist_group: DEFAULT_PERSIST_GROUP.to_string(),
             metrics_listen: None,
+            kafka_start_timeout: crate::server::kafka_start::DEFAULT_START_TIMEOUT,
             limits: Limits::default(),
         }
     }
@@ -116,6 +120,9 @@ impl Config {
         format!("{FANOUT_GROUP_PREFIX}{}", self.instance_id)
     }
 }
+
+/// The consumer group of `--persist consumer`, shared by every instance.
+pub const DEFAULT_PERSIST_GROUP: &str = "stompede-persist";
 
 /// Prefix of every instance's fan-out consumer group; the lag sampler looks for it.
 pub const FANOUT_GROUP_PREFIX: &str = "stompede-fanout-";

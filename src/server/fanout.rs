@@ -16,12 +16,15 @@ use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatMessage;
+use crate::server::kafka_start::KafkaStart;
 use crate::server::metrics::Metrics;
 use crate::server::rooms::{Delivery, Rooms};
+use crate::server::ServerError;
 
 /// Passes librdkafka's per-partition consumer lag to the metrics.
 pub struct LagContext {
@@ -50,13 +53,15 @@ pub fn room_destination(room: &str) -> String {
     format!("/topic/room/{room}")
 }
 
-/// Creates the fan-out consumer and assigns it every partition at the current end.
+/// Creates the fan-out consumer and assigns it every partition at the current end. Each
+/// Kafka step is retried while the cluster is still starting (see [`KafkaStart`]).
 pub async fn start(
+    kafka: &KafkaStart,
     bootstrap: &str,
     topic: &str,
     group: &str,
     metrics: Arc<Metrics>,
-) -> Result<StreamConsumer<LagContext>, KafkaError> {
+) -> Result<StreamConsumer<LagContext>, ServerError> {
     let context = LagContext {
         group: group.to_string(),
         topic: topic.to_string(),
@@ -71,35 +76,66 @@ pub async fn start(
         .set("auto.offset.reset", "latest")
         .set("statistics.interval.ms", "1000")
         .set("fetch.wait.max.ms", "10")
-        .create_with_context(context)?;
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic)
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        if partitions.is_empty() {
-            return Err(KafkaError::MetadataFetch(
-                rdkafka::types::RDKafkaErrorCode::UnknownTopic,
-            ));
-        }
-        let mut assignment = TopicPartitionList::new();
-        for partition in partitions {
-            let (_, high) =
-                consumer.fetch_watermarks(&topic, partition, Duration::from_secs(10))?;
-            assignment.add_partition_offset(&topic, partition, Offset::Offset(high))?;
-        }
-        consumer.assign(&assignment)?;
-        // Commit the starting positions at once, so the group's lag reads 0 rather than
-        // the topic's whole history until the first record of each partition arrives.
-        consumer.commit(&assignment, CommitMode::Sync)?;
-        Ok(consumer)
-    })
-    .await
-    .map_err(|_| KafkaError::Canceled)?
+        .create_with_context(context)
+        .map_err(|e| kafka.failed("fan-out consumer: create", e))?;
+    let step = format!("fan-out consumer: partitions of topic {topic}");
+    let name = topic.to_string();
+    let (consumer, partitions) = kafka
+        .step(&step, consumer, move |c, timeout| {
+            partitions_of(c, &name, timeout)
+        })
+        .await?;
+    let step = format!("fan-out consumer: end offsets of topic {topic}");
+    let name = topic.to_string();
+    let (consumer, assignment) = kafka
+        .step(&step, consumer, move |c, timeout| {
+            let mut assignment = TopicPartitionList::new();
+            for &partition in &partitions {
+                let (_, high) = c.fetch_watermarks(&name, partition, timeout)?;
+                assignment.add_partition_offset(&name, partition, Offset::Offset(high))?;
+            }
+            Ok(assignment)
+        })
+        .await?;
+    consumer
+        .assign(&assignment)
+        .map_err(|e| kafka.failed("fan-out consumer: assign", e))?;
+    // Commit the starting positions at once, so the group's lag reads 0 rather than the
+    // topic's whole history until the first record of each partition arrives. This is
+    // the group's first contact with its coordinator, which a new cluster may still be
+    // electing or loading.
+    let step = format!("fan-out consumer: first offset commit of group {group}");
+    let (consumer, ()) = kafka
+        .step(&step, consumer, move |c, _| {
+            c.commit(&assignment, CommitMode::Sync)
+        })
+        .await?;
+    Ok(consumer)
+}
+
+/// The partition ids of `topic`; an unknown topic or one without partitions yet is the
+/// retriable `UnknownTopicOrPartition`.
+pub fn partitions_of<C: ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    };
+    if let Some(e) = t.error() {
+        return Err(KafkaError::MetadataFetch(e.into()));
+    }
+    let partitions: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    if partitions.is_empty() {
+        return Err(KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition,
+        ));
+    }
+    Ok(partitions)
 }
 
 /// The next record, or `None` once `shutdown` fires. Errors (a broker away, a
@@ -157,5 +193,66 @@ pub async fn run(
     }
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!("fan-out final commit: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    /// librdkafka's in-process mock broker answers the group's first offset commits the
+    /// way a coordinator that is still loading does. Real brokers do so only now and then
+    /// (tests/server_start.rs meets them for real); this pins the exact answers down.
+    fn loading_coordinator() -> MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+        let cluster = MockCluster::new(1).expect("a mock cluster");
+        cluster
+            .create_topic("chat", 3, 1)
+            .expect("create the mock topic");
+        cluster.request_errors(
+            RDKafkaApiKey::OffsetCommit,
+            &[
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+                RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS,
+            ],
+        );
+        cluster
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_first_commit_is_retried_while_the_coordinator_loads() {
+        let cluster = loading_coordinator();
+        let boot = cluster.bootstrap_servers();
+        let metrics = Arc::new(Metrics::new("t"));
+        let kafka = KafkaStart::new(
+            &boot,
+            "chat",
+            Duration::from_secs(30),
+            CancellationToken::new(),
+        )
+        .counting(metrics.clone());
+        let consumer = start(&kafka, &boot, "chat", "stompede-fanout-t", metrics.clone())
+            .await
+            .unwrap_or_else(|e| panic!("the fan-out consumer did not start: {e}"));
+        assert_eq!(consumer.assignment().expect("assignment").count(), 3);
+        assert!(metrics.kafka_start_retries.load(Relaxed) >= 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_time_to_retry_the_loading_coordinator_is_named() {
+        let cluster = loading_coordinator();
+        let boot = cluster.bootstrap_servers();
+        let metrics = Arc::new(Metrics::new("t"));
+        let kafka = KafkaStart::new(&boot, "chat", Duration::ZERO, CancellationToken::new());
+        let err = match start(&kafka, &boot, "chat", "stompede-fanout-t", metrics).await {
+            Err(e) => e,
+            Ok(_) => panic!("the first commit succeeded although the coordinator was loading"),
+        };
+        let text = err.to_string();
+        assert!(text.contains("first offset commit"), "{text}");
+        assert!(text.contains("CoordinatorLoadInProgress"), "{text}");
+        assert!(text.contains(&boot), "{text}");
     }
 }

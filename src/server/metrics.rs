@@ -83,6 +83,8 @@ pub struct Metrics {
     pub heartbeat_timeouts: AtomicU64,
     pub published: AtomicU64,
     pub publish_failures: AtomicU64,
+    /// Kafka answers of "not ready yet" retried while the server started.
+    pub kafka_start_retries: AtomicU64,
     pub produce_latency: Histogram,
     pub fanout_messages: AtomicU64,
     pub fanout_deliveries: AtomicU64,
@@ -120,6 +122,7 @@ impl Metrics {
             heartbeat_timeouts: AtomicU64::new(0),
             published: AtomicU64::new(0),
             publish_failures: AtomicU64::new(0),
+            kafka_start_retries: AtomicU64::new(0),
             produce_latency: Histogram::new(LATENCY_BOUNDS),
             fanout_messages: AtomicU64::new(0),
             fanout_deliveries: AtomicU64::new(0),
@@ -147,7 +150,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         let inst = &self.instance_id;
-        let counters: [(&str, &str, u64); 17] = [
+        let counters: [(&str, &str, u64); 18] = [
             (
                 "stompede_sessions_total",
                 "WebSocket sessions accepted",
@@ -187,6 +190,11 @@ impl Metrics {
                 "stompede_publish_failures_total",
                 "chat messages Kafka did not take",
                 self.publish_failures.load(Relaxed),
+            ),
+            (
+                "stompede_kafka_start_retries_total",
+                "Kafka steps retried at start because the cluster was not ready yet",
+                self.kafka_start_retries.load(Relaxed),
             ),
             (
                 "stompede_fanout_messages_total",

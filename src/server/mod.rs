@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod fanout;
+pub mod kafka_start;
 pub mod metrics;
 pub mod persist;
 pub mod publish;
@@ -27,7 +28,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use config::{Config, Limits, Persist, FANOUT_GROUP_PREFIX};
+pub use config::{Config, Limits, Persist, DEFAULT_PERSIST_GROUP, FANOUT_GROUP_PREFIX};
+use kafka_start::KafkaStart;
 use metrics::Metrics;
 use publish::Publisher;
 use rooms::Rooms;
@@ -42,11 +44,29 @@ pub enum ServerError {
     },
     #[error("cannot set up Kafka ({what}) at {bootstrap}: {source}; is the broker running and does topic `{topic}` exist?")]
     Kafka {
-        what: &'static str,
+        what: String,
         bootstrap: String,
         topic: String,
         source: rdkafka::error::KafkaError,
     },
+    #[error(
+        "Kafka at {bootstrap} was not ready within {timeout:?}: {step} still failed after \
+         {attempts} attempts (last error: {last}); check that a broker runs at {bootstrap} \
+         (`stompede stack status`) and that topic `{topic}` exists, or allow longer with \
+         --kafka-start-timeout"
+    )]
+    KafkaNotReady {
+        step: String,
+        bootstrap: String,
+        topic: String,
+        timeout: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("stopped by a shutdown signal while waiting for Kafka to be ready")]
+    StoppedDuringStart,
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -92,12 +112,6 @@ pub async fn run(
     ready: impl FnOnce(Bound) + Send,
 ) -> Result<Arc<Metrics>, ServerError> {
     let metrics = Arc::new(Metrics::new(&config.instance_id));
-    let kafka_error = |what: &'static str, source| ServerError::Kafka {
-        what,
-        bootstrap: config.kafka_bootstrap.clone(),
-        topic: config.topic.clone(),
-        source,
-    };
     // Background work that must finish before the process may exit.
     let background = TaskTracker::new();
     let metrics_addr = match config.metrics_listen {
@@ -130,23 +144,47 @@ pub async fn run(
         source,
     })?;
     let producer_db = (config.persist == Persist::Producer).then(|| writers.queue.clone());
+    // One deadline for every Kafka step of the start: a cluster that is still electing
+    // leaders or loading group coordinators gets retried, not reported as a failure.
+    let kafka = KafkaStart::new(
+        &config.kafka_bootstrap,
+        &config.topic,
+        config.kafka_start_timeout,
+        shutdown.clone(),
+    )
+    .counting(metrics.clone());
     let publisher = Publisher::new(
+        &kafka,
         &config.kafka_bootstrap,
         &config.topic,
         producer_db,
         metrics.clone(),
     )
-    .await
-    .map_err(|e| kafka_error("producer", e))?;
+    .await?;
     let rooms = Arc::new(Rooms::new(metrics.clone()));
     let fanout_consumer = fanout::start(
+        &kafka,
         &config.kafka_bootstrap,
         &config.topic,
         &config.fanout_group(),
         metrics.clone(),
     )
-    .await
-    .map_err(|e| kafka_error("fan-out consumer", e))?;
+    .await?;
+    let persist_consumer = if config.persist == Persist::Consumer {
+        let consumer = persist::start(
+            &kafka,
+            &config.kafka_bootstrap,
+            &config.topic,
+            &config.persist_group,
+            &config.instance_id,
+            publisher.cluster(),
+            metrics.clone(),
+        )
+        .await?;
+        Some(consumer)
+    } else {
+        None
+    };
     let consumers_stop = CancellationToken::new();
     let fanout_task = tokio::spawn(fanout::run(
         fanout_consumer,
@@ -154,25 +192,14 @@ pub async fn run(
         metrics.clone(),
         consumers_stop.clone(),
     ));
-    let persist_task = if config.persist == Persist::Consumer {
-        let consumer = persist::start(
-            &config.kafka_bootstrap,
-            &config.topic,
-            &config.persist_group,
-            &config.instance_id,
-            metrics.clone(),
-        )
-        .await
-        .map_err(|e| kafka_error("persist consumer", e))?;
-        Some(tokio::spawn(persist::run(
+    let persist_task = persist_consumer.map(|consumer| {
+        tokio::spawn(persist::run(
             consumer,
             writers.queue.clone(),
             config.limits.db_batch,
             consumers_stop.clone(),
-        )))
-    } else {
-        None
-    };
+        ))
+    });
 
     let shared = Arc::new(Shared {
         config: config.clone(),

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
@@ -19,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatMessage;
 use crate::db::{DbQueue, Row, WriteRequest};
-use crate::server::fanout::{next_record, LagContext};
+use crate::server::fanout::{next_record, partitions_of, LagContext};
+use crate::server::kafka_start::KafkaStart;
 use crate::server::metrics::Metrics;
+use crate::server::ServerError;
 
 /// Longest a partial batch waits for more records.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
@@ -31,13 +32,18 @@ pub struct PersistConsumer {
     cluster: Arc<str>,
 }
 
+/// Creates the persist consumer and subscribes it; returns once the group's coordinator
+/// answers (an offset fetch for every partition), retrying while Kafka is still starting.
+/// History rows are keyed by `cluster`, the id the producer got from the brokers.
 pub async fn start(
+    kafka: &KafkaStart,
     bootstrap: &str,
     topic: &str,
     group: &str,
     instance: &str,
+    cluster: Arc<str>,
     metrics: Arc<Metrics>,
-) -> Result<PersistConsumer, KafkaError> {
+) -> Result<PersistConsumer, ServerError> {
     let context = LagContext {
         group: group.to_string(),
         topic: topic.to_string(),
@@ -51,15 +57,32 @@ pub async fn start(
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "1000")
         .set("fetch.wait.max.ms", "10")
-        .create_with_context(context)?;
-    consumer.subscribe(&[topic])?;
-    // The id comes from the brokers; a short-lived probe client asks for it.
-    let probe: rdkafka::consumer::BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()?;
-    let cluster =
-        crate::server::publish::cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout))
-            .await;
+        .create_with_context(context)
+        .map_err(|e| kafka.failed("persist consumer: create", e))?;
+    let step = format!("persist consumer: partitions of topic {topic}");
+    let name = topic.to_string();
+    let (consumer, partitions) = kafka
+        .step(&step, consumer, move |c, timeout| {
+            partitions_of(c, &name, timeout)
+        })
+        .await?;
+    let mut all = TopicPartitionList::new();
+    for partition in partitions {
+        all.add_partition(topic, partition);
+    }
+    let step = format!("persist consumer: committed offsets of group {group}");
+    let (consumer, ()) = kafka
+        .step(&step, consumer, move |c, timeout| {
+            let committed = c.committed_offsets(all.clone(), timeout)?;
+            for e in committed.elements() {
+                e.error()?;
+            }
+            Ok(())
+        })
+        .await?;
+    consumer
+        .subscribe(&[topic])
+        .map_err(|e| kafka.failed("persist consumer: subscribe", e))?;
     Ok(PersistConsumer { consumer, cluster })
 }
 

@@ -19,7 +19,9 @@ use tokio::sync::oneshot;
 
 use crate::chat::ChatMessage;
 use crate::db::{DbQueue, Row, WriteRequest};
+use crate::server::kafka_start::KafkaStart;
 use crate::server::metrics::Metrics;
+use crate::server::ServerError;
 
 /// Kafka producer plus, under `--persist producer`, the database queue.
 pub struct Publisher {
@@ -31,12 +33,15 @@ pub struct Publisher {
 }
 
 impl Publisher {
+    /// Creates the producer and asks the brokers for the cluster id (the producer's first
+    /// contact), retrying while Kafka is still starting.
     pub async fn new(
+        start: &KafkaStart,
         bootstrap: &str,
         topic: &str,
         db: Option<DbQueue>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, KafkaError> {
+    ) -> Result<Self, ServerError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("client.id", format!("stompede-{}", metrics.instance_id))
@@ -45,9 +50,21 @@ impl Publisher {
             .set("linger.ms", "2")
             .set("queue.buffering.max.messages", "200000")
             .set("message.timeout.ms", "30000")
-            .create()?;
-        let probe = producer.clone();
-        let cluster = cluster_id(move |timeout| probe.client().fetch_cluster_id(timeout)).await;
+            .create()
+            .map_err(|e| start.failed("producer: create", e))?;
+        let (producer, cluster) = start
+            .step("producer: cluster id", producer, |producer, timeout| {
+                // No answer within the timeout is reported as a (retriable) timeout.
+                producer
+                    .client()
+                    .fetch_cluster_id(timeout)
+                    .filter(|id| !id.is_empty())
+                    .map(Arc::<str>::from)
+                    .ok_or(KafkaError::MetadataFetch(
+                        RDKafkaErrorCode::OperationTimedOut,
+                    ))
+            })
+            .await?;
         Ok(Publisher {
             producer,
             topic: topic.into(),
@@ -128,28 +145,15 @@ impl Publisher {
         })
     }
 
+    /// The Kafka cluster id the brokers reported, part of every history row's key.
+    pub fn cluster(&self) -> Arc<str> {
+        self.cluster.clone()
+    }
+
     /// Waits until every queued record was delivered (or `timeout` passed).
     pub fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer.flush(timeout) {
             tracing::warn!("Kafka producer flush: {e}");
-        }
-    }
-}
-
-/// The Kafka cluster id, part of every history row's key, from a blocking librdkafka
-/// call. Empty (with a warning) when the brokers do not say within 10 s.
-pub async fn cluster_id(
-    fetch: impl FnOnce(Duration) -> Option<String> + Send + 'static,
-) -> Arc<str> {
-    let id = tokio::task::spawn_blocking(move || fetch(Duration::from_secs(10)))
-        .await
-        .ok()
-        .flatten();
-    match id {
-        Some(id) => id.into(),
-        None => {
-            tracing::warn!("Kafka did not report its cluster id; history rows are keyed by topic and offset alone");
-            "".into()
         }
     }
 }

@@ -168,9 +168,21 @@ fn missing_or_io(
     }
 }
 
-/// A KRaft cluster id: 16 random bytes, base64url without padding (22 characters).
+/// A KRaft cluster id drawn as Kafka's own `Uuid.randomUuid()` draws one: a version 4
+/// (variant 2) UUID, base64url without padding (22 characters), drawn again while it is
+/// one of the reserved ids (all zero; `0…01`, the metadata topic's) or while its text
+/// begins with `-`, which command-line tools would read as an option.
 pub fn new_cluster_id() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    loop {
+        let mut bytes = rand::random::<[u8; 16]>();
+        bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+        bytes[8] = (bytes[8] & 0x3f) | 0x80; // variant 2 (Leach-Salz)
+        let value = u128::from_be_bytes(bytes);
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        if value > 1 && !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 /// Everything that differs between nodes of one cluster.
@@ -333,14 +345,11 @@ async fn format_storage(
         .arg(format!("-Dlog4j2.configurationFile={}", log4j.display()))
         .arg("-cp")
         .arg(classpath)
-        .args([
-            "kafka.tools.StorageTool",
-            "format",
-            "--ignore-formatted",
-            "--cluster-id",
-            cluster_id,
-            "--config",
-        ])
+        .args(["kafka.tools.StorageTool", "format", "--ignore-formatted"])
+        // One argument, `--cluster-id=<id>`: an id that begins with `-` (the stack never
+        // draws one, but a given id might) cannot be read as an option.
+        .arg(format!("--cluster-id={cluster_id}"))
+        .arg("--config")
         .arg(&node.props)
         .stdin(Stdio::null())
         .stdout(stdout)
@@ -354,7 +363,7 @@ async fn format_storage(
     }
     Err(StackError::Part {
         part: format!("kafka broker {} (storage format)", node.node_id),
-        reason: format!("kafka.tools.StorageTool exited with {status}"),
+        reason: format!("kafka.tools.StorageTool exited with {status} (cluster id {cluster_id})"),
         log: Some(node.log.clone()),
         tail: process::log_tail(&node.log, 20),
     })
@@ -379,12 +388,66 @@ mod tests {
     }
 
     #[test]
-    fn cluster_id_is_22_base64url_chars() {
-        let id = new_cluster_id();
-        assert_eq!(id.len(), 22);
-        assert!(id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    fn cluster_ids_are_kafka_uuids_that_never_begin_with_a_dash() {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut first_chars = std::collections::BTreeSet::new();
+        for _ in 0..100_000 {
+            let id = new_cluster_id();
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(!id.starts_with('-'), "{id} begins with '-'");
+            let bytes = b64.decode(&id).expect("base64url without padding");
+            assert_eq!(bytes.len(), 16, "{id}");
+            assert_eq!(bytes[6] >> 4, 4, "{id}: not a version 4 UUID");
+            assert_eq!(bytes[8] >> 6, 2, "{id}: not variant 2");
+            first_chars.insert(id.as_bytes()[0]);
+        }
+        // Every other base64url character does begin an id: only '-' is drawn again.
+        assert_eq!(first_chars.len(), 63);
+        assert!(first_chars.contains(&b'_'));
+    }
+
+    /// Runs the real `kafka.tools.StorageTool` (Java and the pinned jars are what the
+    /// stack needs anyway).
+    #[tokio::test]
+    async fn storage_format_takes_a_cluster_id_that_begins_with_a_dash() {
+        let lib = ensure_classpath().await.expect("the Kafka jars");
+        let dir = std::env::temp_dir().join(format!(
+            "stompede-format-{}-{:x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        let ports = process::free_ports(2).expect("free ports");
+        let nodes = [NodePlan {
+            node_id: 1,
+            port: ports[0],
+            controller_port: ports[1],
+            data_dir: dir.join("kafka-1"),
+            props: dir.join("kafka-1.properties"),
+            log: dir.join("kafka-1.log"),
+        }];
+        let node = &nodes[0];
+        std::fs::write(&node.props, broker_properties(node, &nodes, 1)).expect("write props");
+        let log4j = dir.join("log4j2.xml");
+        std::fs::write(&log4j, LOG4J2).expect("write log4j2.xml");
+        // 0xf8 = 0b111110_00: the first base64url character is index 62, '-'.
+        let mut bytes = rand::random::<[u8; 16]>();
+        bytes[0] = 0xf8 | (bytes[0] & 0x03);
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert!(id.starts_with('-'), "{id}");
+
+        let classpath = format!("{}/*", lib.display());
+        let formatted = format_storage(&java(), &classpath, &log4j, &id, node).await;
+        let meta = std::fs::read_to_string(node.data_dir.join("meta.properties"));
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = formatted {
+            panic!("storage format refused cluster id {id}: {e}");
+        }
+        let meta = meta.expect("meta.properties written by the format");
+        assert!(
+            meta.lines().any(|l| l == format!("cluster.id={id}")),
+            "meta.properties does not record cluster id {id}:\n{meta}"
+        );
     }
 
     #[test]

@@ -2,9 +2,11 @@
 //!
 //! Everything here goes through librdkafka (`rdkafka`), the same view the chat server
 //! and the harness get: broker metadata (which brokers are registered, which partitions
-//! have a leader and a full ISR) and the admin API (CreateTopics, DescribeConfigs). The
-//! stack uses it to decide when Kafka is ready; tests use it to check what the brokers
-//! really report (partition count, replication factor, `min.insync.replicas`).
+//! have a leader and a full ISR), group coordinators (an offset fetch answered for each
+//! consumer group the servers will use) and the admin API (CreateTopics,
+//! DescribeConfigs). The stack uses it to decide when Kafka is ready; tests use it to
+//! check what the brokers really report (partition count, replication factor,
+//! `min.insync.replicas`).
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, Top
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::TopicPartitionList;
 
 use super::kafka::bootstrap;
 use super::process::Registry;
@@ -173,6 +176,80 @@ pub async fn wait_ready_started(
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// One offset fetch for `group` over every partition of `topic`: answered only once the
+/// group's coordinator (a `__consumer_offsets` partition leader, the topic created by the
+/// first such request) is elected and loaded.
+async fn probe_coordinator(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: u32,
+) -> Result<(), String> {
+    let mut cfg = client_config(bootstrap);
+    cfg.set("group.id", group)
+        .set("enable.auto.commit", "false");
+    let topic = topic.to_string();
+    let res = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        let consumer: BaseConsumer = cfg
+            .create()
+            .map_err(|e| format!("cannot create a Kafka client: {e}"))?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&topic, p as i32);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, Duration::from_secs(3))
+            .map_err(|e| format!("offset fetch failed: {e}"))?;
+        for e in committed.elements() {
+            e.error()
+                .map_err(|err| format!("offset fetch of partition {}: {err}", e.partition()))?;
+        }
+        Ok(())
+    })
+    .await;
+    res.map_err(|e| format!("offset fetch task failed: {e}"))?
+}
+
+/// Wait until the group coordinator of every one of `groups` answers (see
+/// [`probe_coordinator`]); fails at once, naming the node and its log, when a broker
+/// process exits. Servers started afterwards find their coordinators loaded.
+pub async fn wait_coordinators_started(
+    reg: &Registry,
+    brokers: &[BrokerInfo],
+    topic: &str,
+    partitions: u32,
+    groups: &[String],
+    deadline: Instant,
+) -> Result<(), StackError> {
+    let boot = bootstrap(brokers);
+    for group in groups {
+        loop {
+            for b in brokers {
+                if let Some(status) = reg.exited(b.pid) {
+                    return Err(StackError::part(
+                        &format!("kafka broker {}", b.node_id),
+                        format!("the JVM exited with {status}"),
+                        &b.log,
+                    ));
+                }
+            }
+            let last = match probe_coordinator(&boot, group, topic, partitions).await {
+                Ok(()) => break,
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                return Err(StackError::part(
+                    &format!("kafka group coordinator of {group}"),
+                    format!("no answer from {boot} in time: {last}"),
+                    &brokers[0].log,
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    Ok(())
 }
 
 fn admin(bootstrap: &str) -> Result<AdminClient<DefaultClientContext>, StackError> {

@@ -6,9 +6,10 @@
 //!
 //! 1. refuse if `state_dir` records a stack whose processes still run;
 //! 2. Kafka (`kafka.rs`) and PostgreSQL (`postgres.rs`) start side by side; Kafka is
-//!    ready when every broker is in the metadata, then the chat topic is created and
-//!    every partition has a leader; PostgreSQL is ready when `SELECT 1` succeeds, then
-//!    the `stompede` database and schema are created;
+//!    ready when every broker is in the metadata, then the chat topic is created, every
+//!    partition has a leader and the group coordinator of every consumer group the
+//!    servers will use answers; PostgreSQL is ready when `SELECT 1` succeeds, then the
+//!    `stompede` database and schema are created;
 //! 3. the chat servers (`servers.rs`) start against both and must answer `/healthz`;
 //! 4. `<state_dir>/state.json` ([`StackInfo`]) is written.
 //!
@@ -36,7 +37,11 @@ use crate::server::Persist;
 use process::Registry;
 use state::{ProcRecord, Role};
 
-/// Kafka must be ready (brokers, topic) within this long after its JVMs start.
+/// A consumer group no server uses, whose coordinator `up` always waits for (it also
+/// makes the brokers create `__consumer_offsets` before anyone needs it).
+pub const READY_PROBE_GROUP: &str = "stompede-stack-ready";
+
+/// Kafka must be ready (brokers, topic, coordinators) within this long after its JVMs start.
 pub const KAFKA_TIMEOUT: Duration = Duration::from_secs(90);
 /// PostgreSQL must answer within this long after `initdb` starts.
 pub const POSTGRES_TIMEOUT: Duration = Duration::from_secs(30);
@@ -207,6 +212,53 @@ impl Drop for Stack {
     }
 }
 
+/// Kafka brokers alone, started and not waited for: what a client meets while a cluster
+/// is still starting (tests of the servers' own start use it). The brokers are killed
+/// when this is dropped.
+pub struct Brokers {
+    brokers: Vec<BrokerInfo>,
+    _registry: Registry,
+}
+
+impl Brokers {
+    pub fn info(&self) -> &[BrokerInfo] {
+        &self.brokers
+    }
+
+    /// `127.0.0.1:port,...` of every broker.
+    pub fn bootstrap(&self) -> String {
+        kafka::bootstrap(&self.brokers)
+    }
+}
+
+/// Start `brokers` (1 or 3) Kafka nodes with their data and logs in `state_dir`, and
+/// return as soon as the JVMs run: before any of them listens, elects a controller or
+/// loads a group coordinator. No topic is created.
+pub async fn start_brokers(
+    state_dir: &Path,
+    brokers: u8,
+    partitions: u32,
+) -> Result<Brokers, StackError> {
+    validate(&StackOptions {
+        brokers,
+        partitions,
+        servers: 0,
+        ..StackOptions::default()
+    })?;
+    for sub in ["data", "logs"] {
+        let p = state_dir.join(sub);
+        std::fs::create_dir_all(&p).map_err(|e| StackError::io("create", &p, e))?;
+    }
+    let dir = std::fs::canonicalize(state_dir)
+        .map_err(|e| StackError::io("resolve state directory", state_dir, e))?;
+    let registry = Registry::new(&dir, false);
+    let brokers = kafka::start(&registry, &dir, brokers, partitions).await?;
+    Ok(Brokers {
+        brokers,
+        _registry: registry,
+    })
+}
+
 /// Start Kafka, PostgreSQL and `opts.servers` chat servers; returns when all are ready.
 pub async fn up(opts: &StackOptions) -> Result<Stack, StackError> {
     validate(opts)?;
@@ -346,6 +398,17 @@ async fn bring_up(opts: &StackOptions, reg: &Registry) -> Result<StackInfo, Stac
                 StackError::part("kafka (topic creation)", e.to_string(), &brokers[0].log)
             })?;
         kafka_admin::wait_ready_started(reg, &brokers, Some(&opts.topic), deadline).await?;
+        let mut groups = vec![READY_PROBE_GROUP.to_string()];
+        groups.extend(servers::consumer_groups(opts));
+        kafka_admin::wait_coordinators_started(
+            reg,
+            &brokers,
+            &opts.topic,
+            opts.partitions,
+            &groups,
+            deadline,
+        )
+        .await?;
         let ports: Vec<String> = brokers.iter().map(|b| b.port.to_string()).collect();
         eprintln!(
             "kafka: {} broker{} ready on 127.0.0.1:{}, topic {} ({} partitions, RF {rf}) ({:.1} s)",

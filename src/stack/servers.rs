@@ -4,7 +4,9 @@
 //! `StackOptions::server_exe`, on its own free WebSocket and metrics ports, pointed at
 //! the stack's Kafka bootstrap and PostgreSQL URL, logging to
 //! `<state_dir>/logs/server-s<i>.log`. An instance is ready when
-//! `GET http://127.0.0.1:M/healthz` answers 200.
+//! `GET http://127.0.0.1:M/healthz` answers 200. Each server retries Kafka's "not ready
+//! yet" answers for [`KAFKA_START_TIMEOUT`] itself; the stack waits a little longer, so a
+//! server that gives up exits with its own error, which the stack shows from its log.
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,9 +14,29 @@ use std::time::{Duration, Instant};
 use super::process::{self, Registry};
 use super::state::{Role, ServerInfo};
 use super::{StackError, StackOptions};
+use crate::server::{Persist, DEFAULT_PERSIST_GROUP, FANOUT_GROUP_PREFIX};
 
+/// `--kafka-start-timeout` of every instance.
+pub const KAFKA_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one instance may take to answer its health check.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The id of instance `i` (0-based): `s1`, `s2`, …
+fn instance_id(i: usize) -> String {
+    format!("s{}", i + 1)
+}
+
+/// The consumer groups the instances will use: each one's fan-out group and, under
+/// `--persist consumer`, the shared persist group.
+pub fn consumer_groups(opts: &StackOptions) -> Vec<String> {
+    let mut groups: Vec<String> = (0..opts.servers as usize)
+        .map(|i| format!("{FANOUT_GROUP_PREFIX}{}", instance_id(i)))
+        .collect();
+    if opts.servers > 0 && opts.persist == Persist::Consumer {
+        groups.push(DEFAULT_PERSIST_GROUP.to_string());
+    }
+    groups
+}
 
 /// Start `opts.servers` instances and wait until every one is healthy.
 pub async fn start(
@@ -28,7 +50,7 @@ pub async fn start(
     let ports = process::free_ports(n * 2)?;
     let mut started = Vec::with_capacity(n);
     for i in 0..n {
-        let id = format!("s{}", i + 1);
+        let id = instance_id(i);
         let (ws, metrics) = (ports[2 * i], ports[2 * i + 1]);
         let log = logs.join(format!("server-{id}.log"));
         let (out, err) = process::open_log(&log)?;
@@ -41,6 +63,10 @@ pub async fn start(
             .args(["--persist", opts.persist.as_str()])
             .args(["--topic", &opts.topic])
             .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+            .args([
+                "--kafka-start-timeout",
+                &format!("{}s", KAFKA_START_TIMEOUT.as_secs()),
+            ])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
