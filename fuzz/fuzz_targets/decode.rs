@@ -9,17 +9,47 @@
 #![no_main]
 
 use bytes::BytesMut;
-use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 use stompede::stomp::{encode_for, DecodeError, Decoder, Frame, Item, Version};
 
-#[derive(Debug, Arbitrary)]
-struct Input {
-    version: u8,
-    /// Small limits reach the size checks with short inputs.
-    small_limit: bool,
-    /// Each chunk is one WebSocket message.
-    chunks: Vec<Vec<u8>>,
+/// The input: one byte of settings (version, frame limit), one byte choosing how the
+/// rest is cut into WebSocket messages, then the byte stream itself, kept contiguous so
+/// that the fuzzer's dictionary words and splices land in it whole.
+struct Input<'a> {
+    version: Version,
+    limit: usize,
+    chunks: Vec<&'a [u8]>,
+}
+
+impl<'a> Input<'a> {
+    fn new(data: &'a [u8]) -> Option<Input<'a>> {
+        let (&settings, rest) = data.split_first()?;
+        let (&cutting, stream) = rest.split_first()?;
+        let version = Version::ALL[usize::from(settings % 3)];
+        let limit = if settings & 4 != 0 { 256 } else { 64 * 1024 };
+        // 0: one message; otherwise pseudo-random sizes from 1 to 1 + cutting % 32.
+        let mut chunks = Vec::new();
+        let mut rest = stream;
+        let mut state = u32::from(cutting) | 0x9e37_0000;
+        while !rest.is_empty() {
+            let size = if cutting == 0 {
+                rest.len()
+            } else {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                1 + (state as usize) % (1 + usize::from(cutting % 32))
+            };
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            chunks.push(chunk);
+            rest = tail;
+        }
+        Some(Input {
+            version,
+            limit,
+            chunks,
+        })
+    }
 }
 
 /// Items decoded until the buffer runs dry or an error, and that error.
@@ -79,13 +109,15 @@ fn expected(frame: &Frame) -> Frame {
     want
 }
 
-fuzz_target!(|input: Input| {
-    let version = Version::ALL[usize::from(input.version) % Version::ALL.len()];
-    let limit = if input.small_limit { 256 } else { 64 * 1024 };
-    let fed: usize = input.chunks.iter().map(Vec::len).sum();
+fuzz_target!(|data: &[u8]| {
+    let Some(input) = Input::new(data) else {
+        return;
+    };
+    let (version, limit) = (input.version, input.limit);
+    let fed: usize = input.chunks.iter().map(|c| c.len()).sum();
 
     let mut chunked = decoder(version, limit);
-    let got = decode_chunks(&mut chunked, input.chunks.iter().map(Vec::as_slice));
+    let got = decode_chunks(&mut chunked, input.chunks.iter().copied());
     assert!(
         chunked.bytes_scanned() <= 2 * fed as u64,
         "{} bytes scanned for {fed} fed",
