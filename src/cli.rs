@@ -147,6 +147,9 @@ pub struct GateArgs {
     /// Runs on this side (at least 5).
     #[arg(long, default_value_t = crate::campaign::gate::DEFAULT_RUNS)]
     pub runs: usize,
+    /// Runs made first and not judged (the first runs on a fresh stack are slower).
+    #[arg(long, default_value_t = crate::campaign::gate::DEFAULT_WARMUP_RUNS)]
+    pub warmup_runs: usize,
     /// Tolerances over the defaults, e.g. p50=10%,p99=15%,throughput=5%.
     #[arg(
         long,
@@ -398,6 +401,7 @@ pub async fn gate(args: GateArgs) -> u8 {
             baseline: args.baseline,
             record_baseline: args.record_baseline,
             runs: args.runs,
+            warmup_runs: args.warmup_runs,
             tolerance: args.tolerance,
             junit: args.junit,
             markdown: args.markdown,

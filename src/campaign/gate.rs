@@ -37,6 +37,8 @@ use crate::stack::{self, StackError, StackOptions};
 pub const MIN_RUNS: usize = 5;
 /// Runs per side unless `--runs` says otherwise.
 pub const DEFAULT_RUNS: usize = 5;
+/// Runs made and discarded before each series unless `--warmup-runs` says otherwise.
+pub const DEFAULT_WARMUP_RUNS: usize = 1;
 /// Significance level of the Mann-Whitney test.
 pub const ALPHA: f64 = 0.05;
 /// Level of the bootstrap interval.
@@ -56,6 +58,9 @@ pub struct GateOptions {
     pub run: RunOptions,
     /// Runs on this side; at least [`MIN_RUNS`].
     pub runs: usize,
+    /// Runs made first and not judged: the first runs on a fresh stack are slower
+    /// (Kafka's JIT, connection pools) and would widen the baseline's tail figures.
+    pub warmup_runs: usize,
     pub tolerances: Tolerances,
     /// Refuse a baseline from another setup instead of flagging it.
     pub strict: bool,
@@ -77,12 +82,8 @@ pub enum GateError {
         flags: Vec<String>,
         after_runs: bool,
     },
-    #[error("run {run} of {runs} could not be carried out: {source}")]
-    Run {
-        run: usize,
-        runs: usize,
-        source: LoadError,
-    },
+    #[error("{run} could not be carried out: {source}")]
+    Run { run: String, source: LoadError },
     #[error("the local stack for the runs did not come up: {0}")]
     Stack(#[from] StackError),
     #[error(
@@ -385,24 +386,31 @@ pub async fn run_series(
     let held = hold_stack(scenario, &options.run).await?;
     let mut outcomes = Vec::with_capacity(options.runs);
     let mut failure = None;
-    for i in 1..=options.runs {
-        eprintln!("{what}: run {i} of {}", options.runs);
+    for i in 0..options.warmup_runs + options.runs {
+        let warm = i < options.warmup_runs;
+        let label = if warm {
+            format!(
+                "warm-up run {} of {} (not judged)",
+                i + 1,
+                options.warmup_runs
+            )
+        } else {
+            format!("run {} of {}", i + 1 - options.warmup_runs, options.runs)
+        };
+        eprintln!("{what}: {label}");
         match crate::load::run(scenario.clone(), &options.run).await {
             Ok(outcome) => {
                 eprintln!(
-                    "{what}: run {i} of {}: {} — report {}",
-                    options.runs,
+                    "{what}: {label}: {} — report {}",
                     one_line(&outcome.summary),
                     outcome.dir.display()
                 );
-                outcomes.push(outcome);
+                if !warm {
+                    outcomes.push(outcome);
+                }
             }
             Err(source) => {
-                failure = Some(GateError::Run {
-                    run: i,
-                    runs: options.runs,
-                    source,
-                });
+                failure = Some(GateError::Run { run: label, source });
                 break;
             }
         }
@@ -562,6 +570,7 @@ pub struct CliRequest {
     pub baseline: Option<std::path::PathBuf>,
     pub record_baseline: Option<std::path::PathBuf>,
     pub runs: usize,
+    pub warmup_runs: usize,
     pub tolerance: Option<String>,
     pub junit: Option<std::path::PathBuf>,
     pub markdown: Option<std::path::PathBuf>,
@@ -615,6 +624,7 @@ async fn cli_inner(req: &CliRequest, run: RunOptions) -> Result<u8, GateError> {
     let options = GateOptions {
         run,
         runs: req.runs,
+        warmup_runs: req.warmup_runs,
         tolerances,
         strict: req.strict,
     };

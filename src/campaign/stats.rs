@@ -153,8 +153,8 @@ fn exact_p(ranks2: &[u64], n1: usize, mean2: i64, deviation: u64) -> f64 {
     (extreme / total).min(1.0)
 }
 
-/// The complementary error function (W. J. Cody's rational approximations are more than
-/// needed here; this Chebyshev fit has a relative error below 1.2e-7 everywhere).
+/// The complementary error function, from a Chebyshev fit (Numerical Recipes' `erfcc`)
+/// with a relative error below 1.2e-7 everywhere: ample for p-values.
 pub fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
