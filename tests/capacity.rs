@@ -40,6 +40,11 @@ fn main() {
                 "run_refuses_a_running_stack_of_another_shape",
                 shape_refused,
             ),
+            trial(
+                env,
+                "a_local_search_keeps_one_stack_for_every_step",
+                one_stack,
+            ),
         ]
     })
 }
@@ -427,4 +432,76 @@ async fn shape_refused(env: Arc<TestEnv>) {
         "{text}"
     );
     assert!(!reports.exists(), "a refused run writes no report");
+}
+
+/// A local-target search with no stack running brings one up (1 broker, 1 partition, 1
+/// server: its own shape, in its own state directory), runs every step against it, and
+/// takes it down at the end.
+async fn one_stack(_env: Arc<TestEnv>) {
+    let dir = TempDir::new("stompede-one-stack");
+    let text = r#"
+name = "local"
+duration = "2s"
+warmup = "1s"
+grace = "2s"
+[users]
+count = 6
+connect_rate = 100.0
+heartbeat = "0s"
+[[rooms]]
+name = "r"
+count = 1
+members = 6
+senders = 2
+[load]
+model = "open"
+rate = 2.0
+per = "room"
+arrival = "constant"
+message_size = { fixed = 100 }
+receipts = true
+[slo]
+p99_ms = 2000.0
+[target]
+kind = "local"
+brokers = 1
+partitions = 1
+servers = 1
+persist = "producer"
+"#;
+    let scenario = Scenario::from_str(text, Path::new("local.toml")).expect("scenario");
+    let state = dir.0.join("state");
+    let opts = CapacityOptions {
+        over: Over::Rate,
+        from: Some(2.0),
+        max: Some(4.0),
+        resolution: 0.05,
+        step: Duration::from_secs(2),
+        warmup: None,
+        confirm: 0,
+        out: dir.0.join("reports"),
+        run: run_options(&dir.0.join("reports"), &state),
+    };
+    let mut on_step = |_: &stompede::report::CapacityStep| {};
+    let outcome = capacity::search(scenario, &opts, &mut on_step)
+        .await
+        .expect("the search runs");
+    let c = &outcome.report;
+    assert_eq!(c.outcome, Outcome::AtLeastMax, "{}", c.answer);
+    assert_eq!(c.steps.len(), 2, "{}", c.answer);
+    assert!(c.answer.starts_with("sustains at least "), "{}", c.answer);
+    let first = &c.steps[0].summary.target;
+    let stack = first.stack.as_ref().expect("a local stack");
+    assert_eq!((stack.brokers, stack.partitions, stack.servers), (1, 1, 1));
+    assert_eq!(
+        c.steps[1].summary.target.urls, first.urls,
+        "the second step ran against the same servers"
+    );
+    assert_eq!(
+        stompede::stack::status(&state)
+            .expect("state dir readable")
+            .map(|i| i.kafka_bootstrap),
+        None,
+        "the stack the search started is down"
+    );
 }

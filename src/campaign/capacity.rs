@@ -640,6 +640,33 @@ mod tests {
     }
 
     #[test]
+    fn more_users_grow_a_lone_room_in_members_and_a_group_in_rooms() {
+        let base = Scenario::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/smoke.toml"
+        )))
+        .expect("smoke.toml");
+        let s = at_load(&base, Over::Users, 120.0, Duration::from_secs(5), None).unwrap();
+        assert_eq!(s.users.count, 120);
+        let shape: Vec<(u32, u32)> = s.rooms.iter().map(|g| (g.count, g.members)).collect();
+        assert_eq!(shape, [(40, 2), (4, 10)]);
+        assert_eq!(s.duration, Duration::from_secs(5));
+        let hall = Scenario::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/town-hall.toml"
+        )))
+        .expect("town-hall.toml");
+        let s = at_load(&hall, Over::Users, 3000.0, Duration::from_secs(5), None).unwrap();
+        assert_eq!((s.rooms[0].count, s.rooms[0].members), (1, 3000));
+        let o = offered(&s);
+        assert_eq!((o.users, o.largest_room, o.sending_slots), (3000, 3000, 4));
+        assert!((o.deliveries_per_s - 2.0 * 3000.0).abs() < 1e-6, "{o:?}");
+        // The rate is the scenario's unit: per room here.
+        let s = at_load(&hall, Over::Rate, 24.0, Duration::from_secs(5), None).unwrap();
+        assert!((offered(&s).deliveries_per_s - 48_000.0).abs() < 1e-6);
+    }
+
+    #[test]
     fn resolution_is_relative_to_the_passing_load() {
         assert!(close_enough(Over::Rate, 100.0, 105.0, 0.05));
         assert!(!close_enough(Over::Rate, 100.0, 105.1, 0.05));

@@ -100,6 +100,11 @@ fn fmt(v: f64) -> String {
     crate::report::format_number(v)
 }
 
+/// Milliseconds to one decimal, without a trailing `.0`: `412`, `68.6`.
+fn fmt_ms(v: f64) -> String {
+    fmt((v * 10.0).round() / 10.0)
+}
+
 fn harness(s: &Summary) -> Check {
     let Some(h) = &s.harness else {
         let mut c = check("harness", true, 0.0, Bound::AtMost, 0.0, "ms");
@@ -118,7 +123,7 @@ fn harness(s: &Summary) -> Check {
     );
     c.detail = format!(
         "harness event loop {} ms late at p99 {} {} ms",
-        fmt(lag_ms),
+        fmt_ms(lag_ms),
         if h.bound { ">" } else { "<=" },
         fmt(h.limit_ms)
     );
@@ -147,11 +152,12 @@ fn slo(s: &Summary, v: &SloVerdict, window: Option<(f64, f64)>) -> Check {
         },
         if v.unit == "ms" { " ms" } else { "" },
     );
+    let value = if v.unit == "ms" { fmt_ms } else { fmt };
     c.detail = format!(
         "{} {}{unit} {symbol} {}{unit}",
         slo_label(&v.name),
-        fmt(v.measured),
-        fmt(v.limit)
+        value(v.measured),
+        value(v.limit)
     );
     if v.measured < 0.0 {
         c.judged = false;

@@ -24,8 +24,8 @@ td.pass { color: #1e7b34; font-weight: bold; }
 td.fail { color: #b71c1c; font-weight: bold; }
 tr.knee td { background: #eef8f0; }
 tr.first td { background: #fdecec; }
-table { border-collapse: collapse; margin: 0.4em 0 0.8em; }
-th, td { padding: 4px 10px; border-bottom: 1px solid #e3e6ea; text-align: left; vertical-align: top; }
+table { border-collapse: collapse; margin: 0.4em 0 0.8em; font-size: 0.9em; }
+th, td { padding: 4px 7px; border-bottom: 1px solid #e3e6ea; text-align: left; vertical-align: top; }
 th { background: #f0f2f5; font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.kv th { background: none; font-weight: normal; color: #555; }

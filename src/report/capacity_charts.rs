@@ -452,7 +452,7 @@ fn server_resources(c: &Capacity, path: &Path) -> DrawResult {
     let root = area(path);
     let body = body(
         &root,
-        "Server CPU (average cores over the step's run) and peak memory",
+        "Server CPU (average cores over the step's run, circles) and peak memory (triangles)",
     )?;
     let mut chart = ChartBuilder::on(&body)
         .margin(15)
@@ -497,6 +497,14 @@ fn server_resources(c: &Capacity, path: &Path) -> DrawResult {
             ))?
             .label(label.as_str())
             .legend(line_legend(*color));
+        chart.draw_secondary_series(points.iter().map(|&(x, y, passed)| {
+            let style = if passed {
+                color.filled()
+            } else {
+                color.stroke_width(2)
+            };
+            TriangleMarker::new((x, y), 7, style)
+        }))?;
     }
     knee_line(&mut chart, c, (0.0, cpu_top))?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;

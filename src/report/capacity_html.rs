@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use super::campaign_html::{chart, head, kv_table, table, Cell, FOOT};
-use super::capacity::{setting, verdict_word};
+use super::capacity::setting;
 use super::capacity_charts::{CAP_DB, CAP_DELIVERED, CAP_LAG, CAP_LATENCY, CAP_RESOURCES};
 use super::charts::Rendered;
 use super::format::{bytes, count, ms, number, rate, seconds};
@@ -145,9 +145,14 @@ fn failure(h: &mut String, c: &Capacity) {
     let (Some(f), Some(st)) = (&c.first_failure, c.failure_step()) else {
         return;
     };
+    let title = if st.verdict.harness_bound {
+        "Harness-bound"
+    } else {
+        "First failure"
+    };
     let _ = write!(
         h,
-        "<section><h2>First failure: step {} ({})</h2>\n<p>Failed first: <b>{}</b> — {}. Every check of the step:</p>\n",
+        "<section><h2>{title}: step {} ({})</h2>\n<p>Failed first: <b>{}</b> — {}. Every check of the step:</p>\n",
         f.step,
         escape(&setting(c.search.over, f.value, "")),
         escape(&f.criterion),
@@ -243,7 +248,14 @@ fn step_cells(c: &Capacity, st: &CapacityStep) -> Vec<Cell> {
         super::Over::Rate => number(st.value),
         super::Over::Users => count(st.value.round() as u64),
     };
-    let verdict = verdict_word(&st.verdict);
+    let verdict = if st.verdict.harness_bound {
+        "HARNESS-BOUND".to_string()
+    } else {
+        st.verdict
+            .first_failed
+            .as_ref()
+            .map_or("PASS".to_string(), |name| format!("FAIL: {name}"))
+    };
     let class = if st.verdict.passed { "pass" } else { "fail" };
     vec![
         (st.index.to_string(), ""),
