@@ -45,7 +45,10 @@ pub async fn run(
     let mut interval = Recorder::empty_interval();
     let mut rng = rand::rngs::StdRng::seed_from_u64(ctx.scenario.seed ^ 0xc0ffee);
     let mut churn_budget = 0.0f64;
-    let ramp_limit = ctx.scenario.ramp_up().saturating_add(Duration::from_secs(30));
+    let ramp_limit = ctx
+        .scenario
+        .ramp_up()
+        .saturating_add(Duration::from_secs(30));
     let mut schedule: Option<Schedule> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_point = Instant::now();

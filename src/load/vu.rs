@@ -34,6 +34,10 @@ pub struct UserReport {
     pub memberships: HashMap<u32, Membership>,
 }
 
+/// How late after the end of sending a send due before it may still leave (µs); later
+/// ones are counted as unsent (`max_unsent`).
+const LATE_SEND_ALLOWANCE_US: u64 = 100_000;
+
 /// Most SENDs awaiting a receipt per user; past it, receipts are not asked for.
 const MAX_PENDING_RECEIPTS: usize = 10_000;
 
@@ -396,9 +400,10 @@ impl User {
             return Ok(());
         };
         let now_us = self.now_us();
-        if now_us >= self.schedule.send_end_us {
-            // Behind schedule when sending ended: the backlog is not sent (it could not
-            // arrive before the end), and is counted.
+        if now_us >= self.schedule.send_end_us + LATE_SEND_ALLOWANCE_US {
+            // Far behind schedule when sending ended: the backlog is not sent, and is
+            // counted. A send due before the end that wakes a little late still goes
+            // (its latency, counted from the intended time, shows the lateness).
             let end = self.schedule.send_end_us;
             let mut backlog = self.backlog_of(room, intended_us, end);
             for Reverse((at, room)) in std::mem::take(&mut self.due).into_vec() {
