@@ -74,23 +74,11 @@ fn canonical(v: &serde_json::Value, out: &mut String) {
 
 /// This machine's size, read the way a run's summary reads it.
 pub fn this_machine() -> Machine {
-    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-    let memory_bytes = read("/proc/meminfo")
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024);
-    let os = read("/etc/os-release")
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("PRETTY_NAME=")
-                .map(|v| v.trim_matches('"').to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::OS.to_string());
+    let e = crate::load::summary::environment();
     Machine {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        memory_bytes,
-        hostname: read("/proc/sys/kernel/hostname").trim().to_string(),
-        os,
+        cpus: e.cpus,
+        memory_bytes: e.memory_bytes,
+        hostname: e.hostname,
+        os: e.os,
     }
 }

@@ -282,7 +282,8 @@ fn kafka_summary(samples: &[crate::load::samplers::LagSample]) -> KafkaSummary {
     }
 }
 
-fn environment() -> Environment {
+/// This machine as a run's summary describes it.
+pub fn environment() -> Environment {
     let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
     let memory_bytes = read("/proc/meminfo")
         .lines()

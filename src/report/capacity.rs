@@ -373,16 +373,8 @@ pub struct CapacityFiles {
 /// Writes `capacity.json`, the charts and `capacity.html` into `dir`. The JSON is
 /// written first, so the figures are on disk even if a chart fails.
 pub fn write_capacity(c: &Capacity, dir: &Path) -> Result<CapacityFiles, ReportError> {
-    let write = |path: &Path, bytes: &[u8]| {
-        std::fs::write(path, bytes).map_err(|source| ReportError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let write = super::write_file;
+    super::create_dir(dir)?;
     let json = dir.join(CAPACITY_FILE);
     write(&json, c.to_json()?.as_bytes())?;
     let charts = super::capacity_charts::render_all(c, dir)?;

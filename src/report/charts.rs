@@ -7,8 +7,6 @@
 //! as failed with the reason: the report still has every figure, so a chart is never
 //! what makes a run fail. Text is drawn with the font `plot.rs` embeds.
 
-use std::any::Any;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 
 use plotters::prelude::*;
@@ -142,20 +140,7 @@ pub fn render_all(summary: &Summary, dir: &Path) -> Rendered {
 /// (an error or a panic while drawing, a file that cannot be written) is the `Err`
 /// reason, and leaves no half-drawn file behind.
 fn draw_file(summary: &Summary, path: &Path, draw: Draw) -> Result<Vec<u8>, String> {
-    let attempt = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        // plotters writes the file last and words its errors for developers: find out
-        // first, in plain words, whether the file can be written at all.
-        std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        let root = BitMapBackend::new(path, SIZE).into_drawing_area();
-        draw_on(summary, &root, draw).map_err(|e| e.to_string())?;
-        std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))
-    }));
-    let result = attempt.unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
-    if result.is_err() {
-        // The bitmap backend saves whatever it holds when it is dropped.
-        let _ = std::fs::remove_file(path);
-    }
-    result
+    plot::draw_to_file(path, |path| draw_on(summary, &plot::area(path), draw))
 }
 
 /// Draws one chart on `root`, from a white canvas to the finished picture.
@@ -165,15 +150,6 @@ fn draw_on(summary: &Summary, root: &Area<'_>, draw: Draw) -> DrawResult {
     draw(summary, root)?;
     root.present()?;
     Ok(())
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    let what = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message");
-    format!("the drawing code panicked: {what}")
 }
 
 fn latency_percentiles(summary: &Summary, root: &Area<'_>) -> DrawResult {

@@ -204,16 +204,8 @@ pub struct ComparisonFiles {
 
 /// Writes `comparison.json`, the chart and `compare.html` into `dir`.
 pub fn write_comparison(c: &Comparison, dir: &Path) -> Result<ComparisonFiles, ReportError> {
-    let write = |path: &Path, bytes: &[u8]| {
-        std::fs::write(path, bytes).map_err(|source| ReportError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    let write = super::write_file;
+    super::create_dir(dir)?;
     let json = dir.join(COMPARISON_FILE);
     write(&json, c.to_json()?.as_bytes())?;
     let charts = super::compare_html::render_charts(c, dir)?;

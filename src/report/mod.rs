@@ -178,7 +178,15 @@ pub fn write_report(summary: &Summary, dir: &Path) -> Result<ReportFiles, Report
     })
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+/// Creates a report directory, naming it if that fails.
+pub(crate) fn create_dir(dir: &Path) -> Result<(), ReportError> {
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     std::fs::write(path, bytes).map_err(|source| ReportError::Write {
         path: path.to_path_buf(),
         source,

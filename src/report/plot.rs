@@ -36,15 +36,27 @@ pub(super) fn draw_to_file(
 ) -> Result<Vec<u8>, String> {
     let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         ensure_font()?;
+        // plotters writes the file last and words its errors for developers: find out
+        // first, in plain words, whether the file can be written at all.
         std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         draw(path).map_err(|e| e.to_string())?;
         std::fs::read(path).map_err(|e| format!("cannot read it back: {e}"))
     }));
-    let result = attempt.unwrap_or_else(|_| Err("the drawing code panicked".to_string()));
+    let result = attempt.unwrap_or_else(|panic| Err(panic_message(panic.as_ref())));
     if result.is_err() {
+        // The bitmap backend saves whatever it holds when it is dropped.
         let _ = std::fs::remove_file(path);
     }
     result
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    format!("the drawing code panicked: {what}")
 }
 
 /// Registers the embedded font as [`FONT`] with plotters, once per process.
