@@ -331,13 +331,14 @@ impl Pacer {
         })
     }
 
-    /// When `frames` frames may leave: the next free slot (now, if the budget is idle);
-    /// the slots of all `frames` are taken.
+    /// When a message of `frames` frames may leave: at the slot of its last frame, so a
+    /// message carrying several frames never gets ahead of the rate (now, if the budget
+    /// is idle and it carries one); the slots of all `frames` are taken.
     fn reserve(&self, frames: u32) -> Instant {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
-        let at = (*next).max(Instant::now());
-        *next = at + self.interval * frames;
-        at
+        let first = (*next).max(Instant::now());
+        *next = first + self.interval * frames;
+        first + self.interval * frames.saturating_sub(1)
     }
 }
 
