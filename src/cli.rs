@@ -57,7 +57,12 @@ lost messages), 2 usage or bad baseline, 3 a run could not be carried out."
     /// Find the highest load that meets a scenario's SLOs (exit 0: a capacity was found,
     /// 1: even --from fails, 2: bad input, 3: could not run or harness-bound).
     Capacity(CapacityArgs),
-    /// Compare runs side by side from summary.json / capacity.json files (exit 0: written,
+    /// Run a scenario over a matrix of stack shapes (brokers, partitions, servers,
+    /// persist), reshaping the local stack between cells (exit 0: every run passed,
+    /// 1: a run failed its SLOs or found no capacity, 2: bad input, 3: a run or the stack
+    /// failed).
+    Sweep(SweepArgs),
+    /// Compare runs side by side from summary.json / capacity.json / sweep.json files (exit 0: written,
     /// 2: an input is unreadable or of another schema version, 3: could not write).
     Compare(CompareArgs),
 }
@@ -238,6 +243,75 @@ pub struct CapacityArgs {
     pub dir: StackDirArgs,
 }
 
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Cells are every combination of the --set values over the scenario's own [target] shape. \
+The sweep starts a stack of its own (a stack already running in the state directory is refused) and \
+reshapes it between cells, restarting only what must change: another broker count restarts the \
+whole stack; another partition count stops the servers, deletes and recreates the chat topic and \
+starts them again; another server count or persist strategy restarts the servers. Before each run \
+the shape is read back from the brokers' metadata and each server's /metrics; a cell that reads \
+back otherwise is not run.\n\n\
+With one repeat the cells run in matrix order, the broker count changing least often. With \
+--repeat N every round runs each cell once in a shuffled order (--seed fixes it), so drift on a \
+shared machine spreads over every cell; each figure shows the median and the range of the repeats.\n\n\
+Output <out>/sweep-<scenario>-<UTC timestamp>/: sweep.json (rewritten after every run), sweep.html \
+(a row per cell, best highlighted; latency curves overlaid; p99 and capacity bars), charts, and \
+each run's own report.\n\n\
+Examples:\n  stompede sweep scenarios/group-chat.toml --set partitions=1,3,6,12 --set brokers=1,3\n  \
+stompede sweep scenarios/smoke.toml --set persist=producer,consumer --set servers=1,2,4 --repeat 3\n  \
+stompede sweep scenarios/town-hall.toml --set partitions=1,6 --capacity --step 10s --resolution 10%"
+)]
+pub struct SweepArgs {
+    /// The scenario file (TOML); its target must be the local stack.
+    pub scenario: PathBuf,
+    /// An axis and its values, e.g. partitions=1,3,6 (axes: brokers, partitions, servers,
+    /// persist). Repeat for more axes.
+    #[arg(long = "set", value_name = "NAME=V1,V2,...", value_parser = crate::campaign::sweep::parse_set, required = true)]
+    pub set: Vec<crate::report::sweep::Axis>,
+    /// Runs per cell; rounds of every cell, each round in a shuffled order.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: u32,
+    /// Seed of the shuffled order (default: drawn, and recorded in sweep.json).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Each cell is a capacity search (with the settings below) instead of one run.
+    #[arg(long)]
+    pub capacity: bool,
+    /// With --capacity: what to vary (see `stompede capacity --help`).
+    #[arg(long, value_enum, default_value = "rate", requires = "capacity")]
+    pub over: OverArg,
+    /// With --capacity: first load (default: the scenario's).
+    #[arg(long, requires = "capacity")]
+    pub from: Option<f64>,
+    /// With --capacity: highest load to try (default: 1024 × --from).
+    #[arg(long, requires = "capacity")]
+    pub max: Option<f64>,
+    /// With --capacity: stop when failing and passing loads are this close.
+    #[arg(long, value_parser = parse_percent, default_value = "5%", requires = "capacity")]
+    pub resolution: f64,
+    /// With --capacity: measured time per step.
+    #[arg(long, value_parser = parse_duration_arg, default_value = "30s", requires = "capacity")]
+    pub step: Duration,
+    /// With --capacity: warm-up per step (default: the scenario's).
+    #[arg(long, value_parser = parse_duration_arg, requires = "capacity")]
+    pub warmup: Option<Duration>,
+    /// With --capacity: extra runs of each cell's final value.
+    #[arg(long, default_value_t = 0, requires = "capacity")]
+    pub confirm: u32,
+    /// Where reports go: <out>/sweep-<scenario>-<UTC timestamp>/.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+    /// No live status line during each run.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Time between Kafka lag and database samples, e.g. 1s or 250ms.
+    #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
+    pub sample_interval: Duration,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
+}
+
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
 pub enum OverArg {
     Rate,
@@ -247,15 +321,17 @@ pub enum OverArg {
 #[derive(Args, Debug)]
 #[command(
     after_help = "Each input is a summary.json of `stompede run`, a capacity.json of `stompede capacity` \
-(its knee step is compared), or a report directory holding one. The first input is the \
+(its knee step is compared), a sweep.json of `stompede sweep` (one entry per cell: its run with the \
+median p99), or a report directory holding one. The first input is the \
 reference for relative columns. Writes <out>/compare-<UTC timestamp>/ with comparison.json, \
 compare.html and compare-latency.png.\n\n\
 Examples:\n  stompede compare reports/town-hall-20250101T120000Z reports/town-hall-20250102T120000Z\n  \
 stompede compare reports/capacity-town-hall-*/capacity.json"
 )]
 pub struct CompareArgs {
-    /// Two or more summary.json / capacity.json files or report directories.
-    #[arg(required = true, num_args = 2..)]
+    /// Two or more summary.json / capacity.json / sweep.json files or report directories
+    /// (one sweep alone is enough: its cells are compared).
+    #[arg(required = true, num_args = 1..)]
     pub inputs: Vec<PathBuf>,
     /// Where the comparison goes: <out>/compare-<UTC timestamp>/.
     #[arg(long, default_value = "reports")]
@@ -506,6 +582,119 @@ pub async fn capacity(args: CapacityArgs) -> u8 {
                 Outcome::Capacity | Outcome::AtLeastMax => exit::PASSED,
                 Outcome::NoCapacity => exit::SLO_FAILED,
                 Outcome::HarnessBound => exit::RUN_FAILED,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::RUN_FAILED
+            }
+        }
+    }
+}
+
+pub async fn sweep(args: SweepArgs) -> u8 {
+    use crate::campaign::capacity::CapacityOptions;
+    use crate::campaign::sweep::{self, SweepOptions};
+    use crate::report::Over;
+    let scenario = match crate::scenario::Scenario::from_file(&args.scenario) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::BAD_INPUT;
+        }
+    };
+    let server_exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: cannot find the stompede binary to start servers with: {e}");
+            return exit::RUN_FAILED;
+        }
+    };
+    let run = crate::load::RunOptions {
+        out: args.out.clone(),
+        state_dir: args.dir.state_dir,
+        server_exe,
+        progress: !args.quiet,
+        sample_interval: args.sample_interval,
+    };
+    let capacity = args.capacity.then(|| CapacityOptions {
+        over: match args.over {
+            OverArg::Rate => Over::Rate,
+            OverArg::Users => Over::Users,
+        },
+        from: args.from,
+        max: args.max,
+        resolution: args.resolution,
+        step: args.step,
+        warmup: args.warmup,
+        confirm: args.confirm,
+        out: args.out.clone(),
+        run: run.clone(),
+    });
+    let options = SweepOptions {
+        axes: args.set,
+        repeat: args.repeat,
+        seed: args.seed,
+        capacity,
+        out: args.out,
+        run,
+    };
+    let mut on_run = |s: &crate::report::sweep::Sweep, e: crate::report::sweep::Execution| {
+        let cell = &s.cells[e.cell];
+        let Some(r) = cell.runs.last() else { return };
+        let figures = match (&r.error, &r.capacity, &r.summary) {
+            (Some(err), _, _) => format!("could not run: {err}"),
+            (None, Some(c), _) => c.answer.clone(),
+            (None, None, Some(sum)) => format!(
+                "delivered {}/s, p50 {} ms, p99 {} ms, lost {}, {}",
+                crate::report::format_rate(sum.throughput.delivered_per_s),
+                crate::report::format_number(sum.latency.corrected.p50_us as f64 / 1000.0),
+                crate::report::format_number(sum.latency.corrected.p99_us as f64 / 1000.0),
+                crate::report::format_count(sum.integrity.lost),
+                if r.passed() { "PASS" } else { "FAIL" }
+            ),
+            _ => "no figures".into(),
+        };
+        println!(
+            "[{}/{}] {} #{} ({}): {figures}",
+            s.order.len(),
+            s.cells.len() * s.repeat as usize,
+            cell.label,
+            e.repeat,
+            r.reshape
+        );
+    };
+    let run_sweep = sweep::sweep(scenario, &options, &mut on_run);
+    tokio::pin!(run_sweep);
+    let outcome = tokio::select! {
+        outcome = &mut run_sweep => outcome,
+        _ = termination() => {
+            eprintln!("interrupted: the sweep's stack is stopped; sweep.json keeps the runs finished so far");
+            return exit::RUN_FAILED;
+        }
+    };
+    match outcome {
+        Ok(outcome) => {
+            let s = &outcome.sweep;
+            print!("{}", crate::report::sweep::console_table(s));
+            println!(
+                "report: {}",
+                outcome.dir.join(crate::report::sweep::SWEEP_HTML).display()
+            );
+            let runs: Vec<&crate::report::sweep::CellRun> =
+                s.cells.iter().flat_map(|c| c.runs.iter()).collect();
+            if let Some(why) = &s.stopped {
+                eprintln!("error: {why}");
+                exit::RUN_FAILED
+            } else if runs.iter().any(|r| r.error.is_some()) {
+                exit::RUN_FAILED
+            } else if runs.iter().all(|r| r.passed()) {
+                exit::PASSED
+            } else {
+                exit::SLO_FAILED
             }
         }
         Err(e) => {

@@ -26,6 +26,7 @@ fn main() -> std::process::ExitCode {
             Command::Run(args) => Ok(cli::run(args).await),
             Command::Gate(args) => Ok(cli::gate(args).await),
             Command::Capacity(args) => Ok(cli::capacity(args).await),
+            Command::Sweep(args) => Ok(cli::sweep(args).await),
             Command::Compare(args) => Ok(cli::compare(args)),
         }
     });

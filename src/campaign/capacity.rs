@@ -281,7 +281,8 @@ pub async fn search(
     Ok(CapacityOutcome { report, dir })
 }
 
-fn check_options(scenario: &Scenario, opts: &CapacityOptions) -> Result<(f64, f64), CapacityError> {
+/// Checks the search settings against the scenario; returns `--from` and `--max`.
+pub fn check_options(scenario: &Scenario, opts: &CapacityOptions) -> Result<(f64, f64), CapacityError> {
     let bad = |m: String| Err(CapacityError::BadInput(m));
     if !matches!(scenario.load.model, LoadModel::Open { .. }) {
         return bad(format!(

@@ -12,7 +12,9 @@ use crate::report::compare::{
     write_comparison, CapacityFigures, Comparison, ComparisonEntry, Source,
     COMPARISON_SCHEMA_VERSION,
 };
-use crate::report::{rfc3339, Capacity, ReportError, Summary, ToolInfo, SUMMARY_FILE};
+use crate::report::sweep::{Sweep, SWEEP_FILE, SWEEP_KIND};
+use crate::report::sweep_html::as_comparison;
+use crate::report::{rfc3339, Capacity, CapacityStep, ReportError, Summary, ToolInfo, SUMMARY_FILE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -24,10 +26,12 @@ pub enum CompareError {
     )]
     EmptyDir(PathBuf),
     #[error(
-        "{}: a capacity search that ran no step has nothing to compare",
+        "{}: a capacity search (or sweep) that ran nothing has nothing to compare",
         .0.display()
     )]
     NoSteps(PathBuf),
+    #[error("only one run to compare; give two or more inputs, or a sweep with two or more cells that ran")]
+    TooFew,
     #[error("cannot write the comparison to {}: {source}", .dir.display())]
     Report { dir: PathBuf, source: ReportError },
 }
@@ -92,6 +96,22 @@ pub fn load_entry(path: &Path, label: &str) -> Result<ComparisonEntry, CompareEr
     })
 }
 
+/// The step that stands for a capacity search: its knee, else its highest passing
+/// step, else its first step; with the reason.
+pub fn representative_step(c: &Capacity) -> Option<(&CapacityStep, &'static str)> {
+    let highest_passing = c
+        .steps
+        .iter()
+        .filter(|s| s.verdict.passed)
+        .max_by(|a, b| a.value.total_cmp(&b.value));
+    match (c.knee_step(), highest_passing, c.steps.first()) {
+        (Some(k), _, _) => Some((k, "the knee")),
+        (None, Some(p), _) => Some((p, "the highest passing step (no knee was claimed)")),
+        (None, None, Some(f)) => Some((f, "the first step (no step passed)")),
+        (None, None, None) => None,
+    }
+}
+
 /// A capacity search's entry: its knee step, else its highest passing step, else its
 /// first step, saying which.
 fn from_capacity(
@@ -100,17 +120,8 @@ fn from_capacity(
     name: String,
     file: &Path,
 ) -> Result<ComparisonEntry, CompareError> {
-    let highest_passing = c
-        .steps
-        .iter()
-        .filter(|s| s.verdict.passed)
-        .max_by(|a, b| a.value.total_cmp(&b.value));
-    let (step, why) = match (c.knee_step(), highest_passing, c.steps.first()) {
-        (Some(k), _, _) => (k, "the knee"),
-        (None, Some(p), _) => (p, "the highest passing step (no knee was claimed)"),
-        (None, None, Some(f)) => (f, "the first step (no step passed)"),
-        (None, None, None) => return Err(CompareError::NoSteps(file.to_path_buf())),
-    };
+    let (step, why) =
+        representative_step(&c).ok_or_else(|| CompareError::NoSteps(file.to_path_buf()))?;
     let note = format!(
         "{why}: step {} of a capacity search over {} ({})",
         step.index,
@@ -141,13 +152,58 @@ pub fn label(i: usize) -> String {
     }
 }
 
+/// A `sweep.json` (or a sweep's directory) as one entry per cell, each its run with the
+/// median p99; `None` when the input is not a sweep.
+fn load_sweep(path: &Path) -> Result<Option<Vec<ComparisonEntry>>, CompareError> {
+    let file = if path.is_dir() {
+        path.join(SWEEP_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    if !file.is_file() {
+        return Ok(None);
+    }
+    let input = |source: ReportError| CompareError::Input {
+        path: file.clone(),
+        source,
+    };
+    let text = std::fs::read_to_string(&file).map_err(|source| {
+        input(ReportError::Read {
+            path: file.clone(),
+            source,
+        })
+    })?;
+    let is_sweep = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(|k| k == SWEEP_KIND))
+        .unwrap_or(false);
+    if !is_sweep {
+        return Ok(None);
+    }
+    let sweep = Sweep::from_json(&text).map_err(input)?;
+    let entries = as_comparison(&sweep, &file.display().to_string()).entries;
+    if entries.is_empty() {
+        return Err(CompareError::NoSteps(file));
+    }
+    Ok(Some(entries))
+}
+
 /// Reads every input, then writes `<out>/compare-<UTC timestamp>/`.
 pub fn compare(inputs: &[PathBuf], out: &Path) -> Result<CompareOutcome, CompareError> {
-    let entries = inputs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| load_entry(p, &label(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut entries: Vec<ComparisonEntry> = Vec::new();
+    for p in inputs {
+        if let Some(cells) = load_sweep(p)? {
+            for mut e in cells {
+                e.label = format!("{} {}", label(entries.len()), e.label);
+                entries.push(e);
+            }
+        } else {
+            entries.push(load_entry(p, &label(entries.len()))?);
+        }
+    }
+    if entries.len() < 2 {
+        return Err(CompareError::TooFew);
+    }
     let now = chrono::Utc::now();
     let comparison = Comparison {
         schema_version: COMPARISON_SCHEMA_VERSION,

@@ -6,6 +6,8 @@
 //!   metric with [`stats`];
 //! - [`capacity`]: the highest load that meets a scenario's SLOs, by constant-load steps
 //!   judged in [`step`];
+//! - [`sweep`]: one scenario over a matrix of stack shapes, the stack reshaped between
+//!   cells;
 //! - [`compare`]: existing `summary.json` / `capacity.json` files side by side.
 
 pub mod capacity;
@@ -13,6 +15,7 @@ pub mod compare;
 pub mod gate;
 pub mod stats;
 pub mod step;
+pub mod sweep;
 
 use crate::report::gate_baseline::Machine;
 use crate::scenario::Scenario;

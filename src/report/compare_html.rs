@@ -21,6 +21,12 @@ pub const COMPARE_LATENCY: &str = "compare-latency.png";
 
 /// Draws the overlaid percentile curves into `dir`.
 pub fn render_charts(c: &Comparison, dir: &Path) -> Result<Rendered, ReportError> {
+    Ok(percentile_chart(c, dir, COMPARE_LATENCY))
+}
+
+/// The overlaid percentile curves of every entry, drawn to `dir/file`; a chart that
+/// cannot be drawn (or has no data) is recorded as such.
+pub(super) fn percentile_chart(c: &Comparison, dir: &Path, file: &str) -> Rendered {
     let mut out = Rendered::default();
     let has = c
         .entries
@@ -28,24 +34,24 @@ pub fn render_charts(c: &Comparison, dir: &Path) -> Result<Rendered, ReportError
         .any(|e| !e.summary.latency.corrected.percentiles.is_empty());
     if !has {
         out.skipped.push(SkippedChart {
-            file: COMPARE_LATENCY.into(),
+            file: file.into(),
             reason: "no entry recorded latency samples".into(),
         });
-        return Ok(out);
+        return out;
     }
-    let path = dir.join(COMPARE_LATENCY);
+    let path = dir.join(file);
     match super::plot::draw_to_file(&path, |path| percentiles(c, path)) {
         Ok(png) => out.drawn.push(DrawnChart {
-            file: COMPARE_LATENCY.into(),
+            file: file.into(),
             title: "End-to-end latency by percentile, every entry".into(),
             png,
         }),
         Err(reason) => out.failed.push(SkippedChart {
-            file: COMPARE_LATENCY.into(),
+            file: file.into(),
             reason,
         }),
     }
-    Ok(out)
+    out
 }
 
 fn percentiles(c: &Comparison, path: &Path) -> DrawResult {
@@ -62,13 +68,18 @@ fn percentiles(c: &Comparison, path: &Path) -> DrawResult {
                 .filter(|p| p.quantile < 1.0)
                 .map(|p| (nines(p.quantile), p.value_us as f64 / 1000.0))
                 .collect();
-            let label = format!(
-                "{}: {} ({}), p99 {} ms",
-                e.label,
-                s.scenario.name,
-                super::compare::shape(s),
-                ms(s.latency.corrected.p99_us)
-            );
+            let shape = super::compare::shape(s);
+            // A sweep's entries are labelled by their shape already.
+            let label = if e.label == shape {
+                format!("{shape}, p99 {} ms", ms(s.latency.corrected.p99_us))
+            } else {
+                format!(
+                    "{}: {} ({shape}), p99 {} ms",
+                    e.label,
+                    s.scenario.name,
+                    ms(s.latency.corrected.p99_us)
+                )
+            };
             (label, pts)
         })
         .collect();

@@ -33,6 +33,8 @@ pub mod markdown;
 pub mod model;
 mod plot;
 mod sample;
+pub mod sweep;
+pub mod sweep_html;
 #[cfg(test)]
 mod tests;
 
@@ -80,6 +82,9 @@ pub enum ReportError {
          a figure is probably NaN or infinite"
     )]
     NotLoadable { source: serde_json::Error },
+    /// A campaign file (`sweep.json`, …) of a layout this build does not read.
+    #[error("{0}")]
+    Layout(String),
     #[error("cannot write {}: {source}", .path.display())]
     Write {
         path: PathBuf,

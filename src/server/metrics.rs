@@ -98,6 +98,8 @@ pub struct Metrics {
     pub db_batch_latency: Histogram,
     pub db_queue_depth: AtomicI64,
     lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Labels of `stompede_server_info`: how this instance was started.
+    info: Vec<(&'static str, String)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -132,11 +134,19 @@ impl Metrics {
             db_batches: AtomicU64::new(0),
             db_errors: AtomicU64::new(0),
             db_reconnects: AtomicU64::new(0),
+            info: Vec::new(),
             db_batch_size: Histogram::new(SIZE_BOUNDS),
             db_batch_latency: Histogram::new(LATENCY_BOUNDS),
             db_queue_depth: AtomicI64::new(0),
             lag: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Adds labels to the `stompede_server_info` gauge (persistence strategy, topic):
+    /// what a reader of `/metrics` needs to know how the instance runs.
+    pub fn with_info(mut self, labels: &[(&'static str, &str)]) -> Self {
+        self.info = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        self
     }
 
     /// Stores the consumer lag librdkafka reported for a partition of `group`.
@@ -277,6 +287,15 @@ impl Metrics {
             &mut out,
             "stompede_db_batch_latency_seconds",
             "time to write and commit one batch",
+        );
+        let mut labels = format!("instance=\"{inst}\"");
+        for (k, v) in &self.info {
+            let v = v.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = write!(labels, ",{k}=\"{v}\"");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP stompede_server_info how this instance runs (labels); always 1\n# TYPE stompede_server_info gauge\nstompede_server_info{{{labels}}} 1"
         );
         let _ = writeln!(out, "# HELP stompede_consumer_lag messages behind the high watermark, per consumer group and partition (librdkafka statistics)\n# TYPE stompede_consumer_lag gauge");
         if let Ok(map) = self.lag.lock() {

@@ -114,7 +114,10 @@ pub async fn run(
     shutdown: CancellationToken,
     ready: impl FnOnce(Bound) + Send,
 ) -> Result<Arc<Metrics>, ServerError> {
-    let metrics = Arc::new(Metrics::new(&config.instance_id));
+    let metrics = Arc::new(Metrics::new(&config.instance_id).with_info(&[
+        ("persist", config.persist.as_str()),
+        ("topic", &config.topic),
+    ]));
     // Background work that must finish before the process may exit.
     let background = TaskTracker::new();
     let metrics_addr = match config.metrics_listen {

@@ -306,6 +306,52 @@ pub async fn create_topic(
     Ok(())
 }
 
+/// Delete `topic`. Returns once the controller accepted the deletion; the brokers drop
+/// its partitions shortly after (creating the name again fails until they have, which
+/// is why [`super::Stack::reshape`] retries the creation).
+pub async fn delete_topic(bootstrap: &str, topic: &str) -> Result<(), StackError> {
+    let err = |detail: String| StackError::Kafka {
+        bootstrap: bootstrap.to_string(),
+        what: format!("delete topic {topic}"),
+        detail,
+    };
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin(bootstrap)?
+        .delete_topics(&[topic], &opts)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    for r in results {
+        if let Err((_, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition {
+                return Err(err(format!("{code:?} ({code})")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The node ids of the brokers the cluster's metadata lists.
+pub async fn broker_ids(bootstrap: &str) -> Result<Vec<i32>, StackError> {
+    let cfg = client_config(bootstrap);
+    let ids = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, String> {
+        let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+        let md = consumer
+            .fetch_metadata(None, Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let mut ids: Vec<i32> = md.brokers().iter().map(|b| b.id()).collect();
+        ids.sort_unstable();
+        Ok(ids)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    ids.map_err(|detail| StackError::Kafka {
+        bootstrap: bootstrap.to_string(),
+        what: "read the broker list".into(),
+        detail,
+    })
+}
+
 /// Partitions, replication factor and configs of `topic`, read from the brokers.
 pub async fn topic_config(bootstrap: &str, topic: &str) -> Result<TopicDescription, StackError> {
     let err = |detail: String| StackError::Kafka {

@@ -25,11 +25,16 @@ mod kafka;
 mod kafka_admin;
 mod postgres;
 mod process;
+mod reshape;
 mod servers;
 mod state;
 
 pub use kafka::{cache_root, kafka_version};
-pub use kafka_admin::{create_topic, topic_config, wait_kafka_ready, TopicDescription};
+pub use kafka_admin::{
+    broker_ids, create_topic, topic_config, wait_kafka_ready, TopicDescription,
+};
+pub use process::http_get;
+pub use reshape::Reshaped;
 pub use servers::READY_TIMEOUT as SERVER_TIMEOUT;
 pub use state::{BrokerInfo, PostgresInfo, ServerInfo, StackInfo};
 

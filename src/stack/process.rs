@@ -310,22 +310,58 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 
 /// One HTTP/1.1 GET; returns the status code. Enough for a health probe, no client crate.
 pub async fn http_get_status(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<u16> {
+    http_get_limited(addr, path, timeout, None).await.map(|(code, _)| code)
+}
+
+/// Largest response [`http_get`] reads.
+pub const MAX_HTTP_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// One HTTP/1.1 GET of a small text resource (a `/metrics` page); returns the status
+/// code and the body. Responses over [`MAX_HTTP_RESPONSE`] are refused.
+pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+    http_get_limited(addr, path, timeout, Some(MAX_HTTP_RESPONSE)).await
+}
+
+/// `body_limit: None` reads only the status line.
+async fn http_get_limited(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    body_limit: Option<usize>,
+) -> io::Result<(u16, String)> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
         let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
         stream.write_all(req.as_bytes()).await?;
         let mut buf = Vec::with_capacity(256);
-        let mut chunk = [0u8; 256];
-        // The status line is all we need; stop reading once we have it.
-        while !buf.contains(&b'\n') && buf.len() < 4096 {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let done = match body_limit {
+                None => buf.contains(&b'\n') || buf.len() >= 4096,
+                Some(limit) if buf.len() > limit => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("response larger than {limit} bytes"),
+                    ))
+                }
+                Some(_) => false,
+            };
+            if done {
+                break;
+            }
             let n = stream.read(&mut chunk).await?;
             if n == 0 {
                 break;
             }
             buf.extend_from_slice(&chunk[..n]);
         }
-        parse_status_line(&buf)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))
+        let code = parse_status_line(&buf)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an HTTP response"))?;
+        let body = match buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(i) if body_limit.is_some() => String::from_utf8_lossy(&buf[i + 4..]).into_owned(),
+            _ => String::new(),
+        };
+        Ok((code, body))
     };
     tokio::time::timeout(timeout, exchange)
         .await

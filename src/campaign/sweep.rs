@@ -1,0 +1,605 @@
+//! `stompede sweep`: one scenario over a matrix of local stack shapes (brokers,
+//! partitions, servers, persistence), each cell one run or, with `--capacity`, one
+//! capacity search.
+//!
+//! The sweep starts its own stack in the state directory (a running one is refused: the
+//! sweep would reshape it under its owner) and reshapes it between cells through
+//! [`crate::stack::Stack::reshape`], restarting only what must change. Before each run
+//! the shape is read back from the brokers' metadata and from each server's
+//! `stompede_server_info`; a cell whose stack reads back differently from what it asked
+//! for is not run and says so. With one repeat the cells run in matrix order, sorted so
+//! the broker count (a whole restart) changes least often; with `--repeat N` each round
+//! runs every cell once in a freshly shuffled order, so drift on a shared machine spreads
+//! over all cells instead of masquerading as a difference between them.
+//!
+//! Output `<out>/sweep-<scenario>-<UTC timestamp>/`: each run's report in its own
+//! directory, `sweep.json` (rewritten after every run, so an interrupted sweep keeps what
+//! it measured), `sweep.html` and charts ([`crate::report::sweep`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::load::RunOptions;
+use crate::report::compare::CapacityFigures;
+use crate::report::sweep::{
+    write_sweep, write_sweep_json, Axis, CellRun, Execution, ObservedServer, ObservedShape, Shape,
+    Sweep, SweepCell, SWEEP_KIND, SWEEP_SCHEMA_VERSION,
+};
+use crate::report::{rfc3339, Persist, ReportError, ToolInfo};
+use crate::scenario::{LocalStack, Scenario, TargetKind, MAX_PARTITIONS, MAX_SERVERS};
+use crate::stack::{self, StackError, StackInfo, StackOptions};
+
+use super::capacity::{self, CapacityOptions};
+
+/// Most cells a sweep may have.
+pub const MAX_CELLS: usize = 64;
+/// Most repeats per cell.
+pub const MAX_REPEAT: u32 = 20;
+/// The axes `--set` knows.
+pub const AXES: [&str; 4] = ["brokers", "partitions", "servers", "persist"];
+
+/// How to sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub axes: Vec<Axis>,
+    pub repeat: u32,
+    /// Seed of the shuffled order; drawn when `None`.
+    pub seed: Option<u64>,
+    /// `Some`: each cell is a capacity search with these settings (their `out` and
+    /// `run.out` are replaced by the cell's directory).
+    pub capacity: Option<CapacityOptions>,
+    /// The sweep lands in `<out>/sweep-<scenario>-<UTC timestamp>/`.
+    pub out: PathBuf,
+    /// How each run goes (its `out` is replaced by the run's directory).
+    pub run: RunOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("the local stack did not come up: {0}")]
+    Stack(#[from] StackError),
+    #[error("cannot write the sweep report to {}: {source}", .dir.display())]
+    Report { dir: PathBuf, source: ReportError },
+}
+
+impl SweepError {
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, SweepError::BadInput(_))
+    }
+}
+
+/// A finished (or stopped) sweep and where it was written.
+pub struct SweepOutcome {
+    pub sweep: Sweep,
+    pub dir: PathBuf,
+}
+
+/// `partitions=1,3,6` → an axis; names and values are checked against what the stack
+/// can be.
+pub fn parse_set(text: &str) -> Result<Axis, String> {
+    let Some((name, values)) = text.split_once('=') else {
+        return Err(format!(
+            "--set {text:?}: write NAME=V1,V2,… e.g. --set partitions=1,3,6 (names: {})",
+            AXES.join(", ")
+        ));
+    };
+    let name = name.trim().to_ascii_lowercase();
+    if !AXES.contains(&name.as_str()) {
+        return Err(format!(
+            "--set {text:?}: unknown axis {name:?}; the stack can be swept over {}",
+            AXES.join(", ")
+        ));
+    }
+    let values: Vec<String> = values
+        .split(',')
+        .map(|v| v.trim().to_ascii_lowercase())
+        .collect();
+    if values.iter().any(String::is_empty) {
+        return Err(format!("--set {text:?}: an empty value; write e.g. {name}=1,3"));
+    }
+    for v in &values {
+        check_value(&name, v).map_err(|why| format!("--set {text:?}: {v:?} {why}"))?;
+    }
+    let mut unique = values.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != values.len() {
+        return Err(format!("--set {text:?}: a value is given twice"));
+    }
+    Ok(Axis { name, values })
+}
+
+fn check_value(axis: &str, v: &str) -> Result<(), String> {
+    let number = |lo: u32, hi: u32| match v.parse::<u32>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(()),
+        _ => Err(format!("must be a whole number from {lo} to {hi}")),
+    };
+    match axis {
+        "brokers" => match v {
+            "1" | "3" => Ok(()),
+            _ => Err("must be 1 (one combined node) or 3 (a 3-voter quorum, RF 3)".into()),
+        },
+        "partitions" => number(1, MAX_PARTITIONS),
+        "servers" => number(1, MAX_SERVERS),
+        "persist" => match v {
+            "producer" | "consumer" => Ok(()),
+            _ => Err("must be producer or consumer".into()),
+        },
+        _ => Err("is not on a known axis".into()),
+    }
+}
+
+/// Every combination of the axes over the scenario's own shape, in matrix order (the
+/// first axis varies slowest).
+pub fn cells(base: &LocalStack, axes: &[Axis]) -> Result<Vec<Shape>, String> {
+    for (i, a) in axes.iter().enumerate() {
+        if axes[..i].iter().any(|b| b.name == a.name) {
+            return Err(format!("--set {} is given twice; list every value in one --set", a.name));
+        }
+    }
+    let mut shapes = vec![Shape {
+        brokers: base.brokers,
+        partitions: base.partitions,
+        servers: base.servers,
+        persist: base.persist,
+    }];
+    for a in axes {
+        let mut next = Vec::with_capacity(shapes.len() * a.values.len());
+        for s in &shapes {
+            for v in &a.values {
+                let mut s = *s;
+                match a.name.as_str() {
+                    "brokers" => s.brokers = v.parse().map_err(|_| format!("brokers={v}"))?,
+                    "partitions" => s.partitions = v.parse().map_err(|_| format!("partitions={v}"))?,
+                    "servers" => s.servers = v.parse().map_err(|_| format!("servers={v}"))?,
+                    "persist" => {
+                        s.persist = if v == "consumer" {
+                            Persist::Consumer
+                        } else {
+                            Persist::Producer
+                        }
+                    }
+                    other => return Err(format!("unknown axis {other}")),
+                }
+                next.push(s);
+            }
+        }
+        shapes = next;
+        if shapes.len() > MAX_CELLS {
+            return Err(format!(
+                "the --set axes make more than {MAX_CELLS} cells; sweep fewer values at a time"
+            ));
+        }
+    }
+    Ok(shapes)
+}
+
+/// The order runs go in: one repeat in matrix order with the broker count changing
+/// least often; several repeats as rounds of every cell, each round shuffled.
+pub fn order(cells: &[Shape], repeat: u32, seed: u64) -> Vec<Execution> {
+    let mut idx: Vec<usize> = (0..cells.len()).collect();
+    if repeat <= 1 {
+        idx.sort_by_key(|&i| cells[i].brokers);
+        return idx
+            .into_iter()
+            .map(|cell| Execution { cell, repeat: 1 })
+            .collect();
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::with_capacity(cells.len() * repeat as usize);
+    for r in 1..=repeat {
+        idx.shuffle(&mut rng);
+        out.extend(idx.iter().map(|&cell| Execution { cell, repeat: r }));
+    }
+    out
+}
+
+fn stack_options(shape: &Shape, run: &RunOptions) -> StackOptions {
+    StackOptions {
+        brokers: shape.brokers as u8,
+        partitions: shape.partitions,
+        servers: shape.servers,
+        persist: shape.persist,
+        state_dir: run.state_dir.clone(),
+        server_exe: run.server_exe.clone(),
+        detach: false,
+        ..StackOptions::default()
+    }
+}
+
+/// What the brokers and servers of `info` report about themselves.
+pub async fn observe(info: &StackInfo) -> Result<ObservedShape, String> {
+    let broker_ids = stack::broker_ids(&info.kafka_bootstrap)
+        .await
+        .map_err(|e| e.to_string())?;
+    let topic = stack::topic_config(&info.kafka_bootstrap, &info.topic)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut servers = Vec::with_capacity(info.servers.len());
+    for s in &info.servers {
+        let addr: SocketAddr = s
+            .metrics_url
+            .trim_start_matches("http://")
+            .trim_end_matches("/metrics")
+            .parse()
+            .map_err(|_| format!("server {}: metrics URL {} is not host:port", s.instance_id, s.metrics_url))?;
+        let (code, body) = stack::http_get(addr, "/metrics", Duration::from_secs(5))
+            .await
+            .map_err(|e| format!("server {}: GET {}: {e}", s.instance_id, s.metrics_url))?;
+        if code != 200 {
+            return Err(format!("server {}: GET {} answered {code}", s.instance_id, s.metrics_url));
+        }
+        let labels = server_info(&body).ok_or_else(|| {
+            format!(
+                "server {}: {} has no stompede_server_info line (a server of an older build?)",
+                s.instance_id, s.metrics_url
+            )
+        })?;
+        let get = |k: &str| {
+            labels
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        servers.push(ObservedServer {
+            instance: get("instance"),
+            url: s.ws_url.clone(),
+            persist: get("persist"),
+            topic: get("topic"),
+        });
+    }
+    Ok(ObservedShape {
+        broker_ids,
+        partitions: topic.partitions,
+        replication_factor: topic.replication_factor,
+        min_insync_replicas: topic.min_insync_replicas,
+        servers,
+    })
+}
+
+/// The labels of the `stompede_server_info` sample in a Prometheus text page.
+pub fn server_info(page: &str) -> Option<Vec<(String, String)>> {
+    let line = page
+        .lines()
+        .find(|l| l.starts_with("stompede_server_info{"))?;
+    let inner = &line["stompede_server_info{".len()..line.rfind('}')?];
+    let mut out = Vec::new();
+    let mut chars = inner.chars().peekable();
+    loop {
+        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if name.is_empty() {
+            break;
+        }
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.push((name.trim().to_string(), value));
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    Some(out)
+}
+
+/// A directory name for a run: `03-1b-6p-2s-producer-r2`.
+fn run_dir_name(cell: usize, shape: &Shape, repeat: u32) -> String {
+    format!(
+        "{:02}-{}b-{}p-{}s-{}-r{repeat}",
+        cell + 1,
+        shape.brokers,
+        shape.partitions,
+        shape.servers,
+        shape.persist.as_str()
+    )
+}
+
+/// Runs the sweep; `on_run` sees the sweep after each run (the run just added is the
+/// last of `order`'s cell's runs).
+pub async fn sweep(
+    scenario: Scenario,
+    opts: &SweepOptions,
+    on_run: &mut (dyn FnMut(&Sweep, Execution) + Send),
+) -> Result<SweepOutcome, SweepError> {
+    let bad = |m: String| SweepError::BadInput(m);
+    let TargetKind::Local(base) = &scenario.target.kind else {
+        return Err(bad(format!(
+            "{} targets an external server (target.kind = \"external\"); a sweep reshapes the local stack, \
+             so it needs target.kind = \"local\". To put external runs side by side, use `stompede compare`",
+            scenario.source.display()
+        )));
+    };
+    if opts.axes.is_empty() {
+        return Err(bad(
+            "nothing to sweep: give at least one --set, e.g. --set partitions=1,3,6".into(),
+        ));
+    }
+    if opts.repeat == 0 || opts.repeat > MAX_REPEAT {
+        return Err(bad(format!("--repeat {}: must be 1 to {MAX_REPEAT}", opts.repeat)));
+    }
+    let shapes = cells(base, &opts.axes).map_err(bad)?;
+    if let Some(c) = &opts.capacity {
+        // Checked now (every cell uses the same settings), not after the first reshape.
+        capacity::check_options(&scenario, c).map_err(|e| bad(e.to_string()))?;
+    }
+    if let Some(info) = stack::status(&opts.run.state_dir)? {
+        return Err(bad(format!(
+            "a stack is running from {} ({} brokers, {} partitions, {} servers); a sweep starts and reshapes a stack of its own. \
+             Stop it with `stompede stack down --state-dir {}`, or give the sweep another --state-dir",
+            opts.run.state_dir.display(),
+            info.brokers.len(),
+            info.partitions,
+            info.servers.len(),
+            opts.run.state_dir.display()
+        )));
+    }
+    let seed = opts.seed.unwrap_or_else(rand::random);
+    let order = order(&shapes, opts.repeat, seed);
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let stamp = started_at.format("%Y%m%dT%H%M%SZ");
+    let dir = opts.out.join(format!("sweep-{}-{stamp}", scenario.name));
+    let mut sweep = Sweep {
+        schema_version: SWEEP_SCHEMA_VERSION,
+        kind: SWEEP_KIND.into(),
+        tool: ToolInfo::current(),
+        scenario: scenario.name.clone(),
+        scenario_file: scenario.source.display().to_string(),
+        started_at: rfc3339(started_at),
+        finished_at: None,
+        elapsed_s: 0.0,
+        axes: opts.axes.clone(),
+        repeat: opts.repeat,
+        capacity: opts.capacity.is_some(),
+        seed,
+        order: Vec::new(),
+        cells: shapes
+            .iter()
+            .map(|s| SweepCell {
+                label: s.label(),
+                requested: *s,
+                runs: Vec::new(),
+            })
+            .collect(),
+        stopped: None,
+    };
+    let report_err = |source| SweepError::Report {
+        dir: dir.clone(),
+        source,
+    };
+    write_sweep_json(&sweep, &dir).map_err(report_err)?;
+    let first = &shapes[order[0].cell];
+    eprintln!(
+        "sweep: {} cells × {} repeat{} = {} runs; bringing up the first shape ({})",
+        shapes.len(),
+        opts.repeat,
+        if opts.repeat == 1 { "" } else { "s" },
+        order.len(),
+        first.label()
+    );
+    let mut stack = stack::up(&stack_options(first, &opts.run)).await?;
+    let mut fresh = true;
+    for (k, exec) in order.iter().enumerate() {
+        let shape = shapes[exec.cell];
+        eprintln!(
+            "sweep: run {} of {}: {} (repeat {})",
+            k + 1,
+            order.len(),
+            shape.label(),
+            exec.repeat
+        );
+        let reshaped = if fresh {
+            fresh = false;
+            "started with this shape".to_string()
+        } else {
+            match stack.reshape(&stack_options(&shape, &opts.run)).await {
+                Ok(how) => how.describe().to_string(),
+                Err(e) => {
+                    sweep.stopped = Some(format!("reshaping to {} failed: {e}", shape.label()));
+                    break;
+                }
+            }
+        };
+        let observed = match observe(stack.info()).await {
+            Ok(o) => o,
+            Err(e) => {
+                sweep.stopped = Some(format!(
+                    "the shape of the stack could not be read back before {}: {e}",
+                    shape.label()
+                ));
+                break;
+            }
+        };
+        let run_dir = dir.join(run_dir_name(exec.cell, &shape, exec.repeat));
+        let mut run = CellRun {
+            repeat: exec.repeat,
+            reshape: reshaped,
+            observed: observed.clone(),
+            dir: run_dir.display().to_string(),
+            summary: None,
+            capacity: None,
+            error: None,
+        };
+        if observed.shape() != Some(shape) {
+            run.error = Some(format!(
+                "asked for {}, but the brokers and servers report {}; not run",
+                shape.label(),
+                observed.shape().map_or("servers that disagree".into(), |s| s.label())
+            ));
+        } else {
+            let mut cell_scenario = scenario.clone();
+            cell_scenario.target.kind = TargetKind::Local(LocalStack {
+                brokers: shape.brokers,
+                partitions: shape.partitions,
+                servers: shape.servers,
+                persist: shape.persist,
+            });
+            let run_opts = RunOptions {
+                out: run_dir.clone(),
+                ..opts.run.clone()
+            };
+            match &opts.capacity {
+                None => match crate::load::run(cell_scenario, &run_opts).await {
+                    Ok(outcome) => {
+                        run.dir = outcome.dir.display().to_string();
+                        run.summary = Some(outcome.summary);
+                    }
+                    Err(e) => run.error = Some(e.to_string()),
+                },
+                Some(c) => {
+                    let c = CapacityOptions {
+                        out: run_dir.clone(),
+                        run: run_opts,
+                        ..c.clone()
+                    };
+                    match capacity::search(cell_scenario, &c, &mut |_| {}).await {
+                        Ok(outcome) => {
+                            run.dir = outcome.dir.display().to_string();
+                            let report = outcome.report;
+                            run.summary = super::compare::representative_step(&report)
+                                .map(|(step, _)| step.summary.clone());
+                            run.capacity = Some(CapacityFigures {
+                                outcome: report.outcome,
+                                answer: report.answer.clone(),
+                                knee_deliveries_per_s: report
+                                    .knee
+                                    .as_ref()
+                                    .map(|k| k.offered.deliveries_per_s),
+                            });
+                        }
+                        Err(e) => run.error = Some(e.to_string()),
+                    }
+                }
+            }
+        }
+        sweep.cells[exec.cell].runs.push(run);
+        sweep.order.push(*exec);
+        sweep.elapsed_s = started.elapsed().as_secs_f64();
+        write_sweep_json(&sweep, &dir).map_err(report_err)?;
+        on_run(&sweep, *exec);
+    }
+    eprintln!("sweep: taking down its stack");
+    if let Err(e) = stack.down().await {
+        eprintln!("warning: stack down: {e}");
+    }
+    sweep.finished_at = Some(rfc3339(chrono::Utc::now()));
+    sweep.elapsed_s = started.elapsed().as_secs_f64();
+    write_sweep(&sweep, &dir).map_err(report_err)?;
+    Ok(SweepOutcome { sweep, dir })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> LocalStack {
+        LocalStack {
+            brokers: 1,
+            partitions: 3,
+            servers: 2,
+            persist: Persist::Producer,
+        }
+    }
+
+    #[test]
+    fn sets_are_checked_and_name_what_is_wrong() {
+        assert_eq!(
+            parse_set("partitions=1,3,6").expect("valid"),
+            Axis {
+                name: "partitions".into(),
+                values: vec!["1".into(), "3".into(), "6".into()]
+            }
+        );
+        for (bad, says) in [
+            ("partitions", "NAME=V1,V2"),
+            ("shards=1,2", "unknown axis"),
+            ("brokers=1,2", "must be 1"),
+            ("partitions=0", "from 1 to"),
+            ("servers=1,,2", "empty value"),
+            ("persist=disk", "producer or consumer"),
+            ("partitions=3,3", "twice"),
+        ] {
+            let e = parse_set(bad).expect_err(bad);
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn cells_are_the_product_over_the_scenario_shape() {
+        let axes = [
+            parse_set("partitions=1,3").expect("valid"),
+            parse_set("brokers=1,3").expect("valid"),
+        ];
+        let c = cells(&base(), &axes).expect("cells");
+        let labels: Vec<String> = c.iter().map(Shape::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "1b/1p/2s producer",
+                "3b/1p/2s producer",
+                "1b/3p/2s producer",
+                "3b/3p/2s producer"
+            ]
+        );
+        // One repeat: the brokers change once.
+        let o = order(&c, 1, 7);
+        let brokers: Vec<u32> = o.iter().map(|e| c[e.cell].brokers).collect();
+        assert_eq!(brokers, [1, 1, 3, 3]);
+        let twice = [axes[0].clone(), axes[0].clone()];
+        assert!(cells(&base(), &twice).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn repeats_run_every_cell_once_per_round_in_shuffled_order() {
+        let axes = [parse_set("partitions=1,2,3,4,5,6").expect("valid")];
+        let c = cells(&base(), &axes).expect("cells");
+        let o = order(&c, 3, 42);
+        assert_eq!(o.len(), 18);
+        for r in 1..=3 {
+            let mut round: Vec<usize> = o.iter().filter(|e| e.repeat == r).map(|e| e.cell).collect();
+            assert_eq!(round.len(), 6);
+            round.sort_unstable();
+            assert_eq!(round, [0, 1, 2, 3, 4, 5]);
+        }
+        let rounds: Vec<Vec<usize>> = (1..=3)
+            .map(|r| o.iter().filter(|e| e.repeat == r).map(|e| e.cell).collect())
+            .collect();
+        assert!(
+            rounds[0] != rounds[1] || rounds[1] != rounds[2],
+            "three rounds in the same order: {rounds:?}"
+        );
+        assert_eq!(order(&c, 3, 42), o, "the seed fixes the order");
+    }
+
+    #[test]
+    fn server_info_labels_are_read_with_escapes() {
+        let page = "# HELP x\nstompede_ready{instance=\"s1\"} 1\nstompede_server_info{instance=\"s1\",persist=\"consumer\",topic=\"a\\\"b\"} 1\n";
+        let labels = server_info(page).expect("the line");
+        assert_eq!(
+            labels,
+            [
+                ("instance".to_string(), "s1".to_string()),
+                ("persist".to_string(), "consumer".to_string()),
+                ("topic".to_string(), "a\"b".to_string())
+            ]
+        );
+        assert!(server_info("stompede_ready 1\n").is_none());
+    }
+}
