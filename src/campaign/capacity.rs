@@ -282,7 +282,10 @@ pub async fn search(
 }
 
 /// Checks the search settings against the scenario; returns `--from` and `--max`.
-pub fn check_options(scenario: &Scenario, opts: &CapacityOptions) -> Result<(f64, f64), CapacityError> {
+pub fn check_options(
+    scenario: &Scenario,
+    opts: &CapacityOptions,
+) -> Result<(f64, f64), CapacityError> {
     let bad = |m: String| Err(CapacityError::BadInput(m));
     if !matches!(scenario.load.model, LoadModel::Open { .. }) {
         return bad(format!(

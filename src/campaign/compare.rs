@@ -14,7 +14,9 @@ use crate::report::compare::{
 };
 use crate::report::sweep::{Sweep, SWEEP_FILE, SWEEP_KIND};
 use crate::report::sweep_html::as_comparison;
-use crate::report::{rfc3339, Capacity, CapacityStep, ReportError, Summary, ToolInfo, SUMMARY_FILE};
+use crate::report::{
+    rfc3339, Capacity, CapacityStep, ReportError, Summary, ToolInfo, SUMMARY_FILE,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
@@ -175,7 +177,11 @@ fn load_sweep(path: &Path) -> Result<Option<Vec<ComparisonEntry>>, CompareError>
     })?;
     let is_sweep = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
-        .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(|k| k == SWEEP_KIND))
+        .and_then(|v| {
+            v.get("kind")
+                .and_then(|k| k.as_str())
+                .map(|k| k == SWEEP_KIND)
+        })
         .unwrap_or(false);
     if !is_sweep {
         return Ok(None);

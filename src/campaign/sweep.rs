@@ -101,7 +101,9 @@ pub fn parse_set(text: &str) -> Result<Axis, String> {
         .map(|v| v.trim().to_ascii_lowercase())
         .collect();
     if values.iter().any(String::is_empty) {
-        return Err(format!("--set {text:?}: an empty value; write e.g. {name}=1,3"));
+        return Err(format!(
+            "--set {text:?}: an empty value; write e.g. {name}=1,3"
+        ));
     }
     for v in &values {
         check_value(&name, v).map_err(|why| format!("--set {text:?}: {v:?} {why}"))?;
@@ -140,7 +142,10 @@ fn check_value(axis: &str, v: &str) -> Result<(), String> {
 pub fn cells(base: &LocalStack, axes: &[Axis]) -> Result<Vec<Shape>, String> {
     for (i, a) in axes.iter().enumerate() {
         if axes[..i].iter().any(|b| b.name == a.name) {
-            return Err(format!("--set {} is given twice; list every value in one --set", a.name));
+            return Err(format!(
+                "--set {} is given twice; list every value in one --set",
+                a.name
+            ));
         }
     }
     let mut shapes = vec![Shape {
@@ -156,7 +161,9 @@ pub fn cells(base: &LocalStack, axes: &[Axis]) -> Result<Vec<Shape>, String> {
                 let mut s = *s;
                 match a.name.as_str() {
                     "brokers" => s.brokers = v.parse().map_err(|_| format!("brokers={v}"))?,
-                    "partitions" => s.partitions = v.parse().map_err(|_| format!("partitions={v}"))?,
+                    "partitions" => {
+                        s.partitions = v.parse().map_err(|_| format!("partitions={v}"))?
+                    }
                     "servers" => s.servers = v.parse().map_err(|_| format!("servers={v}"))?,
                     "persist" => {
                         s.persist = if v == "consumer" {
@@ -228,12 +235,20 @@ pub async fn observe(info: &StackInfo) -> Result<ObservedShape, String> {
             .trim_start_matches("http://")
             .trim_end_matches("/metrics")
             .parse()
-            .map_err(|_| format!("server {}: metrics URL {} is not host:port", s.instance_id, s.metrics_url))?;
+            .map_err(|_| {
+                format!(
+                    "server {}: metrics URL {} is not host:port",
+                    s.instance_id, s.metrics_url
+                )
+            })?;
         let (code, body) = stack::http_get(addr, "/metrics", Duration::from_secs(5))
             .await
             .map_err(|e| format!("server {}: GET {}: {e}", s.instance_id, s.metrics_url))?;
         if code != 200 {
-            return Err(format!("server {}: GET {} answered {code}", s.instance_id, s.metrics_url));
+            return Err(format!(
+                "server {}: GET {} answered {code}",
+                s.instance_id, s.metrics_url
+            ));
         }
         let labels = server_info(&body).ok_or_else(|| {
             format!(
@@ -332,7 +347,10 @@ pub async fn sweep(
         ));
     }
     if opts.repeat == 0 || opts.repeat > MAX_REPEAT {
-        return Err(bad(format!("--repeat {}: must be 1 to {MAX_REPEAT}", opts.repeat)));
+        return Err(bad(format!(
+            "--repeat {}: must be 1 to {MAX_REPEAT}",
+            opts.repeat
+        )));
     }
     let shapes = cells(base, &opts.axes).map_err(bad)?;
     if let Some(c) = &opts.capacity {
@@ -441,7 +459,9 @@ pub async fn sweep(
             run.error = Some(format!(
                 "asked for {}, but the brokers and servers report {}; not run",
                 shape.label(),
-                observed.shape().map_or("servers that disagree".into(), |s| s.label())
+                observed
+                    .shape()
+                    .map_or("servers that disagree".into(), |s| s.label())
             ));
         } else {
             let mut cell_scenario = scenario.clone();
@@ -573,7 +593,8 @@ mod tests {
         let o = order(&c, 3, 42);
         assert_eq!(o.len(), 18);
         for r in 1..=3 {
-            let mut round: Vec<usize> = o.iter().filter(|e| e.repeat == r).map(|e| e.cell).collect();
+            let mut round: Vec<usize> =
+                o.iter().filter(|e| e.repeat == r).map(|e| e.cell).collect();
             assert_eq!(round.len(), 6);
             round.sort_unstable();
             assert_eq!(round, [0, 1, 2, 3, 4, 5]);

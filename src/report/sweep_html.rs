@@ -82,7 +82,11 @@ pub fn render_charts(sweep: &Sweep, dir: &Path) -> Result<Rendered, ReportError>
     }
     if sweep.capacity {
         if let Some(c) = cols.iter().find(|c| c.title == "capacity deliv/s") {
-            bars.push((SWEEP_CAPACITY, "Capacity per cell (deliveries/s at the knee)", c));
+            bars.push((
+                SWEEP_CAPACITY,
+                "Capacity per cell (deliveries/s at the knee)",
+                c,
+            ));
         }
     }
     for (file, title, col) in bars {
@@ -116,7 +120,12 @@ pub fn render_charts(sweep: &Sweep, dir: &Path) -> Result<Rendered, ReportError>
 }
 
 /// One bar per cell at its median, a whisker from its lowest to its highest repeat.
-fn bar_chart(values: &[(String, Option<Spread>)], scale: f64, title: &str, path: &Path) -> DrawResult {
+fn bar_chart(
+    values: &[(String, Option<Spread>)],
+    scale: f64,
+    title: &str,
+    path: &Path,
+) -> DrawResult {
     let n = values.len() as i32;
     let y_top = top(
         max_of(values.iter().filter_map(|v| v.1.map(|s| s.max * scale))),
@@ -193,9 +202,9 @@ pub fn render(s: &Sweep, charts: &Rendered) -> String {
         escape(&s.tool.version)
     );
     if let Some(why) = &s.stopped {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<section class=\"answer fail\">The sweep stopped early: {}</section>\n",
+            "<section class=\"answer fail\">The sweep stopped early: {}</section>",
             escape(why)
         );
     }
@@ -243,9 +252,9 @@ pub fn render(s: &Sweep, charts: &Rendered) -> String {
         h.push_str("</section>\n");
     }
     for f in &charts.failed {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p class=\"note\">Chart <code>{}</code> could not be drawn: {}.</p>\n",
+            "<p class=\"note\">Chart <code>{}</code> could not be drawn: {}.</p>",
             escape(&f.file),
             escape(&f.reason)
         );
@@ -283,7 +292,12 @@ pub fn render(s: &Sweep, charts: &Rendered) -> String {
             let servers: Vec<String> = o
                 .servers
                 .iter()
-                .map(|sv| format!("{} ({}, topic {}) {}", sv.instance, sv.persist, sv.topic, sv.url))
+                .map(|sv| {
+                    format!(
+                        "{} ({}, topic {}) {}",
+                        sv.instance, sv.persist, sv.topic, sv.url
+                    )
+                })
                 .collect();
             rows.push((
                 "run",

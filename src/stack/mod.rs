@@ -30,9 +30,7 @@ mod servers;
 mod state;
 
 pub use kafka::{cache_root, kafka_version};
-pub use kafka_admin::{
-    broker_ids, create_topic, topic_config, wait_kafka_ready, TopicDescription,
-};
+pub use kafka_admin::{broker_ids, create_topic, topic_config, wait_kafka_ready, TopicDescription};
 pub use process::http_get;
 pub use reshape::Reshaped;
 pub use servers::READY_TIMEOUT as SERVER_TIMEOUT;

@@ -310,7 +310,9 @@ pub fn log_tail(path: &Path, n: usize) -> String {
 
 /// One HTTP/1.1 GET; returns the status code. Enough for a health probe, no client crate.
 pub async fn http_get_status(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<u16> {
-    http_get_limited(addr, path, timeout, None).await.map(|(code, _)| code)
+    http_get_limited(addr, path, timeout, None)
+        .await
+        .map(|(code, _)| code)
 }
 
 /// Largest response [`http_get`] reads.
@@ -318,7 +320,11 @@ pub const MAX_HTTP_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// One HTTP/1.1 GET of a small text resource (a `/metrics` page); returns the status
 /// code and the body. Responses over [`MAX_HTTP_RESPONSE`] are refused.
-pub async fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
+pub async fn http_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> io::Result<(u16, String)> {
     http_get_limited(addr, path, timeout, Some(MAX_HTTP_RESPONSE)).await
 }
 

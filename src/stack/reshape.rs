@@ -62,7 +62,8 @@ impl Stack {
         let cur = &self.info;
         let same_brokers = cur.brokers.len() == usize::from(want.brokers);
         let same_partitions = cur.partitions == want.partitions;
-        let same_servers = cur.servers.len() == want.servers as usize && cur.persist == want.persist;
+        let same_servers =
+            cur.servers.len() == want.servers as usize && cur.persist == want.persist;
         if same_brokers && same_partitions && same_servers {
             return Ok(Reshaped::Unchanged);
         }
