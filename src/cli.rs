@@ -250,8 +250,9 @@ The sweep starts a stack of its own (a stack already running in the state direct
 reshapes it between cells, restarting only what must change: another broker count restarts the \
 whole stack; another partition count stops the servers, deletes and recreates the chat topic and \
 starts them again; another server count or persist strategy restarts the servers. Before each run \
-the shape is read back from the brokers' metadata and each server's /metrics; a cell that reads \
-back otherwise is not run.\n\n\
+the shape is read back from the brokers' metadata and each server's /metrics; a stack that reads \
+back otherwise ends the sweep. Every run starts from an empty topic and history table and freshly \
+started servers.\n\n\
 With one repeat the cells run in matrix order, the broker count changing least often. With \
 --repeat N every round runs each cell once in a shuffled order (--seed fixes it), so drift on a \
 shared machine spreads over every cell; each figure shows the median and the range of the repeats.\n\n\
@@ -686,8 +687,13 @@ pub async fn sweep(args: SweepArgs) -> u8 {
             );
             let runs: Vec<&crate::report::sweep::CellRun> =
                 s.cells.iter().flat_map(|c| c.runs.iter()).collect();
+            if let Some(why) = &outcome.down_error {
+                eprintln!("error: the sweep's stack could not be taken down: {why}");
+            }
             if let Some(why) = &s.stopped {
                 eprintln!("error: {why}");
+                exit::RUN_FAILED
+            } else if outcome.down_error.is_some() {
                 exit::RUN_FAILED
             } else if runs.iter().any(|r| r.error.is_some()) {
                 exit::RUN_FAILED

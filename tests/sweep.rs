@@ -101,6 +101,20 @@ async fn a_sweep_over_partitions_reads_each_cell_back_from_kafka() {
         let st = summary.target.stack.as_ref().expect("a local stack");
         assert_eq!(st.partitions, partitions, "the run's own record");
         assert!(summary.integrity.delivered > 0 && summary.integrity.lost == 0);
+        // The topic was recreated between the cells: the history table was emptied with
+        // it, so no row of the second cell collided with one of the first.
+        let audit = summary
+            .db
+            .as_ref()
+            .and_then(|d| d.audit.as_ref())
+            .expect("a database audit");
+        assert_eq!(
+            (audit.missing, audit.duplicates),
+            (0, 0),
+            "{}: {audit:?}",
+            cell.label
+        );
+        assert!(audit.rows_for_run > 0);
         assert!(
             Path::new(&run.dir).join("summary.json").is_file(),
             "{}",
@@ -169,6 +183,20 @@ async fn the_read_back_is_what_kafka_reports_not_what_was_asked() {
     assert_eq!(
         stack.reshape(&want).await.expect("no-op"),
         Reshaped::Unchanged
+    );
+    let pids: Vec<u32> = stack.info().servers.iter().map(|s| s.pid).collect();
+    assert_eq!(
+        stack
+            .reset(Path::new(env!("CARGO_BIN_EXE_stompede")))
+            .await
+            .unwrap_or_else(|e| panic!("reset: {e}")),
+        Reshaped::Servers {
+            topic_recreated: true
+        }
+    );
+    assert!(
+        stack.info().servers.iter().all(|s| !pids.contains(&s.pid)),
+        "the servers were restarted"
     );
     let o = observe(stack.info())
         .await

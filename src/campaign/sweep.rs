@@ -6,8 +6,9 @@
 //! sweep would reshape it under its owner) and reshapes it between cells through
 //! [`crate::stack::Stack::reshape`], restarting only what must change. Before each run
 //! the shape is read back from the brokers' metadata and from each server's
-//! `stompede_server_info`; a cell whose stack reads back differently from what it asked
-//! for is not run and says so. With one repeat the cells run in matrix order, sorted so
+//! `stompede_server_info` ([`mismatch`]); a stack that reads back differently from what
+//! was asked for ends the sweep, saying how. Every run starts from an empty topic and
+//! history table and freshly started servers. With one repeat the cells run in matrix order, sorted so
 //! the broker count (a whole restart) changes least often; with `--repeat N` each round
 //! runs every cell once in a freshly shuffled order, so drift on a shared machine spreads
 //! over all cells instead of masquerading as a difference between them.
@@ -29,9 +30,9 @@ use crate::report::sweep::{
     write_sweep, write_sweep_json, Axis, CellRun, Execution, ObservedServer, ObservedShape, Shape,
     Sweep, SweepCell, SWEEP_KIND, SWEEP_SCHEMA_VERSION,
 };
-use crate::report::{rfc3339, Persist, ReportError, ToolInfo};
+use crate::report::{rfc3339, Outcome, Persist, ReportError, ToolInfo};
 use crate::scenario::{LocalStack, Scenario, TargetKind, MAX_PARTITIONS, MAX_SERVERS};
-use crate::stack::{self, StackError, StackInfo, StackOptions};
+use crate::stack::{self, Reshaped, StackError, StackInfo, StackOptions};
 
 use super::capacity::{self, CapacityOptions};
 
@@ -78,6 +79,8 @@ impl SweepError {
 pub struct SweepOutcome {
     pub sweep: Sweep,
     pub dir: PathBuf,
+    /// Why the sweep's stack could not be taken down at the end, if it could not.
+    pub down_error: Option<String>,
 }
 
 /// `partitions=1,3,6` → an axis; names and values are checked against what the stack
@@ -96,9 +99,11 @@ pub fn parse_set(text: &str) -> Result<Axis, String> {
             AXES.join(", ")
         ));
     }
+    // Numbers in their plain form, so `3` and `03` are one value.
     let values: Vec<String> = values
         .split(',')
         .map(|v| v.trim().to_ascii_lowercase())
+        .map(|v| v.parse::<u32>().map_or(v, |n| n.to_string()))
         .collect();
     if values.iter().any(String::is_empty) {
         return Err(format!(
@@ -279,6 +284,51 @@ pub async fn observe(info: &StackInfo) -> Result<ObservedShape, String> {
     })
 }
 
+/// How the readings differ from `shape` (and from the stack's own record of its
+/// servers and topic), or `None` when they match in every respect: brokers, partitions,
+/// replication factor and `min.insync.replicas` for that broker count, and every
+/// recorded server answering with its own instance id, the topic and the strategy.
+pub fn mismatch(shape: &Shape, o: &ObservedShape, info: &StackInfo) -> Option<String> {
+    let mut why = Vec::new();
+    let (rf, min_isr) = if shape.brokers >= 3 { (3, 2) } else { (1, 1) };
+    if o.broker_ids.len() as u32 != shape.brokers {
+        why.push(format!("the metadata lists brokers {:?}", o.broker_ids));
+    }
+    if o.partitions != shape.partitions {
+        why.push(format!(
+            "topic {} has {} partitions",
+            info.topic, o.partitions
+        ));
+    }
+    if (o.replication_factor, o.min_insync_replicas) != (rf, min_isr) {
+        why.push(format!(
+            "the topic has replication factor {} and min.insync.replicas {} (expected {rf} and {min_isr})",
+            o.replication_factor, o.min_insync_replicas
+        ));
+    }
+    let expected: Vec<&str> = info
+        .servers
+        .iter()
+        .map(|s| s.instance_id.as_str())
+        .collect();
+    let answered: Vec<&str> = o.servers.iter().map(|s| s.instance.as_str()).collect();
+    if expected.len() as u32 != shape.servers || answered != expected {
+        why.push(format!(
+            "servers {answered:?} answered where {} were asked for",
+            shape.servers
+        ));
+    }
+    for s in &o.servers {
+        if s.persist != shape.persist.as_str() || s.topic != info.topic {
+            why.push(format!(
+                "server {} reports persist {:?} and topic {:?}",
+                s.instance, s.persist, s.topic
+            ));
+        }
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}
+
 /// The labels of the `stompede_server_info` sample in a Prometheus text page.
 pub fn server_info(page: &str) -> Option<Vec<(String, String)>> {
     let line = page
@@ -357,7 +407,8 @@ pub async fn sweep(
         // Checked now (every cell uses the same settings), not after the first reshape.
         capacity::check_options(&scenario, c).map_err(|e| bad(e.to_string()))?;
     }
-    if let Some(info) = stack::status(&opts.run.state_dir)? {
+    let recorded = stack::status(&opts.run.state_dir).map_err(|e| bad(e.to_string()))?;
+    if let Some(info) = recorded.filter(|i| i.processes().iter().any(|p| p.alive())) {
         return Err(bad(format!(
             "a stack is running from {} ({} brokers, {} partitions, {} servers); a sweep starts and reshapes a stack of its own. \
              Stop it with `stompede stack down --state-dir {}`, or give the sweep another --state-dir",
@@ -423,16 +474,26 @@ pub async fn sweep(
             shape.label(),
             exec.repeat
         );
+        // Every run starts as a fresh stack of its shape would: the first on the stack
+        // just started, the others after a reshape, or a reset when the shape is the same.
         let reshaped = if fresh {
             fresh = false;
-            "started with this shape".to_string()
+            Ok("started with this shape".to_string())
         } else {
             match stack.reshape(&stack_options(&shape, &opts.run)).await {
-                Ok(how) => how.describe().to_string(),
-                Err(e) => {
-                    sweep.stopped = Some(format!("reshaping to {} failed: {e}", shape.label()));
-                    break;
-                }
+                Ok(Reshaped::Unchanged) => stack
+                    .reset(&opts.run.server_exe)
+                    .await
+                    .map(|how| format!("same shape: {}", how.describe())),
+                Ok(how) => Ok(how.describe().to_string()),
+                Err(e) => Err(e),
+            }
+        };
+        let reshaped = match reshaped {
+            Ok(how) => how,
+            Err(e) => {
+                sweep.stopped = Some(format!("reshaping to {} failed: {e}", shape.label()));
+                break;
             }
         };
         let observed = match observe(stack.info()).await {
@@ -455,14 +516,15 @@ pub async fn sweep(
             capacity: None,
             error: None,
         };
-        if observed.shape() != Some(shape) {
-            run.error = Some(format!(
-                "asked for {}, but the brokers and servers report {}; not run",
-                shape.label(),
-                observed
-                    .shape()
-                    .map_or("servers that disagree".into(), |s| s.label())
-            ));
+        if let Some(why) = mismatch(&shape, &observed, stack.info()) {
+            // The stack is not what it should be: later cells would start from an
+            // unknown state, so the sweep ends here.
+            run.error = Some(format!("asked for {}, but {why}; not run", shape.label()));
+            sweep.stopped = run.error.clone();
+            sweep.cells[exec.cell].runs.push(run);
+            sweep.order.push(*exec);
+            on_run(&sweep, *exec);
+            break;
         } else {
             let mut cell_scenario = scenario.clone();
             cell_scenario.target.kind = TargetKind::Local(LocalStack {
@@ -495,6 +557,12 @@ pub async fn sweep(
                             let report = outcome.report;
                             run.summary = super::compare::representative_step(&report)
                                 .map(|(step, _)| step.summary.clone());
+                            if report.outcome == Outcome::HarnessBound {
+                                run.error = Some(format!(
+                                    "the harness was the limit, not the stack: {}",
+                                    report.answer
+                                ));
+                            }
                             run.capacity = Some(CapacityFigures {
                                 outcome: report.outcome,
                                 answer: report.answer.clone(),
@@ -516,13 +584,15 @@ pub async fn sweep(
         on_run(&sweep, *exec);
     }
     eprintln!("sweep: taking down its stack");
-    if let Err(e) = stack.down().await {
-        eprintln!("warning: stack down: {e}");
-    }
+    let down_error = stack.down().await.err().map(|e| e.to_string());
     sweep.finished_at = Some(rfc3339(chrono::Utc::now()));
     sweep.elapsed_s = started.elapsed().as_secs_f64();
     write_sweep(&sweep, &dir).map_err(report_err)?;
-    Ok(SweepOutcome { sweep, dir })
+    Ok(SweepOutcome {
+        sweep,
+        dir,
+        down_error,
+    })
 }
 
 #[cfg(test)]
@@ -555,6 +625,7 @@ mod tests {
             ("servers=1,,2", "empty value"),
             ("persist=disk", "producer or consumer"),
             ("partitions=3,3", "twice"),
+            ("partitions=3,03", "twice"),
         ] {
             let e = parse_set(bad).expect_err(bad);
             assert!(e.contains(says), "{bad}: {e}");
@@ -607,6 +678,66 @@ mod tests {
             "three rounds in the same order: {rounds:?}"
         );
         assert_eq!(order(&c, 3, 42), o, "the seed fixes the order");
+    }
+
+    #[test]
+    fn the_read_back_must_match_in_every_respect() {
+        use crate::report::sweep::ObservedServer;
+        let info: StackInfo = serde_json::from_value(serde_json::json!({
+            "kafka_bootstrap": "127.0.0.1:1", "kafka_version": "4.1.1", "brokers": [],
+            "topic": "chat.messages", "partitions": 3, "replication_factor": 3,
+            "min_insync_replicas": 2,
+            "postgres": {"port": 1, "url": "postgres://x", "data_dir": "/d", "pid": 1, "log": "/l"},
+            "servers": [
+                {"instance_id": "s1", "ws_url": "ws://a", "metrics_url": "http://a", "pid": 1, "log": "/l"},
+                {"instance_id": "s2", "ws_url": "ws://b", "metrics_url": "http://b", "pid": 2, "log": "/l"}
+            ],
+            "persist": "producer", "state_dir": "/s", "started_at": "x"
+        }))
+        .expect("a stack record");
+        let shape = Shape {
+            brokers: 3,
+            partitions: 3,
+            servers: 2,
+            persist: Persist::Producer,
+        };
+        let server = |id: &str| ObservedServer {
+            instance: id.into(),
+            url: "ws://a".into(),
+            persist: "producer".into(),
+            topic: "chat.messages".into(),
+        };
+        let good = ObservedShape {
+            broker_ids: vec![1, 2, 3],
+            partitions: 3,
+            replication_factor: 3,
+            min_insync_replicas: 2,
+            servers: vec![server("s1"), server("s2")],
+        };
+        assert_eq!(mismatch(&shape, &good, &info), None);
+        let mut o = good.clone();
+        o.replication_factor = 1;
+        assert!(mismatch(&shape, &o, &info)
+            .unwrap()
+            .contains("replication factor 1"));
+        let mut o = good.clone();
+        o.partitions = 4;
+        assert!(mismatch(&shape, &o, &info)
+            .unwrap()
+            .contains("4 partitions"));
+        let mut o = good.clone();
+        o.servers[1] = server("s1");
+        assert!(mismatch(&shape, &o, &info).unwrap().contains("answered"));
+        let mut o = good.clone();
+        o.servers[0].topic = "other".into();
+        assert!(mismatch(&shape, &o, &info)
+            .unwrap()
+            .contains("topic \"other\""));
+        let mut o = good;
+        o.broker_ids.pop();
+        assert!(mismatch(&shape, &o, &info)
+            .unwrap()
+            .contains("brokers [1, 2]"));
     }
 
     #[test]

@@ -331,15 +331,25 @@ pub fn best_cells(sweep: &Sweep, cols: &[Column]) -> Vec<Option<usize>> {
 pub const LEAD: [&str; 3] = ["cell", "read back", "runs"];
 pub const TAIL: [&str; 2] = ["lost", "verdict"];
 
-/// `1 broker [1], 3 partitions RF 1, s1 s2 producer` from the runs' readings, or the
-/// disagreement spelled out.
+/// What the runs' readings amount to, `1b/3p/2s producer, RF 1` (readings that differ
+/// between repeats joined by ` / `), so the table shows the brokers' and servers' word
+/// beside the cell asked for.
 pub fn read_back(cell: &SweepCell) -> String {
     let mut seen: Vec<String> = cell
         .runs
         .iter()
-        .map(|r| match r.observed.shape() {
-            Some(s) => s.label(),
-            None => "servers disagree".into(),
+        .map(|r| {
+            let o = &r.observed;
+            match o.shape() {
+                Some(s) => format!("{}, RF {}", s.label(), o.replication_factor),
+                None => format!(
+                    "{}b/{}p/{}s (no single persist strategy), RF {}",
+                    o.broker_ids.len(),
+                    o.partitions,
+                    o.servers.len(),
+                    o.replication_factor
+                ),
+            }
         })
         .collect();
     seen.dedup();

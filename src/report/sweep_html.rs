@@ -139,7 +139,9 @@ fn bar_chart(
         .margin_right(40)
         .x_label_area_size(60)
         .y_label_area_size(85)
-        .build_cartesian_2d((0..n).into_segmented(), 0f64..y_top)?;
+        // An integer range holds both ends: 0..n-1 makes n segments (one at least twice
+        // as wide when there is a single cell).
+        .build_cartesian_2d((0..(n - 1).max(1)).into_segmented(), 0f64..y_top)?;
     let y_fmt = axis_labels(y_top, false);
     let labels: Vec<String> = values.iter().map(|v| v.0.clone()).collect();
     chart

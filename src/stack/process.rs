@@ -191,7 +191,8 @@ impl Registry {
     /// Exit status of a child of ours that has exited (reaping it), if it has.
     pub fn exited(&self, pid: u32) -> Option<ExitStatus> {
         let mut children = self.lock();
-        let m = children.iter_mut().find(|m| m.record.pid == pid)?;
+        // Newest first: the kernel may have given an earlier child's pid to a new one.
+        let m = children.iter_mut().rev().find(|m| m.record.pid == pid)?;
         m.child.try_wait().ok().flatten()
     }
 
@@ -215,11 +216,10 @@ impl Registry {
         }
     }
 
-    /// Reap children that have exited (after a graceful stop).
+    /// Reap children that have exited (after a graceful stop) and forget them.
     pub fn reap(&self) {
-        for m in self.lock().iter_mut() {
-            let _ = m.child.try_wait();
-        }
+        self.lock()
+            .retain_mut(|m| !matches!(m.child.try_wait(), Ok(Some(_))));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Managed>> {

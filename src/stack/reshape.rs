@@ -5,9 +5,12 @@
 //! - another partition count: the servers stop, the chat topic is deleted and created
 //!   again with the new count (Kafka can add partitions but never remove them, and a
 //!   fresh topic starts every cell from the same empty state), the servers start again;
-//! - another server count or persistence strategy: the servers restart.
+//! - another server count or persistence strategy: the servers restart, and the topic
+//!   is recreated too, so no cell inherits the records of the one before.
 //!
-//! Kafka and PostgreSQL keep running in the last two cases. What the brokers and servers
+//! Whenever the topic is recreated the history table is emptied with it ([`Stack::reset`]
+//! does both for two runs of the same shape). Kafka and PostgreSQL keep running in the
+//! last two cases. What the brokers and servers
 //! then report is read back by the caller (`crate::campaign::sweep`), never assumed.
 use std::time::{Duration, Instant};
 
@@ -25,7 +28,8 @@ use super::{
 pub enum Reshaped {
     /// The stack already had the shape.
     Unchanged,
-    /// The servers restarted; the topic was recreated when `topic_recreated`.
+    /// The servers restarted; the topic was recreated (and the history table emptied)
+    /// when `topic_recreated`.
     Servers { topic_recreated: bool },
     /// Everything restarted (another broker count).
     Restarted,
@@ -37,7 +41,7 @@ impl Reshaped {
             Reshaped::Unchanged => "unchanged",
             Reshaped::Servers {
                 topic_recreated: true,
-            } => "topic recreated, servers restarted",
+            } => "topic recreated, history emptied, servers restarted",
             Reshaped::Servers {
                 topic_recreated: false,
             } => "servers restarted",
@@ -87,7 +91,42 @@ impl Stack {
                 }
             };
         }
+        self.restart_servers(&want, !same_partitions).await
+    }
+
+    /// Brings the stack back to the state a fresh one of its shape starts in, short of
+    /// restarting Kafka and PostgreSQL: the servers restart and the topic and the history
+    /// table start empty. What a sweep does between two runs of the same shape.
+    pub async fn reset(&mut self, server_exe: &std::path::Path) -> Result<Reshaped, StackError> {
+        let want = StackOptions {
+            brokers: self.info.brokers.len() as u8,
+            partitions: self.info.partitions,
+            servers: self.info.servers.len() as u32,
+            persist: self.info.persist,
+            topic: self.info.topic.clone(),
+            state_dir: self.info.state_dir.clone(),
+            server_exe: server_exe.to_path_buf(),
+            detach: self.detach,
+        };
+        self.restart_servers(&want, true).await
+    }
+
+    /// Stops the servers; with `recreate`, deletes the chat topic, empties the history
+    /// table and creates the topic with `want.partitions`; starts `want`'s servers.
+    ///
+    /// The table is emptied with the topic because history rows are keyed by Kafka
+    /// position (cluster, topic, partition, offset), and a recreated topic counts its
+    /// offsets from 0 again: the new rows would collide with the old ones and be dropped.
+    /// A server-only change recreates the topic as well, so that no cell inherits the
+    /// last one's records (a `persist = consumer` group new to the topic would otherwise
+    /// begin by reading all of them).
+    async fn restart_servers(
+        &mut self,
+        want: &StackOptions,
+        recreate: bool,
+    ) -> Result<Reshaped, StackError> {
         let t = Instant::now();
+        let dir = want.state_dir.clone();
         let old: Vec<ProcRecord> = self
             .info
             .processes()
@@ -102,12 +141,21 @@ impl Stack {
             );
         }
         self.registry.reap();
+        let survivors: Vec<String> = old
+            .iter()
+            .filter(|p| p.alive())
+            .map(|p| format!("{} pid {}", p.label, p.pid))
+            .collect();
+        if !survivors.is_empty() {
+            return Err(StackError::StopFailed(survivors.join(", ")));
+        }
         self.info.servers.clear();
         let boot = self.info.kafka_bootstrap.clone();
         let topic = self.info.topic.clone();
         let deadline = Instant::now() + KAFKA_TIMEOUT;
-        if !same_partitions {
+        if recreate {
             delete_topic(&boot, &topic).await?;
+            empty_history(&self.info.postgres.url).await?;
             let (rf, min_isr) = (self.info.replication_factor, self.info.min_insync_replicas);
             let min_isr_text = min_isr.to_string();
             let configs: Vec<(&str, &str)> = if rf >= 3 {
@@ -115,15 +163,17 @@ impl Stack {
             } else {
                 Vec::new()
             };
-            // Until the brokers have dropped the old partitions, the name is taken.
+            // Until the brokers have dropped the old partitions, the name is taken; any
+            // other refusal is final.
             loop {
                 match create_topic(&boot, &topic, want.partitions, rf, &configs).await {
                     Ok(()) => break,
+                    Err(e) if !e.to_string().contains("TopicAlreadyExists") => return Err(e),
                     Err(e) if Instant::now() >= deadline => return Err(e),
                     Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
                 }
             }
-            wait_ready_started(&self.registry, &self.info.brokers, Some(&topic), deadline).await?;
+            // The new partition count first, then leaders and in-sync replicas for it.
             loop {
                 let last = match topic_config(&boot, &topic).await {
                     Ok(d) if d.partitions == want.partitions => break,
@@ -139,9 +189,10 @@ impl Stack {
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
+            wait_ready_started(&self.registry, &self.info.brokers, Some(&topic), deadline).await?;
             self.info.partitions = want.partitions;
         }
-        let groups = servers::consumer_groups(&want);
+        let groups = servers::consumer_groups(want);
         wait_coordinators_started(
             &self.registry,
             &self.info.brokers,
@@ -152,12 +203,12 @@ impl Stack {
         )
         .await?;
         self.info.servers =
-            servers::start(&self.registry, &want, &boot, &self.info.postgres.url).await?;
+            servers::start(&self.registry, want, &boot, &self.info.postgres.url).await?;
         self.info.persist = want.persist;
         state::write_state(&dir, &self.info)?;
         state::remove_file_if_present(&dir.join(state::JOURNAL_FILE))?;
         let how = Reshaped::Servers {
-            topic_recreated: !same_partitions,
+            topic_recreated: recreate,
         };
         eprintln!(
             "stack reshaped ({}) in {:.1} s",
@@ -166,4 +217,21 @@ impl Stack {
         );
         Ok(how)
     }
+}
+
+/// `TRUNCATE` the chat history table.
+async fn empty_history(url: &str) -> Result<(), StackError> {
+    let err = |detail: String| StackError::Part {
+        part: "postgres".into(),
+        reason: format!("cannot empty {}: {detail}", crate::db::TABLE),
+        log: None,
+        tail: String::new(),
+    };
+    let client = crate::db::connect(url)
+        .await
+        .map_err(|e| err(e.to_string()))?;
+    client
+        .batch_execute(&format!("TRUNCATE {}", crate::db::TABLE))
+        .await
+        .map_err(|e| err(e.to_string()))
 }
