@@ -693,9 +693,7 @@ pub async fn sweep(args: SweepArgs) -> u8 {
             if let Some(why) = &s.stopped {
                 eprintln!("error: {why}");
                 exit::RUN_FAILED
-            } else if outcome.down_error.is_some() {
-                exit::RUN_FAILED
-            } else if runs.iter().any(|r| r.error.is_some()) {
+            } else if outcome.down_error.is_some() || runs.iter().any(|r| r.error.is_some()) {
                 exit::RUN_FAILED
             } else if runs.iter().all(|r| r.passed()) {
                 exit::PASSED
