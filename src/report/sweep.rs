@@ -305,7 +305,8 @@ impl Column {
 }
 
 /// The index of the best cell per column (by median), when at least two cells have
-/// the figure and they are not all equal.
+/// the figure and they are not all equal. A cell with a run that could not be carried
+/// out (or whose capacity search was harness-bound) is never the best.
 pub fn best_cells(sweep: &Sweep, cols: &[Column]) -> Vec<Option<usize>> {
     cols.iter()
         .map(|col| {
@@ -313,6 +314,7 @@ pub fn best_cells(sweep: &Sweep, cols: &[Column]) -> Vec<Option<usize>> {
                 .cells
                 .iter()
                 .enumerate()
+                .filter(|(_, c)| c.runs.iter().all(|r| r.error.is_none()))
                 .filter_map(|(i, c)| col.spread(c).map(|s| (i, s.median)))
                 .collect();
             if medians.len() < 2 || medians.iter().all(|m| m.1 == medians[0].1) {
