@@ -798,8 +798,10 @@ mod tests {
         ws.send(send(0)).await.unwrap();
         assert_eq!(id_of(next_text(&mut ws).await), 0);
         let round_trip = start.elapsed();
+        // Lower bounds are the relay's promise; upper bounds only need to tell "delayed
+        // once each way" from "delayed in series", with room for a busy machine.
         assert!(
-            round_trip >= 2 * delay && round_trip < 2 * delay + ms(40),
+            round_trip >= 2 * delay && round_trip < 2 * delay + ms(500),
             "round trip {round_trip:?}"
         );
 
@@ -812,15 +814,12 @@ mod tests {
         for (id, due) in (1..=20).zip(due) {
             assert_eq!(id_of(next_text(&mut ws).await), id, "order is kept");
             let now = Instant::now();
-            assert!(
-                now >= due && now < due + ms(60),
-                "message {id} is {:?} past its due time",
-                now - due
-            );
+            assert!(now >= due, "message {id} came back before its delay");
         }
+        // In series the 20 round trips would take 20 × 100 ms = 2 s.
         let total = start.elapsed();
         assert!(
-            total < 2 * delay + ms(60),
+            total < 2 * delay + ms(500),
             "20 messages took {total:?}: the delays added up"
         );
         relay.stop().await;
