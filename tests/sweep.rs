@@ -120,6 +120,11 @@ async fn a_sweep_over_partitions_reads_each_cell_back_from_kafka() {
             "{}",
             run.dir
         );
+        let kept = Path::new(&run.dir)
+            .parent()
+            .expect("a run directory inside the cell's")
+            .join("server-logs/server-s1.log");
+        assert!(kept.is_file(), "{} not kept", kept.display());
     }
     assert_eq!(
         sweep.cells[1].runs[0].reshape,

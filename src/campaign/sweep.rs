@@ -364,6 +364,27 @@ pub fn server_info(page: &str) -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
+/// Copies each server's log into `<run_dir>/server-logs/`; a copy that fails is said on
+/// the console and does not stop the sweep.
+fn keep_server_logs(info: &StackInfo, run_dir: &std::path::Path) {
+    let to = run_dir.join("server-logs");
+    if let Err(e) = std::fs::create_dir_all(&to) {
+        eprintln!(
+            "warning: cannot keep the server logs in {}: {e}",
+            to.display()
+        );
+        return;
+    }
+    for s in &info.servers {
+        let Some(name) = s.log.file_name() else {
+            continue;
+        };
+        if let Err(e) = std::fs::copy(&s.log, to.join(name)) {
+            eprintln!("warning: cannot keep {}: {e}", s.log.display());
+        }
+    }
+}
+
 /// A directory name for a run: `03-1b-6p-2s-producer-r2`.
 fn run_dir_name(cell: usize, shape: &Shape, repeat: u32) -> String {
     format!(
@@ -577,6 +598,8 @@ pub async fn sweep(
                 }
             }
         }
+        // The servers' logs are started afresh by the next reshape: keep this run's.
+        keep_server_logs(stack.info(), &run_dir);
         sweep.cells[exec.cell].runs.push(run);
         sweep.order.push(*exec);
         sweep.elapsed_s = started.elapsed().as_secs_f64();
