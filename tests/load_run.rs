@@ -161,6 +161,34 @@ async fn smoke_run(env: Arc<TestEnv>) {
     }
     assert!(!s.timeline.is_empty() && s.latency.corrected.count > 0);
     assert!(s.passed, "smoke SLOs failed: {:?}", s.slo);
+
+    // What each side cost, per million deliveries: the harness, every server and every
+    // broker, each its CPU seconds over the run's deliveries.
+    let r = s.resources.as_ref().expect("resources measured");
+    let deliveries = r.deliveries.expect("the deliveries the CPU figures cover");
+    assert!(
+        deliveries >= s.integrity.delivered && deliveries > 0,
+        "{deliveries} < {}",
+        s.integrity.delivered
+    );
+    let per_m = |cpu: Option<f64>, per: Option<f64>, who: &str| {
+        let (cpu, per) = (
+            cpu.unwrap_or_else(|| panic!("{who}: no CPU seconds")),
+            per.unwrap_or_else(|| panic!("{who}: no CPU per million deliveries")),
+        );
+        assert!(cpu > 0.0 && per > 0.0, "{who}: {cpu} s, {per} per million");
+        assert!(
+            (per - cpu * 1e6 / deliveries as f64).abs() <= per * 1e-9,
+            "{who}: {per} per million is not {cpu} s over {deliveries} deliveries"
+        );
+    };
+    per_m(r.harness_cpu_s, r.harness_cpu_s_per_million, "harness");
+    assert_eq!(r.servers.len(), info.servers.len());
+    assert_eq!(r.brokers.len(), info.brokers.len());
+    for p in r.servers.iter().chain(&r.brokers) {
+        per_m(p.cpu_s, p.cpu_s_per_million, &p.instance_id);
+    }
+    assert_eq!(r.brokers[0].instance_id, "broker 1");
     let summary_path = outcome.dir.join("summary.json");
     validate(&summary_path);
     assert_eq!(

@@ -268,7 +268,13 @@ async fn drive(
         .flat_map(|info| info.servers.iter())
         .map(|s| (s.instance_id.clone(), s.pid))
         .collect();
-    let mut tracker = resources::Tracker::start(&servers);
+    let brokers: Vec<(String, u32)> = target
+        .stack
+        .iter()
+        .flat_map(|info| info.brokers.iter())
+        .map(|b| (format!("broker {}", b.node_id), b.pid))
+        .collect();
+    let mut tracker = resources::Tracker::start(&servers, &brokers);
     let probe = tokio::spawn(aggregate::probe_loop_lag(ctx.clone()));
 
     // `users.per_task` users share one task: their state machines are polled together
@@ -361,7 +367,7 @@ async fn drive(
         timeline: aggregated.timeline,
         sampled,
         loop_lag,
-        resources: tracker.finish(),
+        resources: tracker.finish(totals.delivered),
         sample_interval_s: options.sample_interval.as_secs_f64(),
     });
     summary.files.histogram_log = histogram_log;

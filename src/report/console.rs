@@ -131,6 +131,9 @@ pub fn console_table(s: &Summary) -> String {
     if let Some(h) = &s.harness {
         let _ = writeln!(out, "harness    {}", harness_line(h));
     }
+    if let Some(line) = s.resources.as_ref().and_then(cost_line) {
+        let _ = writeln!(out, "cost       {line}");
+    }
     for note in &s.notes {
         let _ = writeln!(out, "note: {note}");
     }
@@ -158,4 +161,20 @@ pub(crate) fn target_line(s: &Summary) -> String {
         ),
         None => format!("{}: {}", s.target.kind.as_str(), s.target.urls.join(", ")),
     }
+}
+
+/// `CPU s per million deliveries: harness 17.5, s1 8.1, s2 8.0, broker 1 5.2`, or `None`
+/// when no figure was measured.
+pub fn cost_line(r: &super::Resources) -> Option<String> {
+    let per_m = r.harness_cpu_s_per_million?;
+    let mut parts = vec![format!("harness {per_m:.1}")];
+    for p in r.servers.iter().chain(&r.brokers) {
+        if let Some(v) = p.cpu_s_per_million {
+            parts.push(format!("{} {v:.1}", p.instance_id));
+        }
+    }
+    Some(format!(
+        "CPU s per million deliveries: {}",
+        parts.join(", ")
+    ))
 }

@@ -332,16 +332,33 @@ fn environment(h: &mut String, s: &Summary) {
             "harness".to_string(),
             bytes(r.harness_peak_rss_bytes),
             cpu(r.harness_cpu_s),
+            cpu(r.harness_cpu_s_per_million),
         ]];
-        rows.extend(r.servers.iter().map(|sv| {
+        rows.extend(r.servers.iter().chain(&r.brokers).map(|sv| {
             vec![
                 sv.instance_id.clone(),
                 bytes(sv.peak_rss_bytes),
                 cpu(sv.cpu_s),
+                cpu(sv.cpu_s_per_million),
             ]
         }));
         h.push_str("<div>\n");
-        h.push_str(&table(&["process", "peak RSS", "CPU s"], &rows));
+        h.push_str(&table(
+            &[
+                "process",
+                "peak RSS",
+                "CPU s",
+                "CPU s per million deliveries",
+            ],
+            &rows,
+        ));
+        if let Some(n) = r.deliveries {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">per million of the run's {} deliveries (ramp-up and grace included, as the CPU figures are)</p>",
+                super::format::count(n)
+            );
+        }
         let basis = r
             .basis
             .as_deref()

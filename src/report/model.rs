@@ -537,6 +537,16 @@ pub struct Resources {
     #[serde(default)]
     pub basis: Option<String>,
     pub servers: Vec<ServerResources>,
+    /// The local stack's Kafka brokers (`broker 1`, …), measured like the servers.
+    #[serde(default)]
+    pub brokers: Vec<ServerResources>,
+    /// Deliveries over the time the CPU figures cover (the whole run, ramp-up and
+    /// grace included): what the per-million figures divide by.
+    #[serde(default)]
+    pub deliveries: Option<u64>,
+    /// `harness_cpu_s` per million `deliveries`.
+    #[serde(default)]
+    pub harness_cpu_s_per_million: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -546,6 +556,9 @@ pub struct ServerResources {
     /// CPU seconds (user + system) the server used during the run.
     #[serde(default)]
     pub cpu_s: Option<f64>,
+    /// `cpu_s` per million of the run's deliveries.
+    #[serde(default)]
+    pub cpu_s_per_million: Option<f64>,
 }
 
 /// Other files of the run, relative to the report directory.

@@ -270,9 +270,14 @@ impl Summary {
                 harness_cpu_s: Some(61.5),
                 basis: Some("this run only: CPU seconds from its start to its end, peak RSS sampled once a second".into()),
                 servers: vec![
-                    ServerResources { instance_id: "server-1".into(), peak_rss_bytes: 180 * 1024 * 1024, cpu_s: Some(48.2) },
-                    ServerResources { instance_id: "server-2".into(), peak_rss_bytes: 176 * 1024 * 1024, cpu_s: Some(47.9) },
+                    ServerResources { instance_id: "server-1".into(), peak_rss_bytes: 180 * 1024 * 1024, cpu_s: Some(48.2), cpu_s_per_million: Some(16.07) },
+                    ServerResources { instance_id: "server-2".into(), peak_rss_bytes: 176 * 1024 * 1024, cpu_s: Some(47.9), cpu_s_per_million: Some(15.97) },
                 ],
+                brokers: vec![
+                    ServerResources { instance_id: "broker 1".into(), peak_rss_bytes: 520 * 1024 * 1024, cpu_s: Some(30.0), cpu_s_per_million: Some(10.0) },
+                ],
+                deliveries: Some(3_000_000),
+                harness_cpu_s_per_million: Some(20.5),
             }),
             files: Files { histogram_log: Some("latency.hlog".into()), charts: Vec::new() },
             notes: vec![format!("run {run_id}: one STOMP ERROR frame during the Kafka rebalance at 39 s")],

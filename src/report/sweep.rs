@@ -285,9 +285,34 @@ pub fn columns(capacity: bool) -> Vec<Column> {
             format: rate,
         },
         Column {
-            title: "server CPU s",
+            title: "server CPU s/M deliv",
             better: Better::Lower,
-            value: |r| run_summary(r).and_then(super::compare::server_cpu_s),
+            value: |r| {
+                run_summary(r)
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|res| res.servers.iter().map(|v| v.cpu_s_per_million).sum())
+            },
+            format: |v| format!("{v:.1}"),
+        },
+        Column {
+            title: "broker CPU s/M deliv",
+            better: Better::Lower,
+            value: |r| {
+                run_summary(r)
+                    .and_then(|s| s.resources.as_ref())
+                    .filter(|res| !res.brokers.is_empty())
+                    .and_then(|res| res.brokers.iter().map(|v| v.cpu_s_per_million).sum())
+            },
+            format: |v| format!("{v:.1}"),
+        },
+        Column {
+            title: "harness CPU s/M deliv",
+            better: Better::Lower,
+            value: |r| {
+                run_summary(r)
+                    .and_then(|s| s.resources.as_ref())
+                    .and_then(|res| res.harness_cpu_s_per_million)
+            },
             format: |v| format!("{v:.1}"),
         },
     ]);
