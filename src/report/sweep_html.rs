@@ -90,10 +90,23 @@ pub fn render_charts(sweep: &Sweep, dir: &Path) -> Result<Rendered, ReportError>
         }
     }
     for (file, title, col) in bars {
+        // Bars are narrow: `1b/3p/2s`, with the strategy only when the cells differ in it.
+        let one_persist = sweep
+            .cells
+            .iter()
+            .all(|c| c.requested.persist == sweep.cells[0].requested.persist);
         let values: Vec<(String, Option<Spread>)> = sweep
             .cells
             .iter()
-            .map(|c| (c.label.clone(), col.spread(c)))
+            .map(|c| {
+                let r = &c.requested;
+                let label = if one_persist {
+                    format!("{}b/{}p/{}s", r.brokers, r.partitions, r.servers)
+                } else {
+                    c.label.clone()
+                };
+                (label, col.spread(c))
+            })
             .collect();
         if values.iter().all(|v| v.1.is_none()) {
             out.skipped.push(SkippedChart {
@@ -154,7 +167,7 @@ fn bar_chart(
         })
         .y_label_formatter(&y_fmt)
         .axis_desc_style((FONT, 16))
-        .label_style((FONT, 14))
+        .label_style((FONT, if values.len() > 6 { 12 } else { 14 }))
         .light_line_style(BLACK.mix(0.04))
         .draw()?;
     for (i, (_, spread)) in values.iter().enumerate() {
