@@ -152,31 +152,7 @@ pub fn console_table(c: &Comparison) -> String {
         return String::new();
     };
     let rows: Vec<Vec<String>> = c.entries.iter().map(|e| row(e, reference)).collect();
-    let widths: Vec<usize> = (0..COLUMNS.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([COLUMNS[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut l = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i] - cell.chars().count();
-            if i < 3 || i == COLUMNS.len() - 1 {
-                l += &format!("{cell}{}  ", " ".repeat(pad));
-            } else {
-                l += &format!("{}{cell}  ", " ".repeat(pad));
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(&COLUMNS.map(String::from));
-    for r in &rows {
-        out += &line(r);
-    }
+    let mut out = super::format::text_grid(&COLUMNS.map(String::from), &rows, 3);
     for e in &c.entries {
         out += &format!("{}: {}", e.label, e.file);
         for n in &e.notes {

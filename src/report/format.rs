@@ -170,3 +170,34 @@ mod tests {
         assert_eq!(bytes(1536), "1.5 KiB");
     }
 }
+
+/// A console table: each column as wide as its widest cell, the first `lead` columns and
+/// the last one (text) left-aligned, the figures between them right-aligned.
+pub fn text_grid(head: &[String], rows: &[Vec<String>], lead: usize) -> String {
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].chars().count())
+                .chain([head[i].chars().count()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = " ".repeat(widths[i] - cell.chars().count());
+            if i < lead || i == cells.len() - 1 {
+                l += &format!("{cell}{pad}  ");
+            } else {
+                l += &format!("{pad}{cell}  ");
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(head);
+    for r in rows {
+        out += &line(r);
+    }
+    out
+}

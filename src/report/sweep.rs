@@ -423,32 +423,7 @@ pub fn console_table(sweep: &Sweep) -> String {
     head.extend(cols.iter().map(|c| c.title.to_string()));
     head.extend(TAIL.iter().map(|s| s.to_string()));
     let rows: Vec<Vec<String>> = sweep.cells.iter().map(|c| row(c, &cols)).collect();
-    let widths: Vec<usize> = (0..head.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].chars().count())
-                .chain([head[i].chars().count()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[String]| {
-        let mut l = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            let pad = " ".repeat(widths[i] - cell.chars().count());
-            if i < LEAD.len() || i == cells.len() - 1 {
-                l += &format!("{cell}{pad}  ");
-            } else {
-                l += &format!("{pad}{cell}  ");
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(&head);
-    for r in &rows {
-        out += &line(r);
-    }
-    out
+    super::format::text_grid(&head, &rows, LEAD.len())
 }
 
 impl Sweep {
