@@ -145,32 +145,6 @@ pub fn verdict(passed: bool) -> &'static str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats() {
-        assert_eq!(count(0), "0");
-        assert_eq!(count(999), "999");
-        assert_eq!(count(1000), "1,000");
-        assert_eq!(count(1234567), "1,234,567");
-        assert_eq!(ms(12345), "12.35");
-        assert_eq!(rate(12.34), "12.3");
-        assert_eq!(rate(12345.6), "12,346");
-        assert_eq!(percent(0.0), "0%");
-        assert_eq!(percent(0.00001), "0.0010%");
-        assert_eq!(number(50.0), "50");
-        assert_eq!(number(10000.0), "10,000");
-        assert_eq!(number(-3.0), "-3");
-        assert_eq!(number(0.0016), "0.0016");
-        assert_eq!(number(0.00001), "0.00001");
-        assert_eq!(number(0.12345), "0.123");
-        assert_eq!(number(12.5), "12.5");
-        assert_eq!(bytes(1536), "1.5 KiB");
-    }
-}
-
 /// A console table: each column as wide as its widest cell, the first `lead` columns and
 /// the last one (text) left-aligned, the figures between them right-aligned.
 pub fn text_grid(head: &[String], rows: &[Vec<String>], lead: usize) -> String {
@@ -200,4 +174,30 @@ pub fn text_grid(head: &[String], rows: &[Vec<String>], lead: usize) -> String {
         out += &line(r);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(ms(12345), "12.35");
+        assert_eq!(rate(12.34), "12.3");
+        assert_eq!(rate(12345.6), "12,346");
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.00001), "0.0010%");
+        assert_eq!(number(50.0), "50");
+        assert_eq!(number(10000.0), "10,000");
+        assert_eq!(number(-3.0), "-3");
+        assert_eq!(number(0.0016), "0.0016");
+        assert_eq!(number(0.00001), "0.00001");
+        assert_eq!(number(0.12345), "0.123");
+        assert_eq!(number(12.5), "12.5");
+        assert_eq!(bytes(1536), "1.5 KiB");
+    }
 }
