@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::{Config, Limits, Persist};
+use crate::stack::ServerImpl;
 use crate::stack::{StackInfo, StackOptions};
 
 #[derive(Parser, Debug)]
@@ -82,6 +83,15 @@ pub struct ShapeArgs {
     /// Persistence strategy: producer or consumer (overrides target.persist).
     #[arg(long, value_enum)]
     pub persist: Option<Persist>,
+    /// Server implementation: stompede (the reference server) or spring (the Spring Boot
+    /// peer of peers/spring-chat) (overrides target.server_impl).
+    #[arg(long, value_enum)]
+    pub server_impl: Option<ServerImpl>,
+    /// Spring peer only: every instance in one fan-out consumer group (overrides
+    /// target.shared_fanout_group); the report then splits the loss by the partitions
+    /// each instance held.
+    #[arg(long)]
+    pub shared_fanout_group: bool,
 }
 
 impl ShapeArgs {
@@ -91,6 +101,8 @@ impl ShapeArgs {
             partitions: self.partitions,
             servers: self.servers,
             persist: self.persist,
+            server_impl: self.server_impl,
+            shared_fanout_group: self.shared_fanout_group.then_some(true),
         }
     }
 }
@@ -808,6 +820,18 @@ pub struct StackUpArgs {
     /// Persistence strategy of the servers.
     #[arg(long, value_enum, default_value_t = Persist::Producer)]
     pub persist: Persist,
+    /// Which chat server the instances run. `spring` builds peers/spring-chat with Maven
+    /// on first use (cached under ~/.cache/stompede/spring-chat, rebuilt when its sources
+    /// change) and starts one JVM per instance; it persists on the producer side and sends
+    /// no RECEIPTs.
+    #[arg(long, value_enum, default_value_t = ServerImpl::Stompede)]
+    pub server_impl: ServerImpl,
+    /// Spring peer only: start every instance in one fan-out consumer group instead of one
+    /// each. Each instance then consumes only its share of the partitions, and subscribers
+    /// on the other instances miss those rooms' messages: the classic misconfiguration,
+    /// reproduced on purpose.
+    #[arg(long)]
+    pub shared_fanout_group: bool,
     /// Kafka topic for chat messages.
     #[arg(long, default_value = "chat.messages")]
     pub topic: String,
@@ -891,6 +915,8 @@ pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
                 partitions: args.partitions,
                 servers: args.servers,
                 persist: args.persist,
+                server_impl: args.server_impl,
+                shared_fanout_group: args.shared_fanout_group,
                 topic: args.topic,
                 state_dir: args.dir.state_dir,
                 server_exe,
@@ -972,5 +998,17 @@ fn describe(info: &StackInfo) -> String {
         );
     }
     out += &format!("persist     {}\n", info.persist.as_str());
+    out += &format!(
+        "servers     {}{}\n",
+        info.server_impl.as_str(),
+        if info.shared_fanout_group {
+            format!(
+                ", one shared fan-out group ({})",
+                info.fanout_groups().join("")
+            )
+        } else {
+            String::new()
+        }
+    );
     out
 }

@@ -32,7 +32,7 @@ use crate::report::sweep::{
 };
 use crate::report::{rfc3339, Outcome, Persist, ReportError, ToolInfo};
 use crate::scenario::{LocalStack, Scenario, TargetKind, MAX_PARTITIONS, MAX_SERVERS};
-use crate::stack::{self, Reshaped, StackError, StackInfo, StackOptions};
+use crate::stack::{self, Reshaped, ServerImpl, StackError, StackInfo, StackOptions};
 
 use super::capacity::{self, CapacityOptions};
 
@@ -41,7 +41,7 @@ pub const MAX_CELLS: usize = 64;
 /// Most repeats per cell.
 pub const MAX_REPEAT: u32 = 20;
 /// The axes `--set` knows.
-pub const AXES: [&str; 4] = ["brokers", "partitions", "servers", "persist"];
+pub const AXES: [&str; 5] = ["brokers", "partitions", "servers", "persist", "server_impl"];
 
 /// How to sweep.
 #[derive(Debug, Clone)]
@@ -138,6 +138,12 @@ fn check_value(axis: &str, v: &str) -> Result<(), String> {
             "producer" | "consumer" => Ok(()),
             _ => Err("must be producer or consumer".into()),
         },
+        "server_impl" => match v {
+            "stompede" | "spring" => Ok(()),
+            _ => Err(
+                "must be stompede (the reference server) or spring (the Spring Boot peer)".into(),
+            ),
+        },
         _ => Err("is not on a known axis".into()),
     }
 }
@@ -158,6 +164,7 @@ pub fn cells(base: &LocalStack, axes: &[Axis]) -> Result<Vec<Shape>, String> {
         partitions: base.partitions,
         servers: base.servers,
         persist: base.persist,
+        server_impl: base.server_impl,
     }];
     for a in axes {
         let mut next = Vec::with_capacity(shapes.len() * a.values.len());
@@ -175,6 +182,13 @@ pub fn cells(base: &LocalStack, axes: &[Axis]) -> Result<Vec<Shape>, String> {
                             Persist::Consumer
                         } else {
                             Persist::Producer
+                        }
+                    }
+                    "server_impl" => {
+                        s.server_impl = if v == "spring" {
+                            ServerImpl::Spring
+                        } else {
+                            ServerImpl::Stompede
                         }
                     }
                     other => return Err(format!("unknown axis {other}")),
@@ -218,6 +232,7 @@ fn stack_options(shape: &Shape, run: &RunOptions) -> StackOptions {
         partitions: shape.partitions,
         servers: shape.servers,
         persist: shape.persist,
+        server_impl: shape.server_impl,
         state_dir: run.state_dir.clone(),
         server_exe: run.server_exe.clone(),
         detach: false,
@@ -273,6 +288,7 @@ pub async fn observe(info: &StackInfo) -> Result<ObservedShape, String> {
             url: s.ws_url.clone(),
             persist: get("persist"),
             topic: get("topic"),
+            server_impl: get("impl"),
         });
     }
     Ok(ObservedShape {
@@ -325,43 +341,26 @@ pub fn mismatch(shape: &Shape, o: &ObservedShape, info: &StackInfo) -> Option<St
                 s.instance, s.persist, s.topic
             ));
         }
+        let observed_impl = if s.server_impl.is_empty() {
+            ServerImpl::Stompede.as_str()
+        } else {
+            s.server_impl.as_str()
+        };
+        if observed_impl != shape.server_impl.as_str() {
+            why.push(format!(
+                "server {} reports implementation {:?}",
+                s.instance, s.server_impl
+            ));
+        }
     }
     (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// The labels of the `stompede_server_info` sample in a Prometheus text page.
 pub fn server_info(page: &str) -> Option<Vec<(String, String)>> {
-    let line = page
-        .lines()
-        .find(|l| l.starts_with("stompede_server_info{"))?;
-    let inner = &line["stompede_server_info{".len()..line.rfind('}')?];
-    let mut out = Vec::new();
-    let mut chars = inner.chars().peekable();
-    loop {
-        let name: String = chars.by_ref().take_while(|&c| c != '=').collect();
-        if name.is_empty() {
-            break;
-        }
-        if chars.next() != Some('"') {
-            return None;
-        }
-        let mut value = String::new();
-        loop {
-            match chars.next()? {
-                '\\' => match chars.next()? {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                '"' => break,
-                c => value.push(c),
-            }
-        }
-        out.push((name.trim().to_string(), value));
-        if chars.peek() == Some(&',') {
-            chars.next();
-        }
-    }
-    Some(out)
+    stack::metrics_page::samples(page, "stompede_server_info")
+        .into_iter()
+        .next()
 }
 
 /// Copies each server's log into `<run_dir>/server-logs/`; a copy that fails is said on
@@ -553,6 +552,8 @@ pub async fn sweep(
                 partitions: shape.partitions,
                 servers: shape.servers,
                 persist: shape.persist,
+                server_impl: shape.server_impl,
+                shared_fanout_group: false,
             });
             let run_opts = RunOptions {
                 out: run_dir.clone(),
@@ -628,6 +629,7 @@ mod tests {
             partitions: 3,
             servers: 2,
             persist: Persist::Producer,
+            ..LocalStack::default()
         }
     }
 
@@ -723,12 +725,14 @@ mod tests {
             partitions: 3,
             servers: 2,
             persist: Persist::Producer,
+            server_impl: ServerImpl::Stompede,
         };
         let server = |id: &str| ObservedServer {
             instance: id.into(),
             url: "ws://a".into(),
             persist: "producer".into(),
             topic: "chat.messages".into(),
+            server_impl: "stompede".into(),
         };
         let good = ObservedShape {
             broker_ids: vec![1, 2, 3],

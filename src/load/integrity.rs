@@ -262,8 +262,9 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Settles membership `m` of `room` at the end of the run.
-    pub fn add(&mut self, m: &mut Membership, room: u32, slots: &Slots) {
+    /// Settles membership `m` of `room` at the end of the run; returns its (expected,
+    /// delivered).
+    pub fn add(&mut self, m: &mut Membership, room: u32, slots: &Slots) -> (u64, u64) {
         let voided = |sender: u32, from: u64, until: u64| {
             slots
                 .slot(room, sender)
@@ -276,6 +277,7 @@ impl Tally {
         self.arrivals += m.arrivals;
         self.duplicated += m.duplicates;
         self.out_of_order += m.out_of_order;
+        (expected, delivered)
     }
 
     pub fn lost(&self) -> u64 {

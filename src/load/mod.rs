@@ -19,6 +19,7 @@ pub mod progress;
 pub mod resources;
 pub mod samplers;
 pub mod sampling;
+pub mod shared_group;
 pub mod stamp;
 pub mod stats;
 pub mod summary;
@@ -306,6 +307,7 @@ async fn drive(
     ctx.stop.cancel();
     progress.done();
 
+    let mut split = shared_group_split(&ctx, target, &warnings).await;
     let mut tally = Tally::default();
     let mut failed_task = None;
     for handle in handles {
@@ -313,7 +315,10 @@ async fn drive(
             Ok(reports) => {
                 for mut report in reports {
                     for (room, membership) in report.memberships.iter_mut() {
-                        tally.add(membership, *room, &ctx.slots);
+                        let (expected, delivered) = tally.add(membership, *room, &ctx.slots);
+                        if let Some(split) = split.as_mut() {
+                            split.add(report.index, *room, expected, delivered);
+                        }
                     }
                 }
             }
@@ -368,6 +373,7 @@ async fn drive(
         sampled,
         loop_lag,
         resources: tracker.finish(totals.delivered),
+        shared_group: split.map(shared_group::Split::finish),
         sample_interval_s: options.sample_interval.as_secs_f64(),
     });
     summary.files.histogram_log = histogram_log;
@@ -378,6 +384,38 @@ async fn drive(
     })?;
     let summary = Summary::load(&dir.join(crate::report::SUMMARY_FILE)).unwrap_or(summary);
     Ok(RunOutcome { summary, dir })
+}
+
+/// With a fan-out group shared by the stack's instances: each instance's partitions,
+/// read while the servers still run, to split the loss by (`None` otherwise, or when
+/// an instance cannot say, which is warned about).
+async fn shared_group_split(
+    ctx: &RunContext,
+    target: &target::Resolved,
+    warnings: &Warnings,
+) -> Option<shared_group::Split> {
+    let info = target.stack.as_ref().filter(|i| i.shared_fanout_group)?;
+    match shared_group::read_assignment(info).await {
+        Ok(assignment) => {
+            let ids: Vec<String> = info.servers.iter().map(|s| s.instance_id.clone()).collect();
+            let rooms: Vec<String> = ctx.plan.rooms.iter().map(|r| r.id.clone()).collect();
+            let group = info.fanout_groups().join(",");
+            Some(shared_group::Split::new(
+                &group,
+                &ids,
+                assignment,
+                &rooms,
+                info.partitions,
+            ))
+        }
+        Err(e) => {
+            warnings.warn(
+                &format!("the fan-out group is shared, but the instances' partitions could not be read, so loss is not split by them: {e}"),
+                "",
+            );
+            None
+        }
+    }
 }
 
 /// The run log's file name in the report directory.

@@ -27,6 +27,8 @@ pub struct Inputs<'a> {
     /// The harness's event-loop lag over the measured phase.
     pub loop_lag: Histogram<u64>,
     pub resources: Resources,
+    /// Loss explained by a shared fan-out group, when the stack has one.
+    pub shared_group: Option<SharedGroupLoss>,
     /// Seconds between sampler samples.
     pub sample_interval_s: f64,
 }
@@ -122,10 +124,15 @@ pub fn build(i: Inputs<'_>) -> Summary {
         replication_factor: u32::from(info.replication_factor),
         servers: info.servers.len() as u32,
         persist: info.persist,
+        server_impl: info.server_impl,
+        shared_fanout_group: info.shared_fanout_group,
         kafka_version: info.kafka_version.clone(),
         topic: info.topic.clone(),
     });
     let mut notes = i.sampled.notes;
+    if let Some(f) = &i.shared_group {
+        notes.push(crate::load::shared_group::note(f));
+    }
     let backlog = ctx
         .recorder
         .unsent_backlog
@@ -191,6 +198,7 @@ pub fn build(i: Inputs<'_>) -> Summary {
             duplicated: tally.duplicated,
             out_of_order: tally.out_of_order,
             loss_ratio,
+            shared_group: i.shared_group.clone(),
         },
         sessions: Sessions {
             planned: ctx.plan.users.len() as u64,

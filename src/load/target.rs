@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use crate::load::samplers::GroupSelector;
 use crate::load::RunOptions;
-use crate::scenario::{LocalStack, Persist, Scenario, TargetKind, MAX_PARTITIONS, MAX_SERVERS};
+use crate::scenario::{
+    LocalStack, Persist, Scenario, ServerImpl, TargetKind, MAX_PARTITIONS, MAX_SERVERS,
+};
 use crate::server::FANOUT_GROUP_PREFIX;
 use crate::stack::{self, StackInfo, StackOptions};
 
@@ -44,9 +46,10 @@ impl TargetError {
     }
 }
 
-/// `1 broker, 3 partitions, 2 servers, persist producer`.
+/// `1 broker, 3 partitions, 2 servers, persist producer` (then `, spring servers` and
+/// `, one shared fan-out group` where they apply).
 pub fn describe_shape(s: &LocalStack) -> String {
-    format!(
+    let mut text = format!(
         "{} broker{}, {} partition{}, {} server{}, persist {}",
         s.brokers,
         if s.brokers == 1 { "" } else { "s" },
@@ -55,28 +58,45 @@ pub fn describe_shape(s: &LocalStack) -> String {
         s.servers,
         if s.servers == 1 { "" } else { "s" },
         s.persist.as_str()
-    )
+    );
+    if s.server_impl != ServerImpl::Stompede {
+        text += &format!(", {} servers", s.server_impl.as_str());
+    }
+    if s.shared_fanout_group {
+        text += ", one shared fan-out group";
+    }
+    text
 }
 
-/// `--brokers 1 --partitions 3 --servers 2 --persist producer`.
+/// `--brokers 1 --partitions 3 --servers 2 --persist producer` (then
+/// `--server-impl spring` and `--shared-fanout-group` where they apply).
 pub fn stack_up_flags(s: &LocalStack) -> String {
-    format!(
+    let mut text = format!(
         "--brokers {} --partitions {} --servers {} --persist {}",
         s.brokers,
         s.partitions,
         s.servers,
         s.persist.as_str()
-    )
+    );
+    if s.server_impl != ServerImpl::Stompede {
+        text += &format!(" --server-impl {}", s.server_impl.as_str());
+    }
+    if s.shared_fanout_group {
+        text += " --shared-fanout-group";
+    }
+    text
 }
 
 /// Command-line values that replace the local target's shape (`[target]` brokers,
-/// partitions, servers, persist); `None` keeps the scenario's.
+/// partitions, servers, persist, server_impl); `None` keeps the scenario's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShapeOverrides {
     pub brokers: Option<u32>,
     pub partitions: Option<u32>,
     pub servers: Option<u32>,
     pub persist: Option<Persist>,
+    pub server_impl: Option<ServerImpl>,
+    pub shared_fanout_group: Option<bool>,
 }
 
 impl ShapeOverrides {
@@ -92,7 +112,7 @@ impl ShapeOverrides {
         }
         let TargetKind::Local(shape) = &mut scenario.target.kind else {
             return Err(format!(
-                "--brokers, --partitions, --servers and --persist reshape the local stack, but {} targets an external server \
+                "--brokers, --partitions, --servers, --persist, --server-impl and --shared-fanout-group reshape the local stack, but {} targets an external server \
                  (target.kind = \"external\"); drop them, or use a scenario with target.kind = \"local\"",
                 scenario.source.display()
             ));
@@ -119,6 +139,27 @@ impl ShapeOverrides {
         }
         if let Some(p) = self.persist {
             shape.persist = p;
+        }
+        if let Some(i) = self.server_impl {
+            shape.server_impl = i;
+            if i != ServerImpl::Spring {
+                shape.shared_fanout_group = false;
+            }
+        }
+        if let Some(shared) = self.shared_fanout_group {
+            shape.shared_fanout_group = shared;
+        }
+        if shape.shared_fanout_group && shape.server_impl != ServerImpl::Spring {
+            return Err(
+                "--shared-fanout-group is a switch of the Spring peer; add --server-impl spring"
+                    .to_string(),
+            );
+        }
+        if shape.server_impl == ServerImpl::Spring && shape.persist != Persist::Producer {
+            return Err(
+                "the Spring peer persists on the producer side only (as its design does); use --persist producer with --server-impl spring"
+                    .to_string(),
+            );
         }
         Ok(())
     }
@@ -178,6 +219,8 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                         partitions: info.partitions,
                         servers: info.servers.len() as u32,
                         persist: info.persist,
+                        server_impl: info.server_impl,
+                        shared_fanout_group: info.shared_fanout_group,
                     };
                     if running != *shape {
                         return Err(TargetError::ShapeMismatch {
@@ -194,14 +237,16 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                 }
                 None => {
                     eprintln!(
-                        "no stack running: bringing one up ({} broker(s), {} partitions, {} servers, persist {})",
-                        shape.brokers, shape.partitions, shape.servers, shape.persist.as_str()
+                        "no stack running: bringing one up ({})",
+                        describe_shape(shape)
                     );
                     let stack = stack::up(&StackOptions {
                         brokers: shape.brokers as u8,
                         partitions: shape.partitions,
                         servers: shape.servers,
                         persist: shape.persist,
+                        server_impl: shape.server_impl,
+                        shared_fanout_group: shape.shared_fanout_group,
                         state_dir: options.state_dir.clone(),
                         server_exe: options.server_exe.clone(),
                         detach: false,
@@ -218,14 +263,9 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                 return Err(TargetError::NoServers(options.state_dir.clone()));
             }
             let urls = info.servers.iter().map(|s| s.ws_url.clone()).collect();
-            let groups = GroupSelector::Exact(
-                info.servers
-                    .iter()
-                    .map(|s| format!("{FANOUT_GROUP_PREFIX}{}", s.instance_id))
-                    .collect(),
-            );
+            let groups = GroupSelector::Exact(info.fanout_groups());
             let kafka = Some((info.kafka_bootstrap.clone(), info.topic.clone(), groups));
-            let db = Some((info.postgres.url.clone(), crate::db::TABLE.to_string()));
+            let db = Some((info.postgres.url.clone(), info.history_table().to_string()));
             Ok(Resolved {
                 urls,
                 stack: Some(info),

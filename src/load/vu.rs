@@ -31,6 +31,8 @@ pub enum Control {
 
 /// What a user hands back at the end.
 pub struct UserReport {
+    /// The user's index in the plan.
+    pub index: u32,
     pub memberships: HashMap<u32, Membership>,
 }
 
@@ -149,6 +151,7 @@ pub async fn run(
 impl User {
     fn report(self) -> UserReport {
         UserReport {
+            index: self.index,
             memberships: self.memberships,
         }
     }

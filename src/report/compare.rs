@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::format::{count, ms, rate};
-use super::{Outcome, ReportError, Summary, ToolInfo};
+use super::{Outcome, ReportError, ServerImpl, Summary, ToolInfo};
 
 /// Version of the `comparison.json` layout.
 pub const COMPARISON_SCHEMA_VERSION: u32 = 1;
@@ -69,13 +69,22 @@ pub struct CapacityFigures {
 /// The topology in a few words: `1b/3p/2s producer`, or the URLs' count for external.
 pub fn shape(s: &Summary) -> String {
     match &s.target.stack {
-        Some(st) => format!(
-            "{}b/{}p/{}s {}",
-            st.brokers,
-            st.partitions,
-            st.servers,
-            st.persist.as_str()
-        ),
+        Some(st) => {
+            let mut text = format!(
+                "{}b/{}p/{}s {}",
+                st.brokers,
+                st.partitions,
+                st.servers,
+                st.persist.as_str()
+            );
+            if st.server_impl != ServerImpl::Stompede {
+                text += &format!(" {}", st.server_impl.as_str());
+            }
+            if st.shared_fanout_group {
+                text += " shared-group";
+            }
+            text
+        }
         None => format!("external ({} url)", s.target.urls.len()),
     }
 }

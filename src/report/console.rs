@@ -148,14 +148,20 @@ pub fn console_table(s: &Summary) -> String {
 pub(crate) fn target_line(s: &Summary) -> String {
     match &s.target.stack {
         Some(st) => format!(
-            "{}: {} broker{}, {} partitions (rf {}), {} server{}, persist={}, Kafka {}",
+            "{}: {} broker{}, {} partitions (rf {}), {} {} server{}{}, persist={}, Kafka {}",
             s.target.kind.as_str(),
             st.brokers,
             if st.brokers == 1 { "" } else { "s" },
             st.partitions,
             st.replication_factor,
             st.servers,
+            st.server_impl.as_str(),
             if st.servers == 1 { "" } else { "s" },
+            if st.shared_fanout_group {
+                " (one shared fan-out group)"
+            } else {
+                ""
+            },
             st.persist.as_str(),
             st.kafka_version
         ),

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::gate::Metric;
-use super::model::{Persist, Summary, ToolInfo};
+use super::model::{Persist, ServerImpl, Summary, ToolInfo};
 
 /// Version of the baseline layout written by this build.
 pub const BASELINE_SCHEMA_VERSION: u32 = 1;
@@ -74,6 +74,9 @@ pub struct StackShape {
     pub replication_factor: u32,
     pub servers: u32,
     pub persist: Persist,
+    /// Absent in baselines of older builds: stompede.
+    #[serde(default)]
+    pub server_impl: ServerImpl,
     pub kafka_version: String,
 }
 
@@ -88,6 +91,7 @@ impl TargetShape {
                 replication_factor: st.replication_factor,
                 servers: st.servers,
                 persist: st.persist,
+                server_impl: st.server_impl,
                 kafka_version: st.kafka_version.clone(),
             }),
             urls: s.target.urls.len(),
@@ -99,12 +103,13 @@ impl TargetShape {
     pub fn describe(&self) -> String {
         match &self.stack {
             Some(st) => format!(
-                "{} stack: {} broker(s), {} partitions (RF {}), {} servers, persist {}, Kafka {}",
+                "{} stack: {} broker(s), {} partitions (RF {}), {} {} servers, persist {}, Kafka {}",
                 self.kind,
                 st.brokers,
                 st.partitions,
                 st.replication_factor,
                 st.servers,
+                st.server_impl.as_str(),
                 st.persist.as_str(),
                 st.kafka_version
             ),

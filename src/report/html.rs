@@ -300,6 +300,14 @@ fn scenario_and_target(h: &mut String, s: &Summary) {
             ("partitions", st.partitions.to_string()),
             ("replication factor", st.replication_factor.to_string()),
             ("server instances", st.servers.to_string()),
+            (
+                "server implementation",
+                if st.shared_fanout_group {
+                    format!("{} (one shared fan-out group)", st.server_impl.as_str())
+                } else {
+                    st.server_impl.as_str().to_string()
+                },
+            ),
             ("persistence", st.persist.as_str().to_string()),
             ("Kafka version", st.kafka_version.clone()),
             ("topic", st.topic.clone()),

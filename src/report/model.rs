@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ReportError;
 pub use crate::server::config::Persist;
+pub use crate::stack::ServerImpl;
 
 /// Version of the `summary.json` layout. Bump it on any change that an older reader
 /// would misread, and update `schema/summary.schema.json` with it.
@@ -189,9 +190,15 @@ pub struct StackSummary {
     pub partitions: u32,
     /// Replication factor of the chat topic.
     pub replication_factor: u32,
-    /// Reference server instances.
+    /// Server instances.
     pub servers: u32,
     pub persist: Persist,
+    /// Which implementation the servers ran (stompede's own, or the Spring peer).
+    #[serde(default)]
+    pub server_impl: ServerImpl,
+    /// Whether the instances shared one fan-out consumer group (Spring peer only).
+    #[serde(default)]
+    pub shared_fanout_group: bool,
     pub kafka_version: String,
     pub topic: String,
 }
@@ -322,6 +329,29 @@ pub struct Integrity {
     pub out_of_order: u64,
     /// `lost / expected`, 0 when nothing was expected.
     pub loss_ratio: f64,
+    /// With one fan-out consumer group shared by the server instances: the deliveries
+    /// that arrangement can never make, against the loss measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_group: Option<SharedGroupLoss>,
+}
+
+/// Loss explained by a fan-out consumer group shared by every server instance: a
+/// subscriber gets only the rooms whose partition its own instance consumes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct SharedGroupLoss {
+    /// The consumer group.
+    pub group: String,
+    /// Instance id → partitions its fan-out consumer held at the end of the run.
+    pub assignment: std::collections::BTreeMap<String, Vec<u32>>,
+    /// Expected deliveries to subscribers whose instance does not hold the room's
+    /// partition: what the arrangement predicts will never arrive.
+    pub unreachable: u64,
+    /// Of those, how many were lost (equal to `unreachable` when the prediction holds).
+    pub unreachable_lost: u64,
+    /// Recipients with at least one such delivery.
+    pub recipients: u64,
+    /// Deliveries lost to subscribers whose instance does hold the room's partition.
+    pub other_lost: u64,
 }
 
 /// Virtual-user sessions.

@@ -216,6 +216,8 @@ impl Summary {
                     replication_factor: 3,
                     servers: 2,
                     persist: Persist::Producer,
+                    server_impl: ServerImpl::Stompede,
+                    shared_fanout_group: false,
                     kafka_version: "3.9.0".into(),
                     topic: "chat.messages".into(),
                 }),
@@ -240,7 +242,7 @@ impl Summary {
                 raw: LatencyStats::from_histogram(&raw),
                 receipt: Some(LatencyStats::from_histogram(&receipt)),
             },
-            integrity: Integrity { expected: delivered + lost, delivered, lost, duplicated: 3, out_of_order: 0, loss_ratio },
+            integrity: Integrity { expected: delivered + lost, delivered, lost, duplicated: 3, out_of_order: 0, loss_ratio, shared_group: None },
             sessions: Sessions { planned: users, connected: users, peak: users, connect_errors: 0, errors: 1, disconnects: 0, subscribed: Some(users) },
             timeline,
             kafka: Some(KafkaSummary {

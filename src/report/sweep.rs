@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compare::CapacityFigures;
 use super::format::{count, rate};
-use super::{Persist, ReportError, Summary, ToolInfo};
+use super::{Persist, ReportError, ServerImpl, Summary, ToolInfo};
 
 /// Version of the `sweep.json` layout.
 pub const SWEEP_SCHEMA_VERSION: u32 = 1;
@@ -71,18 +71,25 @@ pub struct Shape {
     pub partitions: u32,
     pub servers: u32,
     pub persist: Persist,
+    /// Absent in sweeps of older builds: stompede.
+    #[serde(default)]
+    pub server_impl: ServerImpl,
 }
 
 impl Shape {
-    /// `1b/3p/2s producer`.
+    /// `1b/3p/2s producer`, then ` spring` for the Spring peer.
     pub fn label(&self) -> String {
-        format!(
+        let mut text = format!(
             "{}b/{}p/{}s {}",
             self.brokers,
             self.partitions,
             self.servers,
             self.persist.as_str()
-        )
+        );
+        if self.server_impl != ServerImpl::Stompede {
+            text += &format!(" {}", self.server_impl.as_str());
+        }
+        text
     }
 }
 
@@ -105,6 +112,9 @@ pub struct ObservedServer {
     pub url: String,
     pub persist: String,
     pub topic: String,
+    /// The `impl` label: `stompede` or `spring` (empty from servers of older builds).
+    #[serde(default)]
+    pub server_impl: String,
 }
 
 impl ObservedShape {
@@ -112,9 +122,18 @@ impl ObservedShape {
     /// persistence strategy or report one this build does not know.
     pub fn shape(&self) -> Option<Shape> {
         let first = self.servers.first()?;
-        if self.servers.iter().any(|s| s.persist != first.persist) {
+        if self
+            .servers
+            .iter()
+            .any(|s| s.persist != first.persist || s.server_impl != first.server_impl)
+        {
             return None;
         }
+        let server_impl = match first.server_impl.as_str() {
+            "stompede" | "" => ServerImpl::Stompede,
+            "spring" => ServerImpl::Spring,
+            _ => return None,
+        };
         let persist = match first.persist.as_str() {
             "producer" => Persist::Producer,
             "consumer" => Persist::Consumer,
@@ -125,6 +144,7 @@ impl ObservedShape {
             partitions: self.partitions,
             servers: self.servers.len() as u32,
             persist,
+            server_impl,
         })
     }
 }
@@ -492,6 +512,7 @@ mod tests {
             url: "ws://x".into(),
             persist: persist.into(),
             topic: "t".into(),
+            server_impl: String::new(),
         };
         let mut o = ObservedShape {
             broker_ids: vec![1, 2, 3],

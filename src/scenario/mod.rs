@@ -152,7 +152,11 @@ impl Scenario {
     /// Whether SENDs should carry a `receipt` header: asked for by `load.receipts` and
     /// answered by the target (`target.receipts`).
     pub fn receipts_expected(&self) -> bool {
-        self.load.receipts && self.target.receipts
+        let gives = match &self.target.kind {
+            TargetKind::Local(shape) => shape.server_impl.gives_receipts(),
+            TargetKind::External { .. } => true,
+        };
+        self.load.receipts && self.target.receipts && gives
     }
 
     /// Total run time without connection ramp-up: warmup + duration + grace.

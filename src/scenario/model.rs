@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::server::Persist;
+pub use crate::stack::ServerImpl;
 
 use super::duration::text as duration_text;
 
@@ -269,6 +270,13 @@ pub struct LocalStack {
     /// Reference server instances; sessions are spread over them round-robin.
     pub servers: u32,
     pub persist: Persist,
+    /// Which chat server the instances run: stompede's or the Spring peer.
+    #[serde(default)]
+    pub server_impl: ServerImpl,
+    /// Spring peer only: every instance in one fan-out consumer group (the classic
+    /// misconfiguration; each instance then fans out only its share of the partitions).
+    #[serde(default)]
+    pub shared_fanout_group: bool,
 }
 
 impl Default for LocalStack {
@@ -278,6 +286,8 @@ impl Default for LocalStack {
             partitions: 3,
             servers: 2,
             persist: Persist::Producer,
+            server_impl: ServerImpl::Stompede,
+            shared_fanout_group: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::fmt;
 use toml::Spanned;
 
 use crate::server::Persist;
+use crate::stack::ServerImpl;
 
 pub(crate) type S<T> = Option<Spanned<T>>;
 
@@ -111,6 +112,8 @@ pub(crate) struct RawTarget {
     pub partitions: S<u32>,
     pub servers: S<u32>,
     pub persist: S<Persist>,
+    pub server_impl: S<ServerImpl>,
+    pub shared_fanout_group: S<bool>,
     pub urls: S<Vec<Spanned<String>>>,
     pub send: S<String>,
     pub subscribe: S<String>,

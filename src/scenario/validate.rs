@@ -369,6 +369,28 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
     let partitions = ctx.forbid("target.partitions", t.partitions, local, only_local)?;
     let servers = ctx.forbid("target.servers", t.servers, local, only_local)?;
     let persist = ctx.forbid("target.persist", t.persist, local, only_local)?;
+    let server_impl = ctx.forbid("target.server_impl", t.server_impl, local, only_local)?;
+    let shared_fanout_group = ctx.forbid(
+        "target.shared_fanout_group",
+        t.shared_fanout_group,
+        local,
+        only_local,
+    )?;
+    let spring = server_impl == Some(ServerImpl::Spring);
+    if shared_fanout_group == Some(true) && !spring {
+        return Err(ctx.err(
+            "target.shared_fanout_group",
+            None,
+            "is a switch of the Spring peer; add server_impl = \"spring\" or remove it".to_string(),
+        ));
+    }
+    if spring && persist == Some(Persist::Consumer) {
+        return Err(ctx.err(
+            "target.persist",
+            Some("consumer".into()),
+            "the Spring peer persists on the producer side only (as its design does); use persist = \"producer\" with server_impl = \"spring\"".to_string(),
+        ));
+    }
     let urls = match ctx.take("target.urls", t.urls) {
         Some(_) if local => {
             return Err(ctx.err(
@@ -430,6 +452,8 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
             partitions: partitions.unwrap_or(d.partitions),
             servers: servers.unwrap_or(d.servers),
             persist: persist.unwrap_or(d.persist),
+            server_impl: server_impl.unwrap_or(d.server_impl),
+            shared_fanout_group: shared_fanout_group.unwrap_or(d.shared_fanout_group),
         })
     } else {
         TargetKind::External {
@@ -438,6 +462,14 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
             })?,
         }
     };
+    let receipts = ctx.take("target.receipts", t.receipts);
+    if spring && receipts == Some(true) {
+        return Err(ctx.err(
+            "target.receipts",
+            Some("true".into()),
+            "the Spring peer's simple STOMP broker sends no RECEIPT frames; remove the key (runs against it need none)".to_string(),
+        ));
+    }
     Ok(Target {
         kind,
         send: ctx
@@ -449,7 +481,7 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
         body: ctx
             .take("target.body", t.body)
             .unwrap_or(BodyFormat::ChatJson),
-        receipts: ctx.take("target.receipts", t.receipts).unwrap_or(local),
+        receipts: receipts.unwrap_or(local && !spring),
         connect,
         kafka,
         db,

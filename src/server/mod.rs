@@ -117,6 +117,7 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new(&config.instance_id).with_info(&[
         ("persist", config.persist.as_str()),
         ("topic", &config.topic),
+        ("impl", "stompede"),
     ]));
     // Background work that must finish before the process may exit.
     let background = TaskTracker::new();

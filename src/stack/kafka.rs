@@ -23,8 +23,8 @@ pub const POM: &str = include_str!("../../stack/kafka/pom.xml");
 /// log4j2 configuration handed to every broker JVM.
 pub const LOG4J2: &str = include_str!("../../stack/kafka/log4j2.xml");
 
-const JAVA_INSTALL: &str = "apt-get install openjdk-17-jre-headless";
-const MAVEN_INSTALL: &str = "apt-get install maven";
+pub(super) const JAVA_INSTALL: &str = "apt-get install openjdk-17-jre-headless";
+pub(super) const MAVEN_INSTALL: &str = "apt-get install maven";
 const COMPLETE_MARKER: &str = ".stompede-complete";
 
 /// The Kafka version pinned in the pom (`<kafka.version>`).
@@ -63,7 +63,7 @@ fn pom_fingerprint() -> String {
 }
 
 /// The java executable: `$JAVA_HOME/bin/java` if set, else `java` from PATH.
-fn java() -> PathBuf {
+pub(super) fn java() -> PathBuf {
     match std::env::var_os("JAVA_HOME").filter(|v| !v.is_empty()) {
         Some(home) if Path::new(&home).join("bin/java").exists() => {
             Path::new(&home).join("bin/java")
@@ -73,7 +73,7 @@ fn java() -> PathBuf {
 }
 
 /// Fail early, with the package to install, when there is no java to run Kafka with.
-async fn check_java() -> Result<(), StackError> {
+pub(super) async fn check_java() -> Result<(), StackError> {
     let status = tokio::process::Command::new(java())
         .arg("-version")
         .stdin(Stdio::null())
@@ -152,7 +152,7 @@ pub async fn ensure_classpath() -> Result<PathBuf, StackError> {
     Ok(lib)
 }
 
-fn missing_or_io(
+pub(super) fn missing_or_io(
     e: std::io::Error,
     program: &str,
     install: &'static str,

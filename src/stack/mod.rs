@@ -23,10 +23,12 @@ use std::time::{Duration, Instant};
 
 mod kafka;
 mod kafka_admin;
+pub mod metrics_page;
 mod postgres;
 mod process;
 mod reshape;
 mod servers;
+mod spring;
 mod state;
 
 pub use kafka::{cache_root, kafka_version};
@@ -34,6 +36,7 @@ pub use kafka_admin::{broker_ids, create_topic, topic_config, wait_kafka_ready, 
 pub use process::http_get;
 pub use reshape::Reshaped;
 pub use servers::READY_TIMEOUT as SERVER_TIMEOUT;
+pub use spring::{ensure_jar as ensure_spring_jar, SHARED_GROUP as SPRING_SHARED_GROUP};
 pub use state::{BrokerInfo, PostgresInfo, ServerInfo, StackInfo};
 
 use crate::server::Persist;
@@ -51,6 +54,50 @@ pub const POSTGRES_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process gets to exit after its stop signal before SIGKILL.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
+/// Which chat server implementation the stack starts.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerImpl {
+    /// stompede's reference server (`stompede server`).
+    #[default]
+    Stompede,
+    /// The Spring Boot peer of `peers/spring-chat` (one JVM per instance; built once with
+    /// Maven and cached).
+    Spring,
+}
+
+impl ServerImpl {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerImpl::Stompede => "stompede",
+            ServerImpl::Spring => "spring",
+        }
+    }
+
+    /// The table the implementation writes chat history to.
+    pub fn history_table(self) -> &'static str {
+        match self {
+            ServerImpl::Stompede => crate::db::TABLE,
+            ServerImpl::Spring => spring::TABLE,
+        }
+    }
+
+    /// Whether its STOMP broker answers `receipt` headers (Spring's simple broker does not).
+    pub fn gives_receipts(self) -> bool {
+        self == ServerImpl::Stompede
+    }
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -60,6 +107,12 @@ pub struct StackOptions {
     /// Chat server instances; 0 starts only Kafka and PostgreSQL.
     pub servers: u32,
     pub persist: Persist,
+    /// Which server implementation the instances run.
+    pub server_impl: ServerImpl,
+    /// Every instance in one fan-out consumer group ([`SPRING_SHARED_GROUP`]) instead of
+    /// one each: the classic misconfiguration, where each instance only sees its share
+    /// of the partitions. Spring peer only.
+    pub shared_fanout_group: bool,
     pub topic: String,
     /// Holds `state.json`, `logs/` and `data/`.
     pub state_dir: PathBuf,
@@ -79,6 +132,8 @@ impl Default for StackOptions {
             partitions: 3,
             servers: 2,
             persist: Persist::Producer,
+            server_impl: ServerImpl::Stompede,
+            shared_fanout_group: false,
             topic: "chat.messages".to_string(),
             state_dir: PathBuf::from(".stompede"),
             server_exe: PathBuf::from("stompede"),
@@ -341,6 +396,20 @@ fn validate(opts: &StackOptions) -> Result<(), StackError> {
             exe.display()
         )));
     }
+    if opts.server_impl == ServerImpl::Spring && opts.persist != Persist::Producer {
+        return Err(StackError::Invalid(
+            "the Spring peer persists on the producer side only (it saves each message once Kafka acknowledged it, as its design does); \
+             use persist producer with server_impl spring"
+                .into(),
+        ));
+    }
+    if opts.shared_fanout_group && opts.server_impl != ServerImpl::Spring {
+        return Err(StackError::Invalid(
+            "a shared fan-out group is a switch of the Spring peer (stompede's server always gives each instance its own group); \
+             add --server-impl spring, or drop --shared-fanout-group"
+                .into(),
+        ));
+    }
     let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if opts.topic.is_empty() || opts.topic.len() > 249 || !opts.topic.chars().all(legal) {
         return Err(StackError::Invalid(format!(
@@ -462,6 +531,8 @@ async fn bring_up(opts: &StackOptions, reg: &Registry) -> Result<StackInfo, Stac
         postgres: pg,
         servers,
         persist: opts.persist,
+        server_impl: opts.server_impl,
+        shared_fanout_group: opts.shared_fanout_group,
         state_dir: dir.clone(),
         started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };

@@ -5,7 +5,8 @@
 //! - another partition count: the servers stop, the chat topic is deleted and created
 //!   again with the new count (Kafka can add partitions but never remove them, and a
 //!   fresh topic starts every cell from the same empty state), the servers start again;
-//! - another server count or persistence strategy: the servers restart, and the topic
+//! - another server count, persistence strategy or server implementation: the servers
+//!   restart, and the topic
 //!   is recreated too, so no cell inherits the records of the one before.
 //!
 //! Whenever the topic is recreated the history table is emptied with it ([`Stack::reset`]
@@ -19,7 +20,7 @@ use super::kafka_admin::{
 };
 use super::state::{self, ProcRecord, Role};
 use super::{
-    bring_up, process, remove_records, servers, teardown, validate, Stack, StackError,
+    bring_up, process, remove_records, servers, teardown, validate, ServerImpl, Stack, StackError,
     StackOptions, KAFKA_TIMEOUT, STOP_GRACE,
 };
 
@@ -66,8 +67,10 @@ impl Stack {
         let cur = &self.info;
         let same_brokers = cur.brokers.len() == usize::from(want.brokers);
         let same_partitions = cur.partitions == want.partitions;
-        let same_servers =
-            cur.servers.len() == want.servers as usize && cur.persist == want.persist;
+        let same_servers = cur.servers.len() == want.servers as usize
+            && cur.persist == want.persist
+            && cur.server_impl == want.server_impl
+            && cur.shared_fanout_group == want.shared_fanout_group;
         if same_brokers && same_partitions && same_servers {
             return Ok(Reshaped::Unchanged);
         }
@@ -103,6 +106,8 @@ impl Stack {
             partitions: self.info.partitions,
             servers: self.info.servers.len() as u32,
             persist: self.info.persist,
+            server_impl: self.info.server_impl,
+            shared_fanout_group: self.info.shared_fanout_group,
             topic: self.info.topic.clone(),
             state_dir: self.info.state_dir.clone(),
             server_exe: server_exe.to_path_buf(),
@@ -205,6 +210,8 @@ impl Stack {
         self.info.servers =
             servers::start(&self.registry, want, &boot, &self.info.postgres.url).await?;
         self.info.persist = want.persist;
+        self.info.server_impl = want.server_impl;
+        self.info.shared_fanout_group = want.shared_fanout_group;
         state::write_state(&dir, &self.info)?;
         state::remove_file_if_present(&dir.join(state::JOURNAL_FILE))?;
         let how = Reshaped::Servers {
@@ -219,19 +226,26 @@ impl Stack {
     }
 }
 
-/// `TRUNCATE` the chat history table.
+/// `TRUNCATE` the chat history tables of every server implementation (the Spring
+/// peer's exists only once a Spring instance has started).
 async fn empty_history(url: &str) -> Result<(), StackError> {
+    let tables = [ServerImpl::Stompede, ServerImpl::Spring].map(ServerImpl::history_table);
     let err = |detail: String| StackError::Part {
         part: "postgres".into(),
-        reason: format!("cannot empty {}: {detail}", crate::db::TABLE),
+        reason: format!("cannot empty {}: {detail}", tables.join(", ")),
         log: None,
         tail: String::new(),
     };
     let client = crate::db::connect(url)
         .await
         .map_err(|e| err(e.to_string()))?;
-    client
-        .batch_execute(&format!("TRUNCATE {}", crate::db::TABLE))
-        .await
-        .map_err(|e| err(e.to_string()))
+    for table in tables {
+        client
+            .batch_execute(&format!(
+                "DO $$ BEGIN IF to_regclass('{table}') IS NOT NULL THEN TRUNCATE {table}; END IF; END $$"
+            ))
+            .await
+            .map_err(|e| err(e.to_string()))?;
+    }
+    Ok(())
 }

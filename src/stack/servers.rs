@@ -1,6 +1,8 @@
-//! Reference chat server instances for the local stack.
+//! Chat server instances for the local stack: stompede's reference server or, with
+//! `server_impl = spring`, the Spring Boot peer (`spring.rs`; one JVM per instance, one
+//! port for WebSocket, `/healthz` and `/metrics`).
 //!
-//! Each instance `s<i>` is the `stompede server` subcommand of the binary given in
+//! Each reference instance `s<i>` is the `stompede server` subcommand of the binary given in
 //! `StackOptions::server_exe`, on its own free WebSocket and metrics ports, pointed at
 //! the stack's Kafka bootstrap and PostgreSQL URL, logging to
 //! `<state_dir>/logs/server-s<i>.log`. An instance is ready when
@@ -13,13 +15,17 @@ use std::time::{Duration, Instant};
 
 use super::process::{self, Registry};
 use super::state::{Role, ServerInfo};
-use super::{StackError, StackOptions};
+use super::{spring, ServerImpl, StackError, StackOptions};
 use crate::server::{Persist, DEFAULT_PERSIST_GROUP, FANOUT_GROUP_PREFIX};
 
 /// `--kafka-start-timeout` of every instance.
 pub const KAFKA_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long one instance may take to answer its health check.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(75);
+/// The same for a Spring peer instance: a JVM that starts Spring, Hibernate, Tomcat and
+/// a Kafka consumer takes 10 s on an idle 2-core machine and several times that on a
+/// busy one.
+pub const SPRING_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The id of instance `i` (0-based): `s1`, `s2`, …
 fn instance_id(i: usize) -> String {
@@ -29,6 +35,9 @@ fn instance_id(i: usize) -> String {
 /// The consumer groups the instances will use: each one's fan-out group and, under
 /// `--persist consumer`, the shared persist group.
 pub fn consumer_groups(opts: &StackOptions) -> Vec<String> {
+    if opts.shared_fanout_group {
+        return vec![spring::SHARED_GROUP.to_string()];
+    }
     let mut groups: Vec<String> = (0..opts.servers as usize)
         .map(|i| format!("{FANOUT_GROUP_PREFIX}{}", instance_id(i)))
         .collect();
@@ -47,33 +56,26 @@ pub async fn start(
 ) -> Result<Vec<ServerInfo>, StackError> {
     let logs = opts.state_dir.join("logs");
     let n = opts.servers as usize;
+    let jar = match opts.server_impl {
+        ServerImpl::Spring if n > 0 => Some(spring::ensure_jar().await?),
+        _ => None,
+    };
     let ports = process::free_ports(n * 2)?;
     let mut started = Vec::with_capacity(n);
     for i in 0..n {
         let id = instance_id(i);
-        let (ws, metrics) = (ports[2 * i], ports[2 * i + 1]);
+        let (ws, mut metrics) = (ports[2 * i], ports[2 * i + 1]);
         let log = logs.join(format!("server-{id}.log"));
         let (out, err) = process::open_log(&log)?;
-        let mut cmd = Command::new(&opts.server_exe);
-        cmd.arg("server")
-            .args(["--listen", &format!("127.0.0.1:{ws}")])
-            .args(["--kafka", bootstrap])
-            .args(["--db", db_url])
-            .args(["--instance-id", &id])
-            .args(["--persist", opts.persist.as_str()])
-            .args(["--topic", &opts.topic])
-            .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
-            .args([
-                "--kafka-start-timeout",
-                &format!("{}s", KAFKA_START_TIMEOUT.as_secs()),
-            ])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        let mut cmd = match &jar {
+            Some(jar) => {
+                // One port for WebSocket, /healthz and /metrics.
+                metrics = ws;
+                spring::command(jar, opts, &id, ws, bootstrap, db_url)?
+            }
+            None => reference_command(opts, &id, ws, metrics, bootstrap, db_url),
+        };
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
         let rec = reg.spawn(Role::Server, &format!("server {id}"), cmd)?;
         started.push((
             Instant::now(),
@@ -89,12 +91,45 @@ pub async fn start(
             },
         ));
     }
+    let timeout = match opts.server_impl {
+        ServerImpl::Stompede => READY_TIMEOUT,
+        ServerImpl::Spring => SPRING_READY_TIMEOUT,
+    };
     let mut out = Vec::with_capacity(n);
     for (since, metrics, info) in started {
-        wait_healthy(reg, &info, metrics, since + READY_TIMEOUT).await?;
+        wait_healthy(reg, &info, metrics, since + timeout, timeout).await?;
         out.push(info);
     }
     Ok(out)
+}
+
+/// `stompede server …` for instance `id`.
+fn reference_command(
+    opts: &StackOptions,
+    id: &str,
+    ws: u16,
+    metrics: u16,
+    bootstrap: &str,
+    db_url: &str,
+) -> Command {
+    let mut cmd = Command::new(&opts.server_exe);
+    cmd.arg("server")
+        .args(["--listen", &format!("127.0.0.1:{ws}")])
+        .args(["--kafka", bootstrap])
+        .args(["--db", db_url])
+        .args(["--instance-id", id])
+        .args(["--persist", opts.persist.as_str()])
+        .args(["--topic", &opts.topic])
+        .args(["--metrics-listen", &format!("127.0.0.1:{metrics}")])
+        .args([
+            "--kafka-start-timeout",
+            &format!("{}s", KAFKA_START_TIMEOUT.as_secs()),
+        ])
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+    cmd
 }
 
 async fn wait_healthy(
@@ -102,6 +137,7 @@ async fn wait_healthy(
     info: &ServerInfo,
     port: u16,
     deadline: Instant,
+    timeout: Duration,
 ) -> Result<(), StackError> {
     let part = format!("server {}", info.instance_id);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -121,7 +157,7 @@ async fn wait_healthy(
         if Instant::now() >= deadline {
             return Err(StackError::part(
                 &part,
-                format!("not healthy after {READY_TIMEOUT:?} ({last})"),
+                format!("not healthy after {timeout:?} ({last})"),
                 &info.log,
             ));
         }

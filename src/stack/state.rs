@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::process;
-use super::StackError;
-use crate::server::Persist;
+use super::{ServerImpl, StackError};
+use crate::server::{Persist, FANOUT_GROUP_PREFIX};
 
 /// File name of the stack record inside the state directory.
 pub const STATE_FILE: &str = "state.json";
@@ -36,6 +36,12 @@ pub struct StackInfo {
     pub postgres: PostgresInfo,
     pub servers: Vec<ServerInfo>,
     pub persist: Persist,
+    /// Which implementation the servers run (absent in records of older builds: stompede).
+    #[serde(default)]
+    pub server_impl: ServerImpl,
+    /// Whether every instance shares one fan-out consumer group (Spring peer only).
+    #[serde(default)]
+    pub shared_fanout_group: bool,
     pub state_dir: PathBuf,
     /// RFC 3339 time at which the stack became ready.
     pub started_at: String,
@@ -144,6 +150,22 @@ impl ProcRecord {
 }
 
 impl StackInfo {
+    /// The table the servers write chat history to.
+    pub fn history_table(&self) -> &'static str {
+        self.server_impl.history_table()
+    }
+
+    /// The fan-out consumer groups the servers use: one per instance, or the one they share.
+    pub fn fanout_groups(&self) -> Vec<String> {
+        if self.shared_fanout_group {
+            return vec![super::spring::SHARED_GROUP.to_string()];
+        }
+        self.servers
+            .iter()
+            .map(|s| format!("{FANOUT_GROUP_PREFIX}{}", s.instance_id))
+            .collect()
+    }
+
     /// Every process of the stack, servers first (the order `down` stops them in).
     pub fn processes(&self) -> Vec<ProcRecord> {
         let mut out = Vec::new();

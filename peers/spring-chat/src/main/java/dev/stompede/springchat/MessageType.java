@@ -1,0 +1,7 @@
+package dev.stompede.springchat;
+
+public enum MessageType {
+    ENTER,
+    TALK,
+    LEAVE
+}
