@@ -59,7 +59,7 @@ lost messages), 2 usage or bad baseline, 3 a run could not be carried out."
     /// 1: even --from fails, 2: bad input, 3: could not run or harness-bound).
     Capacity(CapacityArgs),
     /// Run a scenario over a matrix of stack shapes (brokers, partitions, servers,
-    /// persist), reshaping the local stack between cells (exit 0: every run passed,
+    /// persist, server implementation), reshaping the local stack between cells (exit 0: every run passed,
     /// 1: a run failed its SLOs or found no capacity, 2: bad input, 3: a run or the stack
     /// failed).
     Sweep(SweepArgs),
@@ -261,7 +261,7 @@ pub struct CapacityArgs {
 The sweep starts a stack of its own (a stack already running in the state directory is refused) and \
 reshapes it between cells, restarting only what must change: another broker count restarts the \
 whole stack; another partition count stops the servers, deletes and recreates the chat topic and \
-starts them again; another server count or persist strategy restarts the servers. Before each run \
+starts them again; another server count, persist strategy or server implementation restarts the servers. Before each run \
 the shape is read back from the brokers' metadata and each server's /metrics; a stack that reads \
 back otherwise ends the sweep. Every run starts from an empty topic and history table and freshly \
 started servers.\n\n\
@@ -273,13 +273,14 @@ Output <out>/sweep-<scenario>-<UTC timestamp>/: sweep.json (rewritten after ever
 each run's own report.\n\n\
 Examples:\n  stompede sweep scenarios/group-chat.toml --set partitions=1,3,6,12 --set brokers=1,3\n  \
 stompede sweep scenarios/smoke.toml --set persist=producer,consumer --set servers=1,2,4 --repeat 3\n  \
+stompede sweep scenarios/town-hall.toml --set server_impl=stompede,spring\n  \
 stompede sweep scenarios/town-hall.toml --set partitions=1,6 --capacity --step 10s --resolution 10%"
 )]
 pub struct SweepArgs {
     /// The scenario file (TOML); its target must be the local stack.
     pub scenario: PathBuf,
     /// An axis and its values, e.g. partitions=1,3,6 (axes: brokers, partitions, servers,
-    /// persist). Repeat for more axes.
+    /// persist, server_impl). Repeat for more axes.
     #[arg(long = "set", value_name = "NAME=V1,V2,...", value_parser = crate::campaign::sweep::parse_set, required = true)]
     pub set: Vec<crate::report::sweep::Axis>,
     /// Runs per cell; rounds of every cell, each round in a shuffled order.

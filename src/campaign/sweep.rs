@@ -197,6 +197,16 @@ pub fn cells(base: &LocalStack, axes: &[Axis]) -> Result<Vec<Shape>, String> {
             }
         }
         shapes = next;
+        if let Some(s) = shapes
+            .iter()
+            .find(|s| s.server_impl == ServerImpl::Spring && s.persist == Persist::Consumer)
+        {
+            return Err(format!(
+                "cell {} cannot be: the Spring peer persists on the producer side only; \
+                 sweep persist over stompede alone, or drop persist=consumer",
+                s.label()
+            ));
+        }
         if shapes.len() > MAX_CELLS {
             return Err(format!(
                 "the --set axes make more than {MAX_CELLS} cells; sweep fewer values at a time"
@@ -411,6 +421,13 @@ pub async fn sweep(
             scenario.source.display()
         )));
     };
+    if base.shared_fanout_group {
+        return Err(bad(format!(
+            "{} sets target.shared_fanout_group, which a sweep does not carry between cells; \
+             measure that arrangement with `stompede run`",
+            scenario.source.display()
+        )));
+    }
     if opts.axes.is_empty() {
         return Err(bad(
             "nothing to sweep: give at least one --set, e.g. --set partitions=1,3,6".into(),
@@ -680,6 +697,23 @@ mod tests {
         assert_eq!(brokers, [1, 1, 3, 3]);
         let twice = [axes[0].clone(), axes[0].clone()];
         assert!(cells(&base(), &twice).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn the_spring_peer_is_an_axis_but_never_with_consumer_persistence() {
+        let axes = [parse_set("server_impl=stompede,spring").expect("valid")];
+        let c = cells(&base(), &axes).expect("cells");
+        assert_eq!(c[1].server_impl, ServerImpl::Spring);
+        assert_eq!(c[1].label(), "1b/3p/2s producer spring");
+        let both = [
+            axes[0].clone(),
+            parse_set("persist=producer,consumer").expect("valid"),
+        ];
+        let e = cells(&base(), &both).unwrap_err();
+        assert!(e.contains("1b/3p/2s consumer spring"), "{e}");
+        assert!(parse_set("server_impl=quarkus")
+            .unwrap_err()
+            .contains("spring"));
     }
 
     #[test]

@@ -493,3 +493,43 @@ fn unreadable_file_names_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn the_spring_peer_is_a_local_target_without_receipts() {
+    let local = |extra: &str| format!("{BASE}\n[target]\nkind = \"local\"\n{extra}\n");
+    let s = ok(&local("server_impl = \"spring\""));
+    let TargetKind::Local(shape) = &s.target.kind else {
+        panic!("local")
+    };
+    assert_eq!(shape.server_impl, ServerImpl::Spring);
+    assert!(!shape.shared_fanout_group);
+    assert!(
+        !s.receipts_expected(),
+        "the Spring peer's simple broker sends no RECEIPT"
+    );
+    assert!(ok(&local("")).receipts_expected());
+    let s = ok(&local(
+        "server_impl = \"spring\"\nshared_fanout_group = true",
+    ));
+    assert!(matches!(&s.target.kind, TargetKind::Local(l) if l.shared_fanout_group));
+    refused(
+        &local("server_impl = \"spring\"\nreceipts = true"),
+        "target.receipts",
+        &["RECEIPT"],
+    );
+    refused(
+        &local("server_impl = \"spring\"\npersist = \"consumer\""),
+        "target.persist",
+        &["producer side only"],
+    );
+    refused(
+        &local("shared_fanout_group = true"),
+        "target.shared_fanout_group",
+        &["server_impl = \"spring\""],
+    );
+    refused(
+        &format!("{BASE}\n[target]\nkind = \"external\"\nurls = [\"ws://h:1/ws\"]\nserver_impl = \"spring\"\n"),
+        "target.server_impl",
+        &["kind = \"local\""],
+    );
+}
