@@ -266,6 +266,11 @@ async fn two_spring_instances_deliver_every_message_and_a_shared_group_loses_wha
         "the loss must be exactly the deliveries the assignment predicts: {f:?}"
     );
     assert!(f.recipients > 0);
+    assert_eq!(
+        f.unreachable_by_instance.values().sum::<u64>(),
+        f.unreachable,
+        "{f:?}"
+    );
     assert!(
         s.notes
             .iter()

@@ -68,7 +68,7 @@ pub async fn read_assignment(info: &StackInfo) -> Result<BTreeMap<String, Vec<u3
 pub struct Split {
     /// Room index → whether instance `i` holds its partition, per instance.
     room_on: Vec<Vec<bool>>,
-    instances: usize,
+    instance_ids: Vec<String>,
     figures: SharedGroupLoss,
     recipients: std::collections::BTreeSet<u32>,
 }
@@ -95,13 +95,14 @@ impl Split {
             .collect();
         Split {
             room_on,
-            instances: instance_ids.len().max(1),
+            instance_ids: instance_ids.to_vec(),
             figures: SharedGroupLoss {
                 group: group.to_string(),
                 assignment,
                 unreachable: 0,
                 unreachable_lost: 0,
                 recipients: 0,
+                unreachable_by_instance: instance_ids.iter().map(|id| (id.clone(), 0)).collect(),
                 other_lost: 0,
             },
             recipients: Default::default(),
@@ -111,7 +112,7 @@ impl Split {
     /// Counts one settled membership of `user` in `room`.
     pub fn add(&mut self, user: u32, room: u32, expected: u64, delivered: u64) {
         let lost = expected.saturating_sub(delivered);
-        let instance = user as usize % self.instances;
+        let instance = user as usize % self.instance_ids.len().max(1);
         let reachable = self
             .room_on
             .get(room as usize)
@@ -123,6 +124,13 @@ impl Split {
         } else {
             self.figures.unreachable += expected;
             self.figures.unreachable_lost += lost;
+            if let Some(id) = self.instance_ids.get(instance) {
+                *self
+                    .figures
+                    .unreachable_by_instance
+                    .entry(id.clone())
+                    .or_default() += expected;
+            }
             if expected > 0 {
                 self.recipients.insert(user);
             }
@@ -152,14 +160,20 @@ pub fn note(f: &SharedGroupLoss) -> String {
             )
         })
         .collect();
+    let by: Vec<String> = f
+        .unreachable_by_instance
+        .iter()
+        .map(|(id, n)| format!("on {id} {n}"))
+        .collect();
     format!(
         "fan-out group {} is shared by the {} server instances (partitions held: {}): a subscriber only gets the rooms whose partition its own instance holds. \
-         Predicted never delivered: {} deliveries to {} recipients; lost among them: {}; lost elsewhere: {}",
+         Predicted never delivered: {} deliveries to {} recipients ({}); lost among them: {}; lost elsewhere: {}",
         f.group,
         f.assignment.len(),
         held.join("; "),
         f.unreachable,
         f.recipients,
+        by.join(", "),
         f.unreachable_lost,
         f.other_lost
     )
@@ -213,6 +227,10 @@ mod tests {
         assert_eq!(f.unreachable, want_unreachable);
         assert_eq!(f.unreachable_lost, want_unreachable);
         assert_eq!(f.other_lost, 0);
+        assert_eq!(
+            f.unreachable_by_instance.values().sum::<u64>(),
+            want_unreachable
+        );
         assert!(note(&f).contains("s1 0,2; s2 1"));
     }
 }

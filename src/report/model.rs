@@ -350,6 +350,9 @@ pub struct SharedGroupLoss {
     pub unreachable_lost: u64,
     /// Recipients with at least one such delivery.
     pub recipients: u64,
+    /// Per instance: such deliveries to the subscribers connected to it.
+    #[serde(default)]
+    pub unreachable_by_instance: std::collections::BTreeMap<String, u64>,
     /// Deliveries lost to subscribers whose instance does hold the room's partition.
     pub other_lost: u64,
 }
