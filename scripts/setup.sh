@@ -16,7 +16,8 @@ need() { # need <command-or-path> <debian package>
   if [[ "$1" == /* ]]; then [[ -e "$1" ]] || missing+=("$2")
   else command -v "$1" >/dev/null 2>&1 || missing+=("$2"); fi
 }
-need java openjdk-17-jre-headless
+need java openjdk-17-jdk-headless
+need javac openjdk-17-jdk-headless   # the Spring peer is compiled on first use
 need mvn maven
 need node nodejs
 need npm npm

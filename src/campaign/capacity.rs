@@ -25,7 +25,7 @@ use crate::report::{
     SearchSettings, StepPhase, ToolInfo,
 };
 use crate::scenario::{LoadModel, Overrides, RatePer, Scenario, ScenarioError, TargetKind};
-use crate::stack::{self, StackError, StackOptions};
+use crate::stack::{self, StackError};
 
 /// Load multiplier between steps until one fails.
 pub const GROWTH: f64 = 2.0;
@@ -345,16 +345,11 @@ async fn local_stack(
         "no stack running: bringing one up for every step ({})",
         crate::load::target::describe_shape(shape)
     );
-    let stack = stack::up(&StackOptions {
-        brokers: shape.brokers as u8,
-        partitions: shape.partitions,
-        servers: shape.servers,
-        persist: shape.persist,
-        state_dir: run.state_dir.clone(),
-        server_exe: run.server_exe.clone(),
-        detach: false,
-        ..StackOptions::default()
-    })
+    let stack = stack::up(&crate::load::target::stack_options(
+        shape,
+        &run.state_dir,
+        &run.server_exe,
+    ))
     .await?;
     Ok(Some(stack))
 }

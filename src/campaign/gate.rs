@@ -30,7 +30,7 @@ use crate::report::gate_baseline::{
 };
 use crate::report::{Bound, Summary, ToolInfo};
 use crate::scenario::{Scenario, TargetKind};
-use crate::stack::{self, StackError, StackOptions};
+use crate::stack::{self, StackError};
 
 /// Fewest runs per side: with 5 and 5 the smallest two-sided p is 2/252 = 0.008; with 3
 /// and 3 it is 0.1, so no difference could ever be significant.
@@ -172,15 +172,20 @@ pub fn precheck(scenario: &Scenario, baseline: &Baseline, machine: &Machine) -> 
             shape.partitions,
             shape.servers,
             shape.persist,
-        ) != (st.brokers, st.partitions, st.servers, st.persist)
-        {
+            shape.server_impl,
+            shape.shared_fanout_group,
+        ) != (
+            st.brokers,
+            st.partitions,
+            st.servers,
+            st.persist,
+            st.server_impl,
+            st.shared_fanout_group,
+        ) {
             flags.push(format!(
-                "stack: the baseline ran on {}; this scenario asks for {} broker(s), {} partitions, {} servers, persist {}",
+                "stack: the baseline ran on {}; this scenario asks for {}",
                 baseline.target.describe(),
-                shape.brokers,
-                shape.partitions,
-                shape.servers,
-                shape.persist.as_str()
+                crate::load::target::describe_shape(shape)
             ));
         }
     }
@@ -456,22 +461,14 @@ async fn hold_stack(
         return Ok(None);
     }
     eprintln!(
-        "no stack running: bringing one up for the series ({} broker(s), {} partitions, {} servers, persist {})",
-        shape.brokers,
-        shape.partitions,
-        shape.servers,
-        shape.persist.as_str()
+        "no stack running: bringing one up for the series ({})",
+        crate::load::target::describe_shape(shape)
     );
-    let stack = stack::up(&StackOptions {
-        brokers: shape.brokers as u8,
-        partitions: shape.partitions,
-        servers: shape.servers,
-        persist: shape.persist,
-        state_dir: options.state_dir.clone(),
-        server_exe: options.server_exe.clone(),
-        detach: false,
-        ..StackOptions::default()
-    })
+    let stack = stack::up(&crate::load::target::stack_options(
+        shape,
+        &options.state_dir,
+        &options.server_exe,
+    ))
     .await?;
     Ok(Some(stack))
 }

@@ -87,6 +87,26 @@ pub fn stack_up_flags(s: &LocalStack) -> String {
     text
 }
 
+/// What `stack::up` needs to start the local stack `shape` asks for.
+pub fn stack_options(
+    shape: &LocalStack,
+    state_dir: &std::path::Path,
+    server_exe: &std::path::Path,
+) -> StackOptions {
+    StackOptions {
+        brokers: shape.brokers as u8,
+        partitions: shape.partitions,
+        servers: shape.servers,
+        persist: shape.persist,
+        server_impl: shape.server_impl,
+        shared_fanout_group: shape.shared_fanout_group,
+        state_dir: state_dir.to_path_buf(),
+        server_exe: server_exe.to_path_buf(),
+        detach: false,
+        ..StackOptions::default()
+    }
+}
+
 /// Command-line values that replace the local target's shape (`[target]` brokers,
 /// partitions, servers, persist, server_impl); `None` keeps the scenario's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,7 +177,7 @@ impl ShapeOverrides {
         }
         if shape.server_impl == ServerImpl::Spring && shape.persist != Persist::Producer {
             return Err(
-                "the Spring peer persists on the producer side only (as its design does); use --persist producer with --server-impl spring"
+                "the Spring peer persists on the producer side only (it saves each message once Kafka acknowledged it); use --persist producer with --server-impl spring"
                     .to_string(),
             );
         }
@@ -240,18 +260,11 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
                         "no stack running: bringing one up ({})",
                         describe_shape(shape)
                     );
-                    let stack = stack::up(&StackOptions {
-                        brokers: shape.brokers as u8,
-                        partitions: shape.partitions,
-                        servers: shape.servers,
-                        persist: shape.persist,
-                        server_impl: shape.server_impl,
-                        shared_fanout_group: shape.shared_fanout_group,
-                        state_dir: options.state_dir.clone(),
-                        server_exe: options.server_exe.clone(),
-                        detach: false,
-                        ..StackOptions::default()
-                    })
+                    let stack = stack::up(&stack_options(
+                        shape,
+                        &options.state_dir,
+                        &options.server_exe,
+                    ))
                     .await?;
                     (stack.info().clone(), Some(stack))
                 }

@@ -77,6 +77,8 @@ pub struct StackShape {
     /// Absent in baselines of older builds: stompede.
     #[serde(default)]
     pub server_impl: ServerImpl,
+    #[serde(default)]
+    pub shared_fanout_group: bool,
     pub kafka_version: String,
 }
 
@@ -92,6 +94,7 @@ impl TargetShape {
                 servers: st.servers,
                 persist: st.persist,
                 server_impl: st.server_impl,
+                shared_fanout_group: st.shared_fanout_group,
                 kafka_version: st.kafka_version.clone(),
             }),
             urls: s.target.urls.len(),

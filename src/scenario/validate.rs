@@ -388,7 +388,7 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
         return Err(ctx.err(
             "target.persist",
             Some("consumer".into()),
-            "the Spring peer persists on the producer side only (as its design does); use persist = \"producer\" with server_impl = \"spring\"".to_string(),
+            "the Spring peer persists on the producer side only (it saves each message once Kafka acknowledged it); use persist = \"producer\" with server_impl = \"spring\"".to_string(),
         ));
     }
     let urls = match ctx.take("target.urls", t.urls) {
@@ -463,6 +463,14 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
         }
     };
     let receipts = ctx.take("target.receipts", t.receipts);
+    let body = ctx.take("target.body", t.body);
+    if spring && body == Some(BodyFormat::Raw) {
+        return Err(ctx.err(
+            "target.body",
+            Some("raw".into()),
+            "the Spring peer reads the chat JSON {\"roomId\",\"sender\",\"message\",\"type\"} only; remove the key".to_string(),
+        ));
+    }
     if spring && receipts == Some(true) {
         return Err(ctx.err(
             "target.receipts",
@@ -478,10 +486,11 @@ fn build_target(t: Option<raw::RawTarget>, ctx: &mut Ctx) -> Result<Target, Scen
         subscribe: ctx
             .take("target.subscribe", t.subscribe)
             .unwrap_or_else(|| DEFAULT_SUBSCRIBE.into()),
-        body: ctx
-            .take("target.body", t.body)
-            .unwrap_or(BodyFormat::ChatJson),
-        receipts: receipts.unwrap_or(local && !spring),
+        body: body.unwrap_or(BodyFormat::ChatJson),
+        // The Spring peer's missing receipts are the target's to know
+        // (`Scenario::receipts_expected`), so a scenario moved to the other
+        // implementation on the command line gets that one's default.
+        receipts: receipts.unwrap_or(local),
         connect,
         kafka,
         db,

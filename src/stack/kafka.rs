@@ -23,7 +23,7 @@ pub const POM: &str = include_str!("../../stack/kafka/pom.xml");
 /// log4j2 configuration handed to every broker JVM.
 pub const LOG4J2: &str = include_str!("../../stack/kafka/log4j2.xml");
 
-pub(super) const JAVA_INSTALL: &str = "apt-get install openjdk-17-jre-headless";
+pub(super) const JAVA_INSTALL: &str = "apt-get install openjdk-17-jdk-headless";
 pub(super) const MAVEN_INSTALL: &str = "apt-get install maven";
 const COMPLETE_MARKER: &str = ".stompede-complete";
 

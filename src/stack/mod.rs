@@ -398,7 +398,7 @@ fn validate(opts: &StackOptions) -> Result<(), StackError> {
     }
     if opts.server_impl == ServerImpl::Spring && opts.persist != Persist::Producer {
         return Err(StackError::Invalid(
-            "the Spring peer persists on the producer side only (it saves each message once Kafka acknowledged it, as its design does); \
+            "the Spring peer persists on the producer side only (it saves each message once Kafka acknowledged it); \
              use persist producer with server_impl spring"
                 .into(),
         ));

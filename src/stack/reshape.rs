@@ -94,7 +94,7 @@ impl Stack {
                 }
             };
         }
-        self.restart_servers(&want, !same_partitions).await
+        self.restart_servers(&want, true).await
     }
 
     /// Brings the stack back to the state a fresh one of its shape starts in, short of

@@ -23,6 +23,7 @@ pub const TABLE: &str = "chat_message";
 pub const SHARED_GROUP: &str = "stompede-fanout-shared";
 /// Longest a build (including the first download of its dependencies) may take.
 pub const BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+const JDK_INSTALL: &str = "apt-get install openjdk-17-jdk-headless";
 /// JVM options of every instance unless `STOMPEDE_SPRING_JAVA_OPTS` gives others.
 pub const DEFAULT_JAVA_OPTS: &str = "-Xmx1g";
 
@@ -53,8 +54,12 @@ pub const SOURCES: &[(&str, &str)] = sources![
 
 /// FNV-1a over every path and text of [`SOURCES`].
 pub fn fingerprint() -> String {
+    fingerprint_of(SOURCES)
+}
+
+fn fingerprint_of(sources: &[(&str, &str)]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (path, text) in SOURCES {
+    for (path, text) in sources {
         for b in path.bytes().chain([0]).chain(text.bytes()).chain([0]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
@@ -74,17 +79,24 @@ pub async fn ensure_jar() -> Result<PathBuf, StackError> {
     }
     std::fs::create_dir_all(&base)
         .map_err(|e| StackError::io("create cache directory", &base, e))?;
-    // One build at a time per cache (parallel test binaries share it).
+    check_javac().await?;
+    // One build at a time per cache (parallel test binaries share it). The file moves into
+    // the blocking task and back, so it stays open for as long as the lock is waited for.
     let lock_path = base.join(".build.lock");
-    let lock =
+    let file =
         std::fs::File::create(&lock_path).map_err(|e| StackError::io("create", &lock_path, e))?;
-    let fd = lock.as_raw_fd();
-    tokio::task::spawn_blocking(move || {
-        // SAFETY: flock on a descriptor that outlives this call (`lock` is held below).
-        unsafe { libc::flock(fd, libc::LOCK_EX) }
+    let lock = tokio::task::spawn_blocking(move || {
+        // SAFETY: flock on a descriptor this closure owns.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        if rc == 0 {
+            Ok(file)
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
     })
     .await
-    .map_err(|e| StackError::io("lock", &lock_path, std::io::Error::other(e)))?;
+    .map_err(|e| StackError::io("lock", &lock_path, std::io::Error::other(e)))?
+    .map_err(|e| StackError::io("lock", &lock_path, e))?;
     if jar.is_file() {
         return Ok(jar);
     }
@@ -123,7 +135,8 @@ pub async fn ensure_jar() -> Result<PathBuf, StackError> {
     };
     if !status.success() {
         return Err(failed(format!(
-            "Maven exited with {status}; check that Maven Central is reachable"
+            "Maven exited with {status}; the usual causes are Maven Central out of reach \
+             (dependency resolution errors in the log) or a compiler error (the log names the file)"
         )));
     }
     let built = build.join("target").join("spring-chat.jar");
@@ -141,6 +154,33 @@ pub async fn ensure_jar() -> Result<PathBuf, StackError> {
     );
     drop(lock);
     Ok(jar)
+}
+
+/// Maven compiles the peer: a JRE alone (no `javac`) is not enough.
+async fn check_javac() -> Result<(), StackError> {
+    let javac = match std::env::var_os("JAVA_HOME").filter(|v| !v.is_empty()) {
+        Some(home) if Path::new(&home).join("bin/javac").exists() => {
+            Path::new(&home).join("bin/javac")
+        }
+        _ => PathBuf::from("javac"),
+    };
+    let ok = tokio::process::Command::new(&javac)
+        .arg("-version")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if ok {
+        Ok(())
+    } else {
+        Err(StackError::MissingPrerequisite {
+            program: "javac (a Java 17+ JDK, to build the Spring peer)".into(),
+            install: JDK_INSTALL,
+        })
+    }
 }
 
 /// `postgres://USER@HOST:PORT/DB` → (`jdbc:postgresql://HOST:PORT/DB`, USER).
@@ -226,6 +266,15 @@ mod tests {
     fn the_fingerprint_follows_the_sources() {
         assert_eq!(fingerprint(), fingerprint());
         assert_eq!(fingerprint().len(), 16);
+        let (path, text) = SOURCES[0];
+        let edited = format!("{text} ");
+        let moved = format!("x/{path}");
+        let mut one_changed = SOURCES.to_vec();
+        one_changed[0] = (path, edited.as_str());
+        assert_ne!(fingerprint_of(&one_changed), fingerprint());
+        one_changed[0] = (moved.as_str(), text);
+        assert_ne!(fingerprint_of(&one_changed), fingerprint());
+        assert_ne!(fingerprint_of(&SOURCES[1..]), fingerprint());
     }
 
     #[test]
