@@ -105,12 +105,23 @@ pub fn start_time(pid: u32) -> u64 {
 }
 
 /// Whether `pid` is running and is still the process that was recorded. A zombie
-/// (exited, not yet reaped) counts as gone. A recorded start time of 0 means unknown.
+/// (exited, not yet reaped) counts as gone once all its threads have exited. A recorded
+/// start time of 0 means unknown.
 pub fn is_alive(pid: u32, pid_start: u64) -> bool {
     match stat(pid) {
-        Some((start, zombie)) => !zombie && (pid_start == 0 || start == pid_start),
+        Some((start, zombie)) => {
+            (pid_start == 0 || start == pid_start) && (!zombie || threads_exiting(pid))
+        }
         None => false,
     }
+}
+
+/// Whether a zombie thread-group leader still has threads on their way out. A killed
+/// JVM's main thread can be a zombie while its other threads still exit, and the
+/// descriptors they share (its listening sockets) close only when the last one has: until
+/// then the process has not let go of its ports.
+fn threads_exiting(pid: u32) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
 fn signal(pid: u32, sig: libc::c_int) {
