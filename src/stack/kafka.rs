@@ -64,11 +64,16 @@ fn pom_fingerprint() -> String {
 
 /// The java executable: `$JAVA_HOME/bin/java` if set, else `java` from PATH.
 pub(super) fn java() -> PathBuf {
+    jdk_tool("java")
+}
+
+/// A JDK program: `$JAVA_HOME/bin/<name>` if it exists, else `<name>` from PATH.
+pub(super) fn jdk_tool(name: &str) -> PathBuf {
     match std::env::var_os("JAVA_HOME").filter(|v| !v.is_empty()) {
-        Some(home) if Path::new(&home).join("bin/java").exists() => {
-            Path::new(&home).join("bin/java")
+        Some(home) if Path::new(&home).join("bin").join(name).exists() => {
+            Path::new(&home).join("bin").join(name)
         }
-        _ => PathBuf::from("java"),
+        _ => PathBuf::from(name),
     }
 }
 

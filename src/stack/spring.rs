@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::kafka::{cache_root, check_java, java, missing_or_io, MAVEN_INSTALL};
+use super::kafka::{cache_root, check_java, java, jdk_tool, missing_or_io, MAVEN_INSTALL};
 use super::process;
 use super::{StackError, StackOptions};
 
@@ -158,13 +158,7 @@ pub async fn ensure_jar() -> Result<PathBuf, StackError> {
 
 /// Maven compiles the peer: a JRE alone (no `javac`) is not enough.
 async fn check_javac() -> Result<(), StackError> {
-    let javac = match std::env::var_os("JAVA_HOME").filter(|v| !v.is_empty()) {
-        Some(home) if Path::new(&home).join("bin/javac").exists() => {
-            Path::new(&home).join("bin/javac")
-        }
-        _ => PathBuf::from("javac"),
-    };
-    let ok = tokio::process::Command::new(&javac)
+    let ok = tokio::process::Command::new(jdk_tool("javac"))
         .arg("-version")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
