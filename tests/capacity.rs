@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{trial, TempDir, TestEnv};
 use stompede::campaign::capacity::{self, CapacityOptions};
 use stompede::load::{run, RunOptions};
-use stompede::relay::{Relay, RelayConfig};
+use stompede::fault::relay::{Relay, RelayConfig};
 use stompede::report::capacity::{step_row, CAPACITY_FILE, CAPACITY_HTML};
 use stompede::report::{Capacity, Outcome, Over};
 use stompede::scenario::Scenario;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{trial, TempDir, TestEnv};
 use stompede::load::{run, RunOptions};
-use stompede::relay::{Relay, RelayConfig};
+use stompede::fault::relay::{Relay, RelayConfig};
 use stompede::report::Summary;
 use stompede::scenario::{Overrides, Scenario};
 

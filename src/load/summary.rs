@@ -247,6 +247,7 @@ pub fn build(i: Inputs<'_>) -> Summary {
                 first_t_s: c.first_t_s,
             })
             .collect(),
+        faults: None,
     }
 }
 

@@ -31,6 +31,7 @@ pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod model;
+mod model_faults;
 mod plot;
 mod sample;
 pub mod sweep;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::ReportError;
 pub use crate::server::config::Persist;
 pub use crate::stack::ServerImpl;
+pub use super::model_faults::*;
 
 /// Version of the `summary.json` layout. Bump it on any change that an older reader
 /// would misread, and update `schema/summary.schema.json` with it.
@@ -70,6 +71,10 @@ pub struct Summary {
     /// Warnings during the run, one entry per cause with its count.
     #[serde(default)]
     pub warnings: Vec<WarningCount>,
+    /// What the scenario's faults did; `None` when it has none (and in summaries written
+    /// before faults existed).
+    #[serde(default)]
+    pub faults: Option<FaultsSummary>,
 }
 
 /// The harness's own load: if it could not keep its schedule, latency figures include

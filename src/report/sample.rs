@@ -289,6 +289,7 @@ impl Summary {
                 first: "user 412".into(),
                 first_t_s: 39.2,
             }],
+            faults: None,
         }
     }
 }
