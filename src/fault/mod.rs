@@ -13,3 +13,4 @@ pub mod inject;
 pub mod outage;
 pub mod recovery;
 pub mod relay;
+pub mod relay_net;

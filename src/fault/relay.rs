@@ -32,6 +32,15 @@
 //! - **Closing.** A Close (or a read error) queues behind the data and is delivered to
 //!   the other side; once a Close went out, the connection ends after `CLOSE_LINGER`
 //!   at most. [`Relay::stop`] cancels every loop. Ping and Pong are answered per hop.
+//! - **Network faults, at run time.** [`Relay::control`] is a switch shared by every
+//!   connection; [`NetControl::set`] applies a [`NetFault`] while they are live (details
+//!   in [`relay_net`](super::relay_net)). `Delay(d)` adds `d` to the release time of each
+//!   message read while it is set; `Drop` makes the readers discard data messages
+//!   (counted in `fault_dropped_messages`, their MESSAGE frames in `fault_dropped_frames`)
+//!   but not Close; `Partition` holds each writer before its next send, messages already
+//!   queued included, until lifted, when everything goes out in order (the longest hold
+//!   is `held_max_ms`). While it holds, the bounded queues fill and the readers stop, so
+//!   the rest waits in TCP; Ping answering goes on per hop while a reader still reads.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -56,10 +65,11 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use super::relay_net::{NetControl, NetFault};
 use crate::stomp::{Command, Decoder, Item, Version, DEFAULT_MAX_FRAME_SIZE};
 
 /// Messages buffered per direction before the reader waits for the writer.
-const QUEUE: usize = 1024;
+pub(super) const QUEUE: usize = 1024;
 /// Longest HTTP request head accepted from a client.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
 /// Time allowed for both handshakes together.
@@ -95,6 +105,13 @@ pub struct RelayCounters {
     pub duplicated: AtomicU64,
     /// Client connections relayed (both handshakes succeeded).
     pub connections: AtomicU64,
+    /// WebSocket data messages discarded by [`NetFault::Drop`], both directions.
+    pub fault_dropped_messages: AtomicU64,
+    /// Server→client MESSAGE frames inside those (not counted in `messages_seen`).
+    pub fault_dropped_frames: AtomicU64,
+    /// Longest a message waited beyond its release time because of
+    /// [`NetFault::Partition`], in milliseconds.
+    pub held_max_ms: AtomicU64,
 }
 
 /// A running relay; see the module docs.
@@ -102,6 +119,7 @@ pub struct Relay {
     /// Where virtual users connect: `ws://127.0.0.1:PORT/ws-stomp` (any path works).
     pub url: String,
     pub counters: Arc<RelayCounters>,
+    control: Arc<NetControl>,
     shutdown: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -112,19 +130,27 @@ impl Relay {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("ws://{}/ws-stomp", listener.local_addr()?);
         let counters = Arc::new(RelayCounters::default());
+        let control = Arc::new(NetControl::default());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(accept_loop(
             listener,
             Arc::new(config),
             counters.clone(),
+            control.clone(),
             shutdown.clone(),
         ));
         Ok(Relay {
             url,
             counters,
+            control,
             shutdown,
             task,
         })
+    }
+
+    /// The switch for this relay's network faults (starts as `NetFault::Pass`).
+    pub fn control(&self) -> Arc<NetControl> {
+        self.control.clone()
     }
 
     /// Stops accepting, ends every relayed connection and waits for all of it.
@@ -144,6 +170,7 @@ async fn accept_loop(
     listener: TcpListener,
     config: Arc<RelayConfig>,
     counters: Arc<RelayCounters>,
+    control: Arc<NetControl>,
     shutdown: CancellationToken,
 ) {
     let tracker = TaskTracker::new();
@@ -165,6 +192,7 @@ async fn accept_loop(
             stream,
             config.clone(),
             counters.clone(),
+            control.clone(),
             pacer.clone(),
             shutdown.child_token(),
         ));
@@ -182,6 +210,7 @@ async fn serve(
     stream: TcpStream,
     config: Arc<RelayConfig>,
     counters: Arc<RelayCounters>,
+    control: Arc<NetControl>,
     pacer: Option<Arc<Pacer>>,
     cancel: CancellationToken,
 ) {
@@ -202,14 +231,25 @@ async fn serve(
     let (upstream_out, upstream_in) = upstream.split();
     let (c2s_tx, c2s_rx) = mpsc::channel(QUEUE);
     let (s2c_tx, s2c_rx) = mpsc::channel(QUEUE);
-    let filter = Filter::new(&config, counters);
+    let filter = Filter::new(&config, counters.clone());
     let closing = CancellationToken::new();
+    let net = Net {
+        control: &control,
+        counters: &counters,
+    };
     let pumps = async {
         tokio::join!(
-            read_side(client_in, c2s_tx, None, config.delay, &cancel),
-            read_side(upstream_in, s2c_tx, Some(filter), config.delay, &cancel),
-            write_side(upstream_out, c2s_rx, None, &closing, &cancel),
-            write_side(client_out, s2c_rx, pacer.as_deref(), &closing, &cancel),
+            read_side(client_in, c2s_tx, None, config.delay, net, &cancel),
+            read_side(
+                upstream_in,
+                s2c_tx,
+                Some(filter),
+                config.delay,
+                net,
+                &cancel
+            ),
+            write_side(upstream_out, c2s_rx, None, net, &closing, &cancel),
+            write_side(client_out, s2c_rx, pacer.as_deref(), net, &closing, &cancel),
         )
     };
     tokio::select! {
@@ -309,6 +349,13 @@ fn offered_protocols(head: &[u8]) -> Option<String> {
     (!offers.is_empty()).then(|| offers.join(", "))
 }
 
+/// What the pumps of one connection need for the network faults.
+#[derive(Clone, Copy)]
+struct Net<'a> {
+    control: &'a NetControl,
+    counters: &'a RelayCounters,
+}
+
 /// A message, the instant it may be forwarded, and the MESSAGE frames in it (paced).
 struct Timed {
     release: Instant,
@@ -342,13 +389,15 @@ impl Pacer {
     }
 }
 
-/// Reads one side, filters if asked, and queues each message for `delay` later.
-/// Returns after queueing a Close (received, or standing in for a read error).
+/// Reads one side, filters if asked, and queues each message for `delay` later (plus a
+/// [`NetFault::Delay`] set now), or discards it under [`NetFault::Drop`]. Returns after
+/// queueing a Close (received, or standing in for a read error).
 async fn read_side<S>(
     mut source: S,
     queue: mpsc::Sender<Timed>,
     mut filter: Option<Filter>,
     delay: Duration,
+    net: Net<'_>,
     cancel: &CancellationToken,
 ) where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
@@ -358,14 +407,23 @@ async fn read_side<S>(
             _ = cancel.cancelled() => return,
             next = source.next() => next,
         };
-        let release = Instant::now() + delay;
+        let fault = net.control.now();
+        let release = release_time(match fault {
+            NetFault::Delay(extra) => delay.saturating_add(extra),
+            _ => delay,
+        });
+        let discard = fault == NetFault::Drop;
         let (message, frames, last) = match next {
             Some(Ok(message @ (Message::Text(_) | Message::Binary(_)))) => {
                 let (kept, frames) = if let Some(filter) = filter.as_mut() {
-                    (filter.apply(message), filter.emitted)
+                    (filter.apply(message, discard), filter.emitted)
                 } else {
-                    (Some(message), 0)
+                    (Some(message).filter(|_| !discard), 0)
                 };
+                if discard {
+                    // After the filter counted its frames.
+                    net.counters.fault_dropped_messages.fetch_add(1, Relaxed);
+                }
                 let Some(kept) = kept else { continue };
                 (kept, frames, false)
             }
@@ -389,13 +447,22 @@ async fn read_side<S>(
     }
 }
 
+/// `delay` from now, or as far as the clock goes.
+fn release_time(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 /// Forwards queued messages to one side, each at its release time and, with a pacer,
-/// in the MESSAGE frame slots it hands out. Returns once a Close went out or the side
-/// cannot be written, and then starts the linger.
+/// in the MESSAGE frame slots it hands out, and not while a [`NetFault::Partition`] is
+/// set. Returns once a Close went out or the side cannot be written, and then starts
+/// the linger.
 async fn write_side<S>(
     mut sink: S,
     mut queue: mpsc::Receiver<Timed>,
     pacer: Option<&Pacer>,
+    net: Net<'_>,
     closing: &CancellationToken,
     cancel: &CancellationToken,
 ) where
@@ -420,6 +487,10 @@ async fn write_side<S>(
                 tokio::time::sleep_until(release).await;
                 if let Some(pacer) = pacer.filter(|_| frames > 0) {
                     tokio::time::sleep_until(pacer.reserve(frames)).await;
+                }
+                if net.control.pass_partition().await {
+                    let held = u64::try_from(release.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    net.counters.held_max_ms.fetch_max(held, Relaxed);
                 }
                 sink.send(message).await
             } => sent,
@@ -461,8 +532,10 @@ impl Filter {
         }
     }
 
-    /// The message to forward in place of `message`, or `None` if nothing is left.
-    fn apply(&mut self, message: Message) -> Option<Message> {
+    /// The message to forward in place of `message`, or `None` if nothing is left. With
+    /// `discard` (a [`NetFault::Drop`]) nothing is, and its MESSAGE frames are counted
+    /// as dropped by the fault instead of numbered.
+    fn apply(&mut self, message: Message, discard: bool) -> Option<Message> {
         let (data, binary) = match message {
             Message::Text(text) => (Bytes::from(text), false),
             Message::Binary(data) => (data, true),
@@ -470,7 +543,7 @@ impl Filter {
         };
         self.emitted = 0;
         if self.raw_only {
-            return Some(ws_message(data, binary));
+            return (!discard).then(|| ws_message(data, binary));
         }
         self.pending.extend_from_slice(&data);
         self.raw.extend_from_slice(&data);
@@ -481,7 +554,7 @@ impl Filter {
                 Ok(None) => break,
                 Ok(Some(item)) => {
                     let wire = self.raw.split_to(before - self.pending.len());
-                    let copies = self.copies(&item);
+                    let copies = self.copies(&item, discard);
                     if matches!(&item, Item::Frame(f) if f.command == Command::Message) {
                         self.emitted += copies as u32;
                     }
@@ -495,7 +568,10 @@ impl Filter {
                     );
                     self.raw_only = true;
                     self.pending.clear();
-                    out.extend_from_slice(&self.raw.split());
+                    let rest = self.raw.split();
+                    if !discard {
+                        out.extend_from_slice(&rest);
+                    }
                     break;
                 }
             }
@@ -503,9 +579,13 @@ impl Filter {
         (!out.is_empty()).then(|| ws_message(out.freeze(), binary))
     }
 
-    /// How many times to forward `item`: MESSAGE frames are numbered and judged.
-    fn copies(&mut self, item: &Item) -> usize {
-        let Item::Frame(frame) = item else { return 1 };
+    /// How many times to forward `item`: MESSAGE frames are numbered and judged, unless
+    /// the fault discards them all.
+    fn copies(&mut self, item: &Item, discard: bool) -> usize {
+        let once = usize::from(!discard);
+        let Item::Frame(frame) = item else {
+            return once;
+        };
         match frame.command {
             Command::Connected => {
                 // Header escapes depend on the version; 1.0 has none.
@@ -515,7 +595,11 @@ impl Filter {
                         .and_then(Version::parse)
                         .unwrap_or(Version::V1_0),
                 );
-                1
+                once
+            }
+            Command::Message if discard => {
+                self.counters.fault_dropped_frames.fetch_add(1, Relaxed);
+                0
             }
             Command::Message => {
                 let n = self.counters.messages_seen.fetch_add(1, Relaxed) + 1;
@@ -529,7 +613,7 @@ impl Filter {
                     1
                 }
             }
-            _ => 1,
+            _ => once,
         }
     }
 }
