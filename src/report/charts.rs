@@ -5,7 +5,8 @@
 //! without data is not drawn; it is listed as skipped with the reason instead. A chart
 //! that cannot be drawn (an unwritable file, an error or a panic in plotters) is listed
 //! as failed with the reason: the report still has every figure, so a chart is never
-//! what makes a run fail. Text is drawn with the font `plot.rs` embeds.
+//! what makes a run fail. Text is drawn with the font `plot.rs` embeds. Every chart over
+//! the run's time shades its phases and marks its faults (`plot::mark_faults`).
 
 use std::path::Path;
 
@@ -13,9 +14,9 @@ use plotters::prelude::*;
 
 use super::format::{count, ms, rate};
 use super::plot::{
-    self, axis_labels, draw_gappy, legend, line_legend, max_of, nines, nines_label, segments,
-    shade_phases, time_chart, time_end, titled, top, Area, DrawResult, NinesAxis, FONT,
-    GROUP_COLORS, TIME_AXIS,
+    self, axis_labels, draw_gappy, legend, line_legend, mark_faults, max_of, nines, nines_label,
+    plot_margin_top, segments, shade_phases, time_chart, time_end, titled, top, Area, DrawResult,
+    NinesAxis, FONT, GROUP_COLORS, TIME_AXIS,
 };
 use super::{LatencyStats, SkippedChart, Summary};
 
@@ -234,8 +235,9 @@ fn latency_over_time(summary: &Summary, root: &Area<'_>) -> DrawResult {
         2,
     );
     let body = titled(root, "End-to-end latency per second (corrected)")?;
-    let mut chart = time_chart(&body, time_end(summary), y_top, "latency (ms)", false)?;
+    let mut chart = time_chart(&body, summary, y_top, "latency (ms)", false)?;
     shade_phases(root, &mut chart, summary, y_top)?;
+    mark_faults(root, &mut chart, summary, y_top)?;
     draw_gappy(
         &mut chart,
         segments(tl.iter().map(|p| (p.t_s, ms(p.p99_us)))),
@@ -282,7 +284,7 @@ fn throughput_over_time(summary: &Summary, root: &Area<'_>) -> DrawResult {
     )?;
     let mut chart = ChartBuilder::on(&body)
         .margin(15)
-        .margin_top(20)
+        .margin_top(plot_margin_top(summary))
         .margin_right(if dual { 15 } else { 30 })
         .x_label_area_size(55)
         .y_label_area_size(85)
@@ -318,6 +320,7 @@ fn throughput_over_time(summary: &Summary, root: &Area<'_>) -> DrawResult {
             .draw()?;
     }
     shade_phases(root, &mut chart, summary, left_top)?;
+    mark_faults(root, &mut chart, summary, left_top)?;
     let (sent_label, delivered_label) = if dual {
         ("sent/s (left axis)", "delivered/s (right axis)")
     } else {
@@ -351,8 +354,9 @@ fn kafka_lag(summary: &Summary, root: &Area<'_>) -> DrawResult {
         root,
         "Kafka consumer lag per server's group (sum over partitions)",
     )?;
-    let mut chart = time_chart(&body, time_end(summary), y_top, "lag (messages)", true)?;
+    let mut chart = time_chart(&body, summary, y_top, "lag (messages)", true)?;
     shade_phases(root, &mut chart, summary, y_top)?;
+    mark_faults(root, &mut chart, summary, y_top)?;
     for (i, group) in kafka.groups.iter().enumerate() {
         let color = GROUP_COLORS[i % GROUP_COLORS.len()];
         let pts = group
@@ -373,8 +377,9 @@ fn db_rows(summary: &Summary, root: &Area<'_>) -> DrawResult {
     );
     let x_end = time_end(summary);
     let body = titled(root, "PostgreSQL rows written per second")?;
-    let mut chart = time_chart(&body, x_end, y_top, "rows written (rows/s)", true)?;
+    let mut chart = time_chart(&body, summary, y_top, "rows written (rows/s)", true)?;
     shade_phases(root, &mut chart, summary, y_top)?;
+    mark_faults(root, &mut chart, summary, y_top)?;
     let pts = db.rows_per_s.iter().map(|s| (s.t_s, Some(s.rows_per_s)));
     draw_gappy(&mut chart, segments(pts), plot::GREEN, "rows/s")?;
     let mean = db.mean_rows_per_s;
@@ -449,6 +454,52 @@ mod tests {
             assert!(
                 caption > 300,
                 "{}: {caption} dark pixels in the x axis caption",
+                spec.file
+            );
+        }
+    }
+
+    /// Pixels of exactly `color`.
+    fn pixels_of(pixels: &[u8], color: RGBColor) -> usize {
+        pixels
+            .chunks(3)
+            .filter(|p| p == &[color.0, color.1, color.2])
+            .count()
+    }
+
+    #[test]
+    fn every_timeline_chart_marks_the_faults() {
+        let faulted = Summary::sample_with_faults();
+        let plain = Summary::sample();
+        for spec in specs(&faulted) {
+            let pixels = draw_in_memory(&faulted, spec.draw);
+            let (fault, recovery) = (
+                pixels_of(&pixels, plot::FAULT),
+                pixels_of(&pixels, plot::RECOVERY),
+            );
+            if spec.file == LATENCY_PERCENTILES {
+                assert_eq!((fault, recovery), (0, 0), "{}", spec.file);
+                continue;
+            }
+            // Three solid lines and two dashed ones, each as high as the plot.
+            assert!(
+                fault > 1_000,
+                "{}: {fault} pixels of fault lines",
+                spec.file
+            );
+            assert!(
+                recovery > 300,
+                "{}: {recovery} pixels of recovery lines",
+                spec.file
+            );
+            let pixels = draw_in_memory(&plain, spec.draw);
+            assert_eq!(
+                (
+                    pixels_of(&pixels, plot::FAULT),
+                    pixels_of(&pixels, plot::RECOVERY)
+                ),
+                (0, 0),
+                "{} without faults",
                 spec.file
             );
         }

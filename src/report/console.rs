@@ -6,9 +6,10 @@
 use std::fmt::Write;
 
 use super::format::{
-    count, count_opt, harness_line, ms, percent, rate, run_verdict, seconds, slo_line, verdict,
+    count, count_opt, counted, harness_line, millis, ms, one_line, percent, rate, run_verdict,
+    seconds, secs, slo_line, verdict,
 };
-use super::{LatencyStats, Summary};
+use super::{FaultReport, FaultsSummary, LatencyStats, Summary};
 
 /// Renders the end-of-run table.
 pub fn console_table(s: &Summary) -> String {
@@ -114,6 +115,12 @@ pub fn console_table(s: &Summary) -> String {
         "database   {}",
         db.as_deref().unwrap_or("not measured")
     );
+    if let Some(f) = &s.faults {
+        out.push('\n');
+        for line in fault_lines(f) {
+            let _ = writeln!(out, "{line}");
+        }
+    }
 
     if !s.slo.is_empty() {
         out.push('\n');
@@ -183,4 +190,134 @@ pub fn cost_line(r: &super::Resources) -> Option<String> {
         "CPU s per million deliveries: {}",
         parts.join(", ")
     ))
+}
+
+/// The faults block of the console table: one line per fault ([`fault_line`]), then the
+/// durability line and the line on disconnected users and where the loss fell.
+pub fn fault_lines(f: &FaultsSummary) -> Vec<String> {
+    let mut lines: Vec<String> = f.injected.iter().map(fault_line).collect();
+    lines.push(durability_line(f));
+    lines.push(disconnected_line(f));
+    lines
+}
+
+/// One fault on one line, e.g. `fault 2 kill-server s2 at 45.1 s: users of s2 (1,000):
+/// outage 1.42 s, first delivery +1.43 s, p99 back +3 s; reconnected 1,000/1,000 (p50
+/// 1.21 s, p99 1.89 s, max 2.34 s); 12 send failures, 0 receipt timeouts`. A failed
+/// injection says `FAILED:` and why; target and error are cut to one short line.
+pub fn fault_line(f: &FaultReport) -> String {
+    let mut l = format!("fault {} {} {}", f.index, f.kind, one_line(&f.target, 80));
+    let Some(at) = f.at_s else {
+        let _ = write!(
+            l,
+            ": not injected (planned {} after sending started; the run ended first)",
+            secs(f.planned_s)
+        );
+        return l;
+    };
+    let _ = write!(l, " at {at:.1} s");
+    if let Some(end) = f.end_s {
+        let _ = write!(l, " until {end:.1} s");
+    }
+    if !f.ok {
+        let why = f.error.as_deref().unwrap_or("no reason given");
+        let _ = write!(l, ": FAILED: {}", one_line(why, 160));
+        return l;
+    }
+    let _ = write!(l, ": {} ({})", f.affected, count(f.affected_users));
+    match &f.outage {
+        Some(o) if o.recovered => {
+            let _ = write!(
+                l,
+                ": outage {}, first delivery +{}",
+                secs(o.length_s),
+                secs(o.first_delivery_after_s)
+            );
+        }
+        Some(o) => {
+            let _ = write!(
+                l,
+                ": outage {}, NO delivery before sending ended",
+                secs(o.length_s)
+            );
+        }
+        None => l.push_str(": no outage"),
+    }
+    match (f.p99_before_ms, f.p99_recovered_s) {
+        (Some(_), Some(r)) => {
+            let _ = write!(l, ", p99 back +{}", secs(r));
+        }
+        (Some(_), None) => l.push_str(", p99 not back by the end"),
+        (None, _) => {}
+    }
+    if f.disconnected > 0 {
+        let _ = write!(
+            l,
+            "; reconnected {}/{}",
+            count(f.reconnected),
+            count(f.disconnected)
+        );
+        if let Some(r) = &f.reconnect_ms {
+            let _ = write!(
+                l,
+                " (p50 {}, p99 {}, max {})",
+                millis(r.p50_ms),
+                millis(r.p99_ms),
+                millis(r.max_ms)
+            );
+        }
+    }
+    let _ = write!(
+        l,
+        "; {}, {}",
+        counted(f.send_failures, "send failure", "send failures"),
+        counted(f.receipt_timeouts, "receipt timeout", "receipt timeouts")
+    );
+    if let Some(n) = f.lost_in_window.filter(|&n| n > 0) {
+        let _ = write!(l, "; {} lost in its window", count(n));
+    }
+    l
+}
+
+/// `durability: 12,345 receipted, 0 lost, 0 missing in the database`, with a FAIL when a
+/// receipted message is lost or missing.
+pub fn durability_line(f: &FaultsSummary) -> String {
+    let d = &f.durability;
+    let mut l = format!(
+        "durability: {} receipted, {} lost, ",
+        count(d.receipted),
+        count(d.receipted_lost)
+    );
+    match d.receipted_missing_in_db {
+        Some(n) => {
+            let _ = write!(l, "{} missing in the database", count(n));
+        }
+        None => l.push_str("database not audited"),
+    }
+    if d.receipted_lost > 0 || d.receipted_missing_in_db.is_some_and(|n| n > 0) {
+        l.push_str(" -- FAIL: every receipted message must arrive and be stored");
+    }
+    l
+}
+
+/// What disconnected users missed (not loss), and the loss inside and outside the
+/// faults' windows.
+pub fn disconnected_line(f: &FaultsSummary) -> String {
+    let mut l = format!(
+        "while disconnected: {} deliveries missed, {} sends skipped (not loss); ",
+        count(f.missed_while_disconnected),
+        count(f.unsent_while_disconnected)
+    );
+    match (f.lost_in_fault_windows, f.lost_outside_fault_windows) {
+        (Some(inside), Some(outside)) => {
+            let _ = write!(
+                l,
+                "lost {} inside fault windows, {} outside",
+                count(inside),
+                count(outside)
+            );
+        }
+        _ => l.push_str("loss inside and outside fault windows not known"),
+    }
+    l
 }

@@ -90,6 +90,49 @@ pub fn seconds(s: f64) -> String {
     format!("{} s", number(s))
 }
 
+/// A time or duration in seconds, rounded to hundredths: `11.8` -> `"11.8 s"`, `3.0` -> `"3 s"`.
+pub fn secs(s: f64) -> String {
+    if !s.is_finite() {
+        return format!("{s} s");
+    }
+    format!("{} s", number((s * 100.0).round() / 100.0))
+}
+
+/// A duration given in milliseconds: a tenth of a millisecond below 10 ms, whole
+/// milliseconds below a second, else seconds: `9.14` -> `"9.1 ms"`, `310.4` -> `"310 ms"`,
+/// `1210.0` -> `"1.21 s"`.
+pub fn millis(ms: f64) -> String {
+    if ms.is_finite() && ms.abs() < 9.95 {
+        format!("{} ms", number((ms * 10.0).round() / 10.0))
+    } else if ms.is_finite() && ms.abs() < 999.5 {
+        format!("{} ms", number(ms.round()))
+    } else {
+        secs(ms / 1000.0)
+    }
+}
+
+/// Text on one line of at most `max` characters: line breaks become ` / `, runs of
+/// spaces one space, and a longer text ends in `...`.
+pub fn one_line(text: &str, max: usize) -> String {
+    let joined = text
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ");
+    if joined.chars().count() <= max {
+        joined
+    } else {
+        let kept: String = joined.chars().take(max.saturating_sub(3)).collect();
+        format!("{}...", kept.trim_end())
+    }
+}
+
+/// `n` and the noun, plural unless `n` is 1: `12 send failures`.
+pub fn counted(n: u64, singular: &str, plural: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { singular } else { plural })
+}
+
 /// Renders the SLO's measured value and limit with its unit, e.g. `"12.3 ms <= 50 ms"`.
 pub fn slo_line(v: &super::SloVerdict) -> String {
     let unit = if v.unit.is_empty() {
@@ -199,5 +242,17 @@ mod tests {
         assert_eq!(number(0.12345), "0.123");
         assert_eq!(number(12.5), "12.5");
         assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(secs(11.8), "11.8 s");
+        assert_eq!(secs(3.0), "3 s");
+        assert_eq!(secs(1.4249), "1.42 s");
+        assert_eq!(millis(310.4), "310 ms");
+        assert_eq!(millis(9.14), "9.1 ms");
+        assert_eq!(millis(9.96), "10 ms");
+        assert_eq!(millis(1_210.0), "1.21 s");
+        assert_eq!(millis(999.7), "1 s");
+        assert_eq!(one_line("a\n\n  b   c\n", 80), "a / b c");
+        assert_eq!(one_line("abcdefghij", 8), "abcde...");
+        assert_eq!(counted(1, "failure", "failures"), "1 failure");
+        assert_eq!(counted(1200, "failure", "failures"), "1,200 failures");
     }
 }

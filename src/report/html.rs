@@ -55,6 +55,11 @@ figcaption { color: #555; font-size: 0.9em; }
 .note { color: #555; font-style: italic; }
 pre { background: #f6f8fa; padding: 10px; overflow-x: auto; font-size: 13px; }
 .grid { display: flex; flex-wrap: wrap; gap: 0 32px; }
+.wide { overflow-x: auto; }
+table.faults { font-size: 0.85em; }
+table.faults th, table.faults td { padding: 4px 6px; }
+table.faults td.num, table.faults code { white-space: nowrap; }
+table.faults small { color: #555; }
 "#;
 
 /// Renders the HTML report. `charts` are inlined; `skipped` are explained where the
@@ -160,6 +165,7 @@ pub fn render(s: &Summary, charts: &[DrawnChart], skipped: &[SkippedChart]) -> S
     h.push_str("</div>\n");
     h.push_str(&chart(THROUGHPUT_OVER_TIME));
     h.push_str("</section>\n");
+    h.push_str(&super::faults_html::section(s));
 
     // Sessions.
     let ss = &s.sessions;

@@ -3,8 +3,11 @@
 use std::fmt::Write;
 
 use super::console::target_line;
-use super::format::{count, count_opt, ms, percent, rate, seconds, slo_line, verdict};
-use super::{LatencyStats, Summary};
+use super::console::{disconnected_line, durability_line};
+use super::format::{
+    count, count_opt, millis, ms, one_line, percent, rate, seconds, secs, slo_line, verdict,
+};
+use super::{FaultReport, FaultsSummary, LatencyStats, Summary};
 
 /// Text safe inside a markdown table cell: no column breaks, line breaks or raw HTML.
 fn cell(s: &str) -> String {
@@ -150,6 +153,9 @@ pub fn markdown(s: &Summary) -> String {
         }
         None => out.push_str("- database: not measured\n"),
     }
+    if let Some(f) = &s.faults {
+        faults(&mut out, f);
+    }
     if let Some(h) = &s.harness {
         let _ = writeln!(
             out,
@@ -178,4 +184,76 @@ pub fn markdown(s: &Summary) -> String {
         cell(&s.started_at)
     );
     out
+}
+
+/// The faults table, the durability line and the line on disconnected users.
+fn faults(out: &mut String, f: &FaultsSummary) {
+    let _ = writeln!(out, "\n### Faults\n");
+    if !f.injected.is_empty() {
+        let _ = writeln!(
+            out,
+            "| # | fault | target | at | outage | first delivery | p99 back | reconnected | send failures | receipt timeouts | lost in window |\n\
+             |--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+        );
+        for r in &f.injected {
+            let _ = writeln!(out, "| {} |", fault_row(r).join(" | "));
+        }
+        out.push('\n');
+    }
+    let d = &f.durability;
+    let kept = d.receipted_lost == 0 && d.receipted_missing_in_db.unwrap_or(0) == 0;
+    let mark = if kept { "✅" } else { "❌" };
+    let _ = writeln!(out, "- {mark} {}", cell(&durability_line(f)));
+    let _ = writeln!(out, "- {}", cell(&disconnected_line(f)));
+}
+
+/// The cells of one fault's row.
+fn fault_row(f: &FaultReport) -> Vec<String> {
+    let mut row = vec![
+        f.index.to_string(),
+        format!("`{}`", cell(&f.kind)),
+        cell(&one_line(&f.target, 80)),
+    ];
+    let dash = || "-".to_string();
+    let Some(at) = f.at_s else {
+        row.push(format!("not injected (planned +{})", secs(f.planned_s)));
+        row.extend(std::iter::repeat_with(dash).take(7));
+        return row;
+    };
+    row.push(format!("{at:.1} s"));
+    if !f.ok {
+        let why = f.error.as_deref().unwrap_or("no reason given");
+        row.push(format!("❌ FAILED: {}", cell(&one_line(why, 160))));
+        row.extend(std::iter::repeat_with(dash).take(6));
+        return row;
+    }
+    match &f.outage {
+        Some(o) => {
+            row.push(secs(o.length_s));
+            row.push(if o.recovered {
+                format!("+{}", secs(o.first_delivery_after_s))
+            } else {
+                "❌ none".to_string()
+            });
+        }
+        None => row.extend(["none".to_string(), dash()]),
+    }
+    row.push(match (f.p99_before_ms, f.p99_recovered_s) {
+        (Some(_), Some(r)) => format!("+{}", secs(r)),
+        (Some(_), None) => "not back".to_string(),
+        (None, _) => dash(),
+    });
+    row.push(if f.disconnected == 0 {
+        dash()
+    } else {
+        let mut c = format!("{}/{}", count(f.reconnected), count(f.disconnected));
+        if let Some(t) = &f.reconnect_ms {
+            let _ = write!(c, " (p50 {}, max {})", millis(t.p50_ms), millis(t.max_ms));
+        }
+        c
+    });
+    row.push(count(f.send_failures));
+    row.push(count(f.receipt_timeouts));
+    row.push(f.lost_in_window.map_or_else(dash, count));
+    row
 }

@@ -22,6 +22,7 @@ pub mod charts;
 pub mod compare;
 pub mod compare_html;
 pub mod console;
+pub mod faults_html;
 mod format;
 pub mod gate;
 pub mod gate_baseline;
@@ -38,6 +39,8 @@ pub mod sweep;
 pub mod sweep_html;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_faults;
 
 use std::path::{Path, PathBuf};
 

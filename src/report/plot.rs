@@ -1,5 +1,5 @@
-//! Building blocks of the charts: the embedded font, axes, phase shading, legends and
-//! gap-aware series, so each chart in [`super::charts`] only says what it plots.
+//! Building blocks of the charts: the embedded font, axes, phase shading, fault marks,
+//! legends and gap-aware series, so each chart in [`super::charts`] only says what it plots.
 //!
 //! Text is drawn with DejaVu Sans compiled into the binary (`assets/fonts/`), never with
 //! a font of the machine: plotters is built with `ab_glyph` and without `ttf`, so it
@@ -215,23 +215,180 @@ pub(super) fn shade_phases<'a, 'b: 'a>(
     Ok(())
 }
 
+/// Where one fault shows on a time axis ([`fault_marks`], drawn by [`mark_faults`]).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct FaultMark {
+    /// The fault's 1-based index in the scenario.
+    pub index: u32,
+    /// `F1 kill-broker`; `F4 exec failed` when the injection failed.
+    pub label: String,
+    /// When it was injected (or tried to be): a solid line.
+    pub at_s: f64,
+    /// The injection failed: the line is grey and nothing else is drawn.
+    pub failed: bool,
+    /// `[at_s, end_s]` of a fault that was lifted: a light band.
+    pub band: Option<(f64, f64)>,
+    /// When deliveries came back after its outage: a dashed line labelled `F1 recovered`.
+    pub recovered_s: Option<f64>,
+}
+
+impl FaultMark {
+    fn recovery_label(&self) -> String {
+        format!("F{} recovered", self.index)
+    }
+}
+
+/// The marks of every fault that was injected (or whose injection was tried), in
+/// scenario order; a fault the run never reached has none.
+pub(super) fn fault_marks(summary: &Summary) -> Vec<FaultMark> {
+    let Some(faults) = &summary.faults else {
+        return Vec::new();
+    };
+    faults
+        .injected
+        .iter()
+        .filter_map(|f| {
+            let at_s = f.at_s.filter(|t| t.is_finite())?;
+            let failed = !f.ok;
+            let label = if failed {
+                format!("F{} {} failed", f.index, f.kind)
+            } else {
+                format!("F{} {}", f.index, f.kind)
+            };
+            Some(FaultMark {
+                index: f.index,
+                label,
+                at_s,
+                failed,
+                band: f
+                    .end_s
+                    .filter(|end| !failed && end.is_finite() && *end > at_s)
+                    .map(|end| (at_s, end)),
+                recovered_s: f
+                    .outage
+                    .as_ref()
+                    .filter(|o| !failed && o.recovered && o.end_s.is_finite())
+                    .map(|o| o.end_s),
+            })
+        })
+        .collect()
+}
+
+/// Colours of the fault marks, used by nothing else on a chart.
+pub(super) const FAULT: RGBColor = RGBColor(170, 0, 120);
+pub(super) const RECOVERY: RGBColor = RGBColor(0, 140, 110);
+const FAILED_FAULT: RGBColor = RGBColor(110, 110, 110);
+/// Rows of fault labels above the phase names, and their height in pixels.
+const FAULT_LABEL_ROWS: usize = 2;
+const FAULT_LABEL_ROW_PX: i32 = 16;
+
+/// Room above a time chart's plot: the phase names, and the rows of fault labels when
+/// the run has faults to mark.
+pub(super) fn plot_margin_top(summary: &Summary) -> u32 {
+    if fault_marks(summary).is_empty() {
+        20
+    } else {
+        20 + FAULT_LABEL_ROWS as u32 * FAULT_LABEL_ROW_PX as u32
+    }
+}
+
+/// Marks every fault on a time chart (see [`fault_marks`]): a light band while it lasted,
+/// a solid line where it was injected and a dashed line where deliveries came back. Their
+/// labels go above the phase names, in the room [`plot_margin_top`] keeps, where they
+/// cannot hide data or the legend; a label without room is shortened to `F1`, or left
+/// out (its line still shows). Call it after [`shade_phases`], before the series.
+pub(super) fn mark_faults<'a, 'b: 'a>(
+    root: &Area<'b>,
+    chart: &mut Chart<'a, 'b>,
+    summary: &Summary,
+    y_top: f64,
+) -> DrawResult {
+    let marks = fault_marks(summary);
+    if marks.is_empty() {
+        return Ok(());
+    }
+    let x_end = chart.x_range().end;
+    let on_axis = |x: f64| (0.0..=x_end).contains(&x);
+    let mut labels = Vec::new();
+    for m in &marks {
+        if let Some((from, to)) = m.band {
+            let (from, to) = (from.max(0.0), to.min(x_end));
+            if from < to {
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(from, 0.0), (to, y_top)],
+                    FAULT.mix(0.08).filled(),
+                )))?;
+            }
+        }
+        if on_axis(m.at_s) {
+            let color = if m.failed { FAILED_FAULT } else { FAULT };
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(m.at_s, 0.0), (m.at_s, y_top)],
+                color.stroke_width(2),
+            )))?;
+            labels.push((m.at_s, m.label.clone(), format!("F{}", m.index), color));
+        }
+        if let Some(back) = m.recovered_s.filter(|&x| on_axis(x)) {
+            chart.draw_series(DashedLineSeries::new(
+                vec![(back, 0.0), (back, y_top)],
+                7,
+                5,
+                RECOVERY.stroke_width(2),
+            ))?;
+            labels.push((back, m.recovery_label(), format!("F{}", m.index), RECOVERY));
+        }
+    }
+
+    labels.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let font = (FONT, 13).into_font();
+    let measure = TextStyle::from(font.clone());
+    let (_, top_px) = chart.backend_coord(&(0.0, y_top));
+    let (width, _) = root.dim_in_pixel();
+    let mut row_end = [i32::MIN; FAULT_LABEL_ROWS];
+    for (x, long, short, color) in labels {
+        let (x_px, _) = chart.backend_coord(&(x, y_top));
+        for text in [&long, &short] {
+            let (w, _) = root.estimate_text_size(text, &measure)?;
+            let w = w as i32;
+            // Right of the line, or left of it near the right edge.
+            let left = if x_px + 3 + w <= width as i32 - 4 {
+                x_px + 3
+            } else {
+                x_px - 3 - w
+            };
+            if let Some(row) = (0..FAULT_LABEL_ROWS).find(|&r| row_end[r] + 8 <= left) {
+                row_end[row] = left + w;
+                let bottom = top_px - 3 - FAULT_LABEL_ROW_PX * (row as i32 + 1);
+                let style = font
+                    .clone()
+                    .color(&color)
+                    .pos(Pos::new(HPos::Left, VPos::Bottom));
+                root.draw(&Text::new(text.as_str(), (left, bottom), style))?;
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Draws the title at the top of `root` and returns the area below it.
 pub(super) fn titled<'b>(root: &Area<'b>, title: &str) -> Result<Area<'b>, Box<dyn Error>> {
     Ok(root.margin(8, 0, 0, 0).titled(title, (FONT, 22))?)
 }
 
-/// A time chart on the area below the title: time on x, values from 0 to `y_top` on
-/// y, with room above the plot for the phase names.
+/// A time chart of `summary`'s run on the area below the title: time on x, values from 0
+/// to `y_top` on y, with room above the plot for the phase names and fault labels.
 pub(super) fn time_chart<'a, 'b>(
     body: &'a Area<'b>,
-    x_end: f64,
+    summary: &Summary,
     y_top: f64,
     y_desc: &str,
     si: bool,
 ) -> Result<Chart<'a, 'b>, Box<dyn Error>> {
+    let x_end = time_end(summary);
     let mut chart = ChartBuilder::on(body)
         .margin(15)
-        .margin_top(20)
+        .margin_top(plot_margin_top(summary))
         .margin_right(30)
         .x_label_area_size(55)
         .y_label_area_size(85)

@@ -293,3 +293,251 @@ impl Summary {
         }
     }
 }
+
+impl Summary {
+    /// [`Summary::sample`] of a run with four faults on its timeline, as the run engine
+    /// reports them:
+    ///
+    /// 1. `kill-broker` at 20.2 s: one of the 3 brokers dies; no delivery reaches any user
+    ///    for 11.8 s while the partitions it led elect new leaders, and 37 RECEIPTs time out;
+    /// 2. `kill-server` of `s2` at 45.1 s: its 1,000 users lose their sessions and come back
+    ///    through `s1` (12 SENDs fail on the broken sessions);
+    /// 3. `pause-db` from 55.2 s to 63.2 s: no row is written, RECEIPTs wait, deliveries go on;
+    /// 4. an `exec` fault whose command failed.
+    ///
+    /// The timeline, the database rows and the totals show the same events. No receipted
+    /// message is lost or missing in the database.
+    pub fn sample_with_faults() -> Summary {
+        let mut s = Summary::sample();
+        s.scenario.name = "town-hall-faults".into();
+        s.scenario.file = Some("scenarios/town-hall-faults.toml".into());
+        s.scenario.description = Some(
+            "The town-hall load while a broker and a server are killed and PostgreSQL pauses"
+                .into(),
+        );
+        let exec = "./faults/throttle.sh --iface lo 2>&1 > /tmp/throttle.log";
+        s.scenario.definition["faults"] = json!([
+            {"kind": "kill-broker", "at_s": 20, "broker": "leader"},
+            {"kind": "kill-server", "at_s": 45, "server": 2},
+            {"kind": "pause-db", "at_s": 55, "duration_s": 8},
+            {"kind": "exec", "at_s": 70, "command": exec}
+        ]);
+        s.scenario.definition["slo"] = json!({"loss_ratio": 0.0001, "max_kafka_lag": 10000});
+
+        // Fault 1: nothing delivered from 20.1 s to 31.9 s, then the backlog in 3 s.
+        let blackout = 21.0..=31.0;
+        let backlog: u64 = s
+            .timeline
+            .iter()
+            .filter(|p| blackout.contains(&p.t_s))
+            .map(|p| p.delivered)
+            .sum();
+        let catch_up = [
+            (32.0, 0.45, 5_800_000, 11_600_000),
+            (33.0, 0.40, 1_900_000, 4_200_000),
+            (34.0, 0.15, 40_000, 310_000),
+        ];
+        // Fault 2: half the users are away for about a second and a half.
+        let server_kill = [
+            (46.0, 0.55, 0.70, 1_180, 180_000),
+            (47.0, 0.97, 0.98, 1_990, 45_000),
+        ];
+        for p in &mut s.timeline {
+            if blackout.contains(&p.t_s) {
+                p.delivered = 0;
+                p.p50_us = None;
+                p.p99_us = None;
+            }
+            if let Some(&(_, share, p50, p99)) = catch_up.iter().find(|c| c.0 == p.t_s) {
+                p.delivered += (backlog as f64 * share) as u64;
+                p.p50_us = Some(p50);
+                p.p99_us = Some(p99);
+            }
+            if let Some(&(_, delivered, sent, sessions, p99)) =
+                server_kill.iter().find(|c| c.0 == p.t_s)
+            {
+                p.delivered = (p.delivered as f64 * delivered) as u64;
+                p.sent = (p.sent as f64 * sent) as u64;
+                p.sessions = sessions;
+                p.p99_us = Some(p99);
+            }
+        }
+        if let Some(k) = &mut s.kafka {
+            // The killed server's group is not sampled once its instance is gone.
+            if let Some(g) = k.groups.get_mut(1) {
+                g.samples.retain(|x| x.t_s <= 45.0);
+                g.final_lag = g.samples.last().map_or(0, |x| x.total_lag);
+            }
+        }
+        if let Some(db) = &mut s.db {
+            let mut held = 0.0;
+            for r in &mut db.rows_per_s {
+                // Rows wait for Kafka's acknowledgement (fault 1) and for PostgreSQL (fault 3).
+                if blackout.contains(&r.t_s) || (56.0..=63.0).contains(&r.t_s) {
+                    held += r.rows_per_s;
+                    r.rows_per_s = 0.0;
+                } else if r.t_s == 32.0 || r.t_s == 64.0 {
+                    r.rows_per_s += held;
+                    held = 0.0;
+                }
+            }
+            db.peak_rows_per_s = db
+                .rows_per_s
+                .iter()
+                .map(|r| r.rows_per_s)
+                .fold(0.0, f64::max);
+            db.mean_rows_per_s = db.rows_per_s.iter().map(|r| r.rows_per_s).sum::<f64>()
+                / db.rows_per_s.len() as f64;
+        }
+
+        let measured = s.phases.measured_s;
+        let sent: u64 = s.measured_timeline().map(|p| p.sent).sum();
+        let delivered: u64 = s.measured_timeline().map(|p| p.delivered).sum();
+        let sent_all: u64 = s.timeline.iter().map(|p| p.sent).sum();
+        let (timeouts, send_failures) = (37, 12);
+        let receipted = sent_all - timeouts - send_failures;
+        s.throughput.sent = sent;
+        s.throughput.delivered = delivered;
+        s.throughput.sent_per_s = sent as f64 / measured;
+        s.throughput.delivered_per_s = delivered as f64 / measured;
+        s.throughput.receipts = Some(sent - timeouts - send_failures);
+        let lost = s.integrity.lost;
+        s.integrity.delivered = delivered;
+        s.integrity.expected = delivered + lost;
+        s.integrity.loss_ratio = lost as f64 / (delivered + lost) as f64;
+        s.sessions.disconnects = 1_000;
+        if let Some(audit) = s.db.as_mut().and_then(|d| d.audit.as_mut()) {
+            // 30 of the SENDs whose RECEIPT timed out were written all the same.
+            audit.rows_for_run = receipted + 30;
+            audit.sent = sent_all;
+            audit.receipted = Some(receipted);
+        }
+        s.slo.retain(|v| v.name != "p99_ms");
+        for v in &mut s.slo {
+            if v.name == "loss_ratio" {
+                *v = SloVerdict::new(
+                    "loss_ratio",
+                    v.bound,
+                    v.limit,
+                    s.integrity.loss_ratio,
+                    "ratio",
+                );
+            }
+        }
+        s.passed = s.slo.iter().all(|v| v.passed);
+
+        let quiet = FaultReport {
+            index: 0,
+            kind: String::new(),
+            target: String::new(),
+            planned_s: 0.0,
+            at_s: None,
+            end_s: None,
+            ok: true,
+            error: None,
+            affected: "all users".into(),
+            affected_users: 2_000,
+            outage: None,
+            p99_before_ms: None,
+            p99_recovered_s: None,
+            send_failures: 0,
+            receipt_timeouts: 0,
+            receipt_max_ms: None,
+            disconnected: 0,
+            reconnected: 0,
+            reconnect_ms: None,
+            lost_in_window: None,
+        };
+        s.faults = Some(FaultsSummary {
+            injected: vec![
+                FaultReport {
+                    index: 1,
+                    kind: "kill-broker".into(),
+                    target: "broker 2 (leader of town-hall-0's partition 1)".into(),
+                    planned_s: 20.0,
+                    at_s: Some(20.2),
+                    outage: Some(Outage {
+                        start_s: 20.1,
+                        end_s: 31.9,
+                        length_s: 11.8,
+                        first_delivery_after_s: 11.7,
+                        recovered: true,
+                    }),
+                    p99_before_ms: Some(9.1),
+                    p99_recovered_s: Some(14.0),
+                    receipt_timeouts: timeouts,
+                    receipt_max_ms: Some(11_650.0),
+                    lost_in_window: Some(9),
+                    ..quiet.clone()
+                },
+                FaultReport {
+                    index: 2,
+                    kind: "kill-server".into(),
+                    target: "s2".into(),
+                    planned_s: 45.0,
+                    at_s: Some(45.1),
+                    affected: "users of s2".into(),
+                    affected_users: 1_000,
+                    outage: Some(Outage {
+                        start_s: 45.11,
+                        end_s: 46.53,
+                        length_s: 1.42,
+                        first_delivery_after_s: 1.43,
+                        recovered: true,
+                    }),
+                    p99_before_ms: Some(8.7),
+                    p99_recovered_s: Some(3.0),
+                    send_failures,
+                    receipt_max_ms: Some(95.0),
+                    disconnected: 1_000,
+                    reconnected: 1_000,
+                    reconnect_ms: Some(ReconnectTimes {
+                        count: 1_000,
+                        p50_ms: 1_210.0,
+                        p99_ms: 1_890.0,
+                        max_ms: 2_340.0,
+                    }),
+                    lost_in_window: Some(0),
+                    ..quiet.clone()
+                },
+                FaultReport {
+                    index: 3,
+                    kind: "pause-db".into(),
+                    target: "PostgreSQL".into(),
+                    planned_s: 55.0,
+                    at_s: Some(55.2),
+                    end_s: Some(63.2),
+                    p99_before_ms: Some(9.3),
+                    p99_recovered_s: Some(1.0),
+                    receipt_max_ms: Some(8_150.0),
+                    lost_in_window: Some(0),
+                    ..quiet.clone()
+                },
+                FaultReport {
+                    index: 4,
+                    kind: "exec".into(),
+                    target: exec.into(),
+                    planned_s: 70.0,
+                    at_s: Some(70.0),
+                    ok: false,
+                    error: Some(
+                        "exit status 2: RTNETLINK answers: Operation not permitted\n\
+                         We have an error talking to the kernel"
+                            .into(),
+                    ),
+                    ..quiet
+                },
+            ],
+            durability: Durability {
+                receipted,
+                receipted_lost: 0,
+                receipted_missing_in_db: Some(0),
+            },
+            missed_while_disconnected: 25_874,
+            unsent_while_disconnected: 604,
+            lost_in_fault_windows: Some(9),
+            lost_outside_fault_windows: Some(3),
+        });
+        s
+    }
+}

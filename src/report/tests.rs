@@ -13,7 +13,7 @@ fn validator() -> jsonschema::Validator {
     jsonschema::draft202012::new(&schema).expect("schema/summary.schema.json compiles")
 }
 
-fn errors(instance: &Value) -> Vec<String> {
+pub(super) fn errors(instance: &Value) -> Vec<String> {
     validator()
         .iter_errors(instance)
         .map(|e| format!("{} at {}", e, e.instance_path))
@@ -44,7 +44,7 @@ fn external_summary() -> Summary {
     s
 }
 
-fn scratch_dir(name: &str) -> PathBuf {
+pub(super) fn scratch_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("stompede-report-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
