@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use common::{trial, TempDir, TestEnv};
 use stompede::campaign::capacity::{self, CapacityOptions};
-use stompede::load::{run, RunOptions};
 use stompede::fault::relay::{Relay, RelayConfig};
+use stompede::load::{run, RunOptions};
 use stompede::report::capacity::{step_row, CAPACITY_FILE, CAPACITY_HTML};
 use stompede::report::{Capacity, Outcome, Over};
 use stompede::scenario::Scenario;

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use common::{trial, TempDir, TestEnv};
 use stompede::campaign::gate::{self, GateOptions};
-use stompede::load::RunOptions;
 use stompede::fault::relay::{Relay, RelayConfig};
+use stompede::load::RunOptions;
 use stompede::report::gate::{GateReport, Metric, Tolerances, Verdict};
 use stompede::report::gate_baseline::Baseline;
 use stompede::report::gate_text::gate_markdown;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{trial, TempDir, TestEnv};
-use stompede::load::{run, RunOptions};
 use stompede::fault::relay::{Relay, RelayConfig};
+use stompede::load::{run, RunOptions};
 use stompede::report::Summary;
 use stompede::scenario::{Overrides, Scenario};
 

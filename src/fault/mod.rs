@@ -14,3 +14,51 @@ pub mod outage;
 pub mod recovery;
 pub mod relay;
 pub mod relay_net;
+pub mod settle;
+
+pub use settle::Settle;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::scenario::{server_index, Scenario};
+use relay::{NetControl, Relay, RelayConfig};
+
+/// The relays a run puts in front of the servers its network faults are about.
+#[derive(Default)]
+pub struct Relays {
+    running: Vec<Relay>,
+    /// Server index → the switch of the relay in front of it.
+    pub controls: HashMap<usize, Arc<NetControl>>,
+}
+
+impl Relays {
+    /// Starts one relay per server a network fault names and points that server's URL in
+    /// `urls` at it (users then reach the server through it).
+    pub async fn start(scenario: &Scenario, urls: &mut [String]) -> std::io::Result<Relays> {
+        let mut relays = Relays::default();
+        for f in scenario.faults.iter().filter(|f| f.action.is_network()) {
+            let Some(i) = f.action.server().and_then(server_index) else {
+                continue;
+            };
+            if i >= urls.len() || relays.controls.contains_key(&i) {
+                continue;
+            }
+            let relay = Relay::start(RelayConfig {
+                upstream: urls[i].clone(),
+                ..RelayConfig::default()
+            })
+            .await?;
+            urls[i] = relay.url.clone();
+            relays.controls.insert(i, relay.control());
+            relays.running.push(relay);
+        }
+        Ok(relays)
+    }
+
+    pub async fn stop(self) {
+        for r in self.running {
+            r.stop().await;
+        }
+    }
+}

@@ -5,7 +5,9 @@
 //! prints the status line.
 //!
 //! Nothing here grows with the length of the run except the timeline (one small point a
-//! second): per-second histograms go to the interval log as each second closes.
+//! second) and, in runs with faults, the capped per-second sequence snapshots
+//! (`crate::fault::outage`): per-second histograms go to the interval log as each
+//! second closes.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -76,6 +78,9 @@ pub async fn run(
                     send_end_us: measure_start_us + ctx.scenario.duration.as_micros() as u64,
                 };
                 ramp_end_s = now_us as f64 / 1e6;
+                if let Some(t) = &ctx.tracking {
+                    t.start(send_start_us);
+                }
                 schedule = Some(s);
                 let _ = schedule_tx.send(Some(s));
             }
@@ -113,6 +118,9 @@ pub async fn run(
                     .then(|| interval.corrected_all.value_at_quantile(q))
             };
             let harness_rss_bytes = resources.sample();
+            if let Some(t) = &ctx.tracking {
+                t.snapshot(now_us, ctx.slots.counters());
+            }
             timeline.push(TimelinePoint {
                 t_s,
                 interval_s,

@@ -20,6 +20,9 @@ pub struct Slots {
     voided: Mutex<BTreeSet<(usize, u64)>>,
     /// room index → (sender user index → slot).
     index: Vec<HashMap<u32, usize>>,
+    /// Per slot, the numbers whose SEND was confirmed by a RECEIPT (kept only when
+    /// [`Slots::track_receipts`] was called: runs with faults).
+    receipted: Vec<Mutex<SeqSet>>,
 }
 
 impl Slots {
@@ -40,7 +43,53 @@ impl Slots {
             counters: (0..n).map(|_| AtomicU64::new(0)).collect(),
             voided: Mutex::new(BTreeSet::new()),
             index,
+            receipted: Vec::new(),
         }
+    }
+
+    /// Keep, per slot, which numbers were confirmed by a RECEIPT.
+    pub fn track_receipts(&mut self) {
+        self.receipted = (0..self.counters.len())
+            .map(|_| Mutex::new(SeqSet::default()))
+            .collect();
+    }
+
+    /// A RECEIPT confirmed number `seq` of `slot` (ignored unless tracked).
+    pub fn receipted(&self, slot: usize, seq: u64) {
+        if let Some(set) = self.receipted.get(slot) {
+            set.lock().unwrap_or_else(|e| e.into_inner()).insert(seq);
+        }
+    }
+
+    /// A copy of the confirmed numbers of `slot`, if tracked.
+    pub fn receipted_set(&self, slot: usize) -> Option<SeqSet> {
+        self.receipted
+            .get(slot)
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+
+    /// Confirmed numbers over all slots.
+    pub fn receipted_total(&self) -> u64 {
+        self.receipted
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Every slot's counter, in slot order (a snapshot of the whole run's numbering).
+    pub fn counters(&self) -> Vec<u64> {
+        self.counters.iter().map(|c| c.load(Relaxed)).collect()
+    }
+
+    /// `(room, sender, slot)` of every slot.
+    pub fn all(&self) -> Vec<(u32, u32, usize)> {
+        let mut out = Vec::with_capacity(self.counters.len());
+        for (room, map) in self.index.iter().enumerate() {
+            for (sender, slot) in map {
+                out.push((room as u32, *sender, *slot));
+            }
+        }
+        out
     }
 
     pub fn slot(&self, room: u32, sender: u32) -> Option<usize> {
@@ -167,6 +216,37 @@ impl SeqSet {
         n
     }
 
+    /// Members in all.
+    pub fn len(&self) -> u64 {
+        self.count_range(self.first * 64, self.end * 64)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Members in `[from, until)` that `other` lacks.
+    pub fn count_missing_from(&self, other: Option<&SeqSet>, from: u64, until: u64) -> u64 {
+        let until = until.min(self.end * 64);
+        let from = from.max(self.first * 64);
+        if until <= from {
+            return 0;
+        }
+        let (fw, lw) = (from / 64, (until - 1) / 64);
+        let mut n = 0;
+        for w in fw..=lw {
+            let mut bits = self.word(w) & !other.map_or(0, |o| o.word(w));
+            if w == fw {
+                bits &= u64::MAX << (from % 64);
+            }
+            if w == lw && until % 64 != 0 {
+                bits &= u64::MAX >> (64 - until % 64);
+            }
+            n += u64::from(bits.count_ones());
+        }
+        n
+    }
+
     /// Words kept in memory (the gaps), for tests and sizing.
     pub fn stored_words(&self) -> usize {
         self.partial.len()
@@ -184,6 +264,9 @@ pub struct Membership {
     pub arrivals: u64,
     pub duplicates: u64,
     pub out_of_order: u64,
+    /// Indexes into `closed` of the intervals a broken session ended (what was in flight
+    /// to it then is lost with the session, not broken by the system).
+    pub broken: Vec<usize>,
 }
 
 impl Membership {
@@ -200,6 +283,14 @@ impl Membership {
                 .map(|(s, f)| (*s, (*f, snapshot.get(s).copied().unwrap_or(*f))))
                 .collect();
             self.closed.push(interval);
+        }
+    }
+
+    /// The session broke: like [`Membership::leave`], and the interval is marked.
+    pub fn leave_broken(&mut self, snapshot: &HashMap<u32, u64>) {
+        if self.open.is_some() {
+            self.leave(snapshot);
+            self.broken.push(self.closed.len() - 1);
         }
     }
 
@@ -249,6 +340,51 @@ impl Membership {
         }
         (expected, delivered)
     }
+}
+
+/// Loss figures of one settled membership (see [`Membership::settle`]) for a run with
+/// faults: deliveries of RECEIPT-confirmed messages that never arrived (`receipted[slot]`,
+/// empty when not tracked) while the recipient's session held (an interval a broken
+/// session ended is left out: the server did not promise delivery to a dead session), and lost deliveries of messages numbered inside each window
+/// (`windows[k]` = every slot's counter at the window's start and at its end).
+pub fn fault_loss(
+    m: &Membership,
+    room: u32,
+    slots: &Slots,
+    receipted: &[SeqSet],
+    windows: &[(Vec<u64>, Vec<u64>)],
+) -> (u64, Vec<u64>) {
+    let mut receipted_lost = 0;
+    let mut in_window = vec![0u64; windows.len()];
+    for (i, interval) in m.closed.iter().enumerate() {
+        let broken = m.broken.contains(&i);
+        for (sender, (from, until)) in interval {
+            let Some(slot) = slots.slot(room, *sender) else {
+                continue;
+            };
+            let got = m.received.get(sender);
+            if let Some(confirmed) = receipted.get(slot).filter(|_| !broken) {
+                receipted_lost += confirmed.count_missing_from(got, *from, *until);
+            }
+            for (k, (start, end)) in windows.iter().enumerate() {
+                let (Some(a), Some(b)) = (start.get(slot), end.get(slot)) else {
+                    continue;
+                };
+                let (lo, hi) = ((*from).max(*a), (*until).min(*b));
+                if lo >= hi {
+                    continue;
+                }
+                let never_sent = slots
+                    .voided_in(slot, lo, hi)
+                    .into_iter()
+                    .filter(|seq| !got.is_some_and(|s| s.contains(*seq)))
+                    .count() as u64;
+                let delivered = got.map_or(0, |s| s.count_range(lo, hi));
+                in_window[k] += (hi - lo).saturating_sub(never_sent + delivered);
+            }
+        }
+    }
+    (receipted_lost, in_window)
 }
 
 /// Totals over every membership of a run.
@@ -400,5 +536,56 @@ mod tests {
         let mut tally = Tally::default();
         tally.add(&mut m, 0, &slots);
         assert_eq!((tally.expected, tally.delivered, tally.lost()), (3, 3, 0));
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+
+    #[test]
+    fn fault_loss_places_lost_messages_in_windows_and_counts_receipted_ones() {
+        let mut slots = Slots::new(&[vec![0]]);
+        slots.track_receipts();
+        let slot = slots.slot(0, 0).unwrap();
+        let mut m = Membership::default();
+        m.join(slots.snapshot(0));
+        for seq in 0..100 {
+            assert_eq!(slots.next_seq(slot), seq);
+            if seq % 2 == 0 {
+                slots.receipted(slot, seq);
+            }
+            // 10..20 lost (inside the window), 50 lost (outside it).
+            if !(10..20).contains(&seq) && seq != 50 {
+                m.arrive(0, seq);
+            }
+        }
+        let (expected, delivered) = Tally::default().add(&mut m, 0, &slots);
+        assert_eq!((expected, delivered), (100, 89));
+        let receipted: Vec<SeqSet> = (0..1).map(|s| slots.receipted_set(s).unwrap()).collect();
+        assert_eq!(slots.receipted_total(), 50);
+        let windows = vec![(vec![5], vec![30])];
+        let (receipted_lost, in_window) = fault_loss(&m, 0, &slots, &receipted, &windows);
+        // Even numbers among 10..20 and 50: 5 + 1.
+        assert_eq!(receipted_lost, 6);
+        assert_eq!(in_window, vec![10]);
+    }
+
+    #[test]
+    fn count_missing_from_matches_a_plain_count() {
+        let mut a = SeqSet::default();
+        let mut b = SeqSet::default();
+        for s in 0..500 {
+            if s % 3 == 0 {
+                a.insert(s);
+            }
+            if s % 5 == 0 {
+                b.insert(s);
+            }
+        }
+        let want = (100..400).filter(|s| s % 3 == 0 && s % 5 != 0).count() as u64;
+        assert_eq!(a.count_missing_from(Some(&b), 100, 400), want);
+        assert_eq!(a.count_missing_from(None, 0, u64::MAX), a.len());
+        assert_eq!(a.len(), (0..500).filter(|s| s % 3 == 0).count() as u64);
     }
 }

@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ConnectOptions;
+use crate::fault;
 use crate::report::Summary;
 use crate::scenario::{Plan, Scenario};
 use integrity::{Slots, Tally};
@@ -80,6 +81,10 @@ pub struct RunContext {
     pub churn_rejoin: Duration,
     /// Trouble during the run, counted by cause; the run log.
     pub warnings: Arc<Warnings>,
+    /// What users go through while faults are on (only for scenarios with faults).
+    pub tracking: Option<crate::fault::outage::Tracking>,
+    /// Per room, the Kafka partition its messages use (local stack only).
+    pub room_partitions: Vec<Option<u32>>,
 }
 
 /// How to run.
@@ -147,6 +152,8 @@ pub enum LoadError {
     },
     #[error("a virtual-user task failed: {0}; the run's figures would be incomplete, so it is not judged")]
     UserTask(String),
+    #[error("cannot start the relay for the scenario's network faults: {0}")]
+    Relay(String),
 }
 
 impl LoadError {
@@ -235,6 +242,30 @@ async fn drive(
     };
     let (schedule_tx, schedule_rx) = watch::channel(None);
     let users = plan.users.len();
+    let has_faults = !scenario.faults.is_empty();
+    let mut urls = target.urls.clone();
+    let relays = match fault::Relays::start(&scenario, &mut urls).await {
+        Ok(r) => r,
+        Err(e) => return Err(LoadError::Relay(e.to_string())),
+    };
+    let mut slots = Slots::new(&room_senders);
+    if has_faults && scenario.receipts_expected() {
+        slots.track_receipts();
+    }
+    let partitions = target.stack.as_ref().map(|s| s.partitions);
+    let room_partitions: Vec<Option<u32>> = plan
+        .rooms
+        .iter()
+        .map(|r| partitions.map(|n| shared_group::partition_for_key(&r.id, n)))
+        .collect();
+    let tracking = has_faults.then(|| {
+        let seconds = scenario.ramp_up() + scenario.warmup + scenario.duration + scenario.grace;
+        fault::outage::Tracking::new(
+            urls.len(),
+            partitions.unwrap_or(0) as usize,
+            seconds.as_secs() + 120,
+        )
+    });
     let ctx = Arc::new(RunContext {
         marker: stamp::marker(&run_id),
         run_id: run_id.clone(),
@@ -244,14 +275,16 @@ async fn drive(
             .churn
             .as_ref()
             .map_or(Duration::ZERO, |c| c.rejoin_after),
-        slots: Slots::new(&room_senders),
+        slots,
         recorder: Recorder::new(64),
-        urls: target.urls.clone(),
+        urls,
         connect,
         schedule: schedule_rx,
         ready: AtomicU64::new(0),
         stop: CancellationToken::new(),
         warnings: warnings.clone(),
+        tracking,
+        room_partitions,
         plan,
         scenario,
     });
@@ -295,19 +328,44 @@ async fn drive(
     }
 
     let progress = progress::Progress::new(options.progress);
-    let aggregated = aggregate::run(
-        &ctx,
-        &schedule_tx,
-        &controls,
-        &progress,
-        &mut hlog,
-        &mut tracker,
-    )
-    .await;
+    let injector = has_faults.then(|| {
+        fault::inject::Injector::new(
+            ctx.scenario.faults.clone(),
+            ctx.t0,
+            &ctx.run_id,
+            target.stack.clone(),
+            target.owned_stack(),
+            options.state_dir.clone(),
+            relays.controls.clone(),
+        )
+    });
+    let inject_stop = ctx.stop.child_token();
+    let clock = async {
+        let aggregated = aggregate::run(
+            &ctx,
+            &schedule_tx,
+            &controls,
+            &progress,
+            &mut hlog,
+            &mut tracker,
+        )
+        .await;
+        inject_stop.cancel();
+        aggregated
+    };
+    let injecting = async {
+        match &injector {
+            Some(i) => i.run(ctx.schedule.clone(), inject_stop.clone()).await,
+            None => Vec::new(),
+        }
+    };
+    let (aggregated, injected) = tokio::join!(clock, injecting);
     ctx.stop.cancel();
     progress.done();
 
     let mut split = shared_group_split(&ctx, target, &warnings).await;
+    let schedule = aggregated.schedule.unwrap_or_default();
+    let mut faults = fault::Settle::new(&ctx, &injected, schedule);
     let mut tally = Tally::default();
     let mut failed_task = None;
     for handle in handles {
@@ -318,6 +376,9 @@ async fn drive(
                         let (expected, delivered) = tally.add(membership, *room, &ctx.slots);
                         if let Some(split) = split.as_mut() {
                             split.add(report.index, *room, expected, delivered);
+                        }
+                        if let Some(f) = faults.as_mut() {
+                            f.add(membership, *room, &ctx.slots);
                         }
                     }
                 }
@@ -339,6 +400,7 @@ async fn drive(
         }
     }
     let loop_lag = probe.await.unwrap_or_else(|_| stats::histogram());
+    let aggregated_timeline = aggregated.timeline;
     warnings.flush();
     if let Some(what) = failed_task {
         warnings.log(&format!("virtual-user task failed: {what}"));
@@ -352,7 +414,6 @@ async fn drive(
     }
     let totals = aggregated.totals;
     let sampled = samplers.finish(&run_id, totals.sent).await;
-    let schedule = aggregated.schedule.unwrap_or_default();
     let histogram_log = match hlog.map(hlog::IntervalLog::finish) {
         Some(Ok(_)) => Some(hlog::FILE.to_string()),
         Some(Err(e)) => {
@@ -369,7 +430,7 @@ async fn drive(
         ramp_end_s: aggregated.ramp_end_s,
         totals: &totals,
         tally,
-        timeline: aggregated.timeline,
+        timeline: aggregated_timeline.clone(),
         sampled,
         loop_lag,
         resources: tracker.finish(totals.delivered),
@@ -377,6 +438,20 @@ async fn drive(
         sample_interval_s: options.sample_interval.as_secs_f64(),
     });
     summary.files.histogram_log = histogram_log;
+    if let (Some(f), Some(injector)) = (faults, &injector) {
+        let restored = injector.restore().await;
+        f.finish(
+            &ctx,
+            target,
+            &injected,
+            &aggregated_timeline,
+            tally.lost(),
+            &mut summary,
+        )
+        .await;
+        summary.notes.extend(restored);
+    }
+    relays.stop().await;
     warnings.flush();
     crate::report::write_report(&summary, &dir).map_err(|source| LoadError::Report {
         dir: dir.clone(),

@@ -600,6 +600,45 @@ pub async fn run_db_sampler(
     .await
 }
 
+/// Streams the stamp of every row of the run in `table` to `visit` (rows whose text
+/// does not carry a readable stamp are skipped); returns how many rows were read. Only
+/// the start of each text is fetched, so memory stays flat however many rows there are.
+pub async fn stored_stamps(
+    url: &str,
+    table: &str,
+    run_marker: &str,
+    mut visit: impl FnMut(crate::load::stamp::Stamp),
+) -> Result<u64, SamplerError> {
+    use futures_util::{pin_mut, TryStreamExt};
+    let name = TableName::parse(table)?;
+    if run_marker.is_empty() {
+        return Err(SamplerError::EmptyMarker {
+            table: table.to_string(),
+        });
+    }
+    let client = within(url, "cannot connect", DB_TIMEOUT, crate::db::connect(url)).await?;
+    let sql = format!(
+        "SELECT left(message, 96) FROM {} WHERE starts_with(message, $1::text)",
+        name.quoted()
+    );
+    let what = format!("read the stamps of run {run_marker:?} in {}", name.quoted());
+    let read = async {
+        let rows = client.query_raw(&sql, [run_marker]).await?;
+        pin_mut!(rows);
+        let mut n = 0u64;
+        while let Some(row) = rows.try_next().await? {
+            n += 1;
+            let text: &str = row.try_get(0)?;
+            if let Some(stamp) = crate::load::stamp::Stamp::find_marked(text.as_bytes(), run_marker)
+            {
+                visit(stamp);
+            }
+        }
+        Ok::<u64, tokio_postgres::Error>(n)
+    };
+    within(url, &what, AUDIT_TIMEOUT, read).await
+}
+
 /// A table name, `table` or `schema.table`, of `[A-Za-z0-9_]` parts.
 struct TableName {
     schema: Option<String>,

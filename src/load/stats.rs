@@ -100,6 +100,8 @@ pub struct Recorder {
     pub subscribed: AtomicU64,
     pub connect_errors: AtomicU64,
     pub disconnects: AtomicU64,
+    /// Sessions opened again after a break (`[users.reconnect]`).
+    pub reconnects: AtomicU64,
     pub errors: AtomicU64,
     /// Open-model sends still due when sending ended (the users had fallen behind).
     pub unsent_backlog: AtomicU64,
@@ -119,6 +121,7 @@ impl Recorder {
             subscribed: AtomicU64::new(0),
             connect_errors: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             unsent_backlog: AtomicU64::new(0),
             corrupt: AtomicU64::new(0),

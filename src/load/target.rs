@@ -292,6 +292,11 @@ pub async fn resolve(scenario: &Scenario, options: &RunOptions) -> Result<Resolv
 }
 
 impl Resolved {
+    /// The stack, when this run brought it up.
+    pub fn owned_stack(&self) -> Option<&stack::Stack> {
+        self.owned.as_ref()
+    }
+
     /// Takes the stack down if this run brought it up.
     pub async fn release(&mut self) {
         if let Some(stack) = self.owned.take() {

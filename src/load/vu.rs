@@ -62,6 +62,9 @@ enum Away {
 /// Without receipts, how long after SUBSCRIBE a rejoined member starts to be expected.
 const SUBSCRIBE_SETTLE: Duration = Duration::from_secs(1);
 
+/// How long one reconnection attempt may take (CONNECTED, then the SUBSCRIBE receipts).
+const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct User {
     ctx: Arc<RunContext>,
     index: u32,
@@ -75,6 +78,10 @@ struct User {
     leaving: Option<Leaving>,
     away: HashMap<u32, Away>,
     schedule: Schedule,
+    /// Whether the run's schedule arrived (and the first sends were planned).
+    scheduled: bool,
+    /// Server group for the fault figures: the user's first server.
+    home: usize,
 }
 
 pub async fn run(
@@ -94,6 +101,8 @@ pub async fn run(
         leaving: None,
         away: HashMap::new(),
         schedule: Schedule::default(),
+        scheduled: false,
+        home: index as usize % ctx.urls.len(),
     };
     let slot = secs(f64::from(index) / ctx.scenario.users.connect_rate);
     tokio::select! {
@@ -136,15 +145,49 @@ pub async fn run(
         ctx.recorder.subscribed.fetch_add(1, Relaxed);
     }
     ctx.ready.fetch_add(1, Relaxed);
-    if subscribed {
-        user.converse(&mut client, &mut control).await;
+    if !subscribed {
+        ctx.recorder.session_closed();
+        return user.report();
     }
-    ctx.recorder.session_closed();
-    let _ = tokio::time::timeout(
-        Duration::from_secs(2),
-        client.send_frame(&Frame::new(Command::Disconnect)),
-    )
-    .await;
+    let mut server = index as usize % ctx.urls.len();
+    loop {
+        let broke = user.converse(&mut client, &mut control).await;
+        ctx.recorder.session_closed();
+        if !broke {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                client.send_frame(&Frame::new(Command::Disconnect)),
+            )
+            .await;
+            break;
+        }
+        // The session is gone: nothing numbered from now on can reach this user, so
+        // it is not expected (the disconnect itself is counted).
+        ctx.recorder.disconnects.fetch_add(1, Relaxed);
+        let down_us = user.now_us();
+        let left = user.session_lost();
+        let Some(policy) = ctx.scenario.users.reconnect.clone() else {
+            break;
+        };
+        let slot = ctx
+            .tracking
+            .as_ref()
+            .and_then(|t| t.session_broke(index, down_us));
+        match user.reconnect(&policy, &mut server).await {
+            Some(back) => {
+                client = back;
+                ctx.recorder.session_opened();
+                ctx.recorder.reconnects.fetch_add(1, Relaxed);
+                let up_us = user.now_us();
+                user.rejoin_all(&left);
+                if let Some(t) = &ctx.tracking {
+                    t.session_back(slot, up_us);
+                }
+            }
+            None => break,
+        }
+    }
+    user.expire_pending();
     user.report()
 }
 
@@ -279,7 +322,12 @@ impl User {
         }
     }
 
-    async fn converse(&mut self, client: &mut StompClient, control: &mut mpsc::Receiver<Control>) {
+    /// Runs one session until the run stops (`false`) or the session breaks (`true`).
+    async fn converse(
+        &mut self,
+        client: &mut StompClient,
+        control: &mut mpsc::Receiver<Control>,
+    ) -> bool {
         // Heart-beats flow from the moment the session is up, including the wait for the
         // rest of the ramp, or the server would drop users that connected early.
         let (cx, _) = self.ctx.connect.heartbeat;
@@ -297,7 +345,6 @@ impl User {
         beat_tick.tick().await;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
         let mut schedule = self.ctx.schedule.clone();
-        let mut scheduled = false;
         let ended = loop {
             let send_end_us = self.schedule.send_end_us;
             let next_due = self
@@ -308,8 +355,8 @@ impl User {
             let due_at = next_due.map(|at| self.ctx.t0 + Duration::from_micros(at));
             tokio::select! {
                 _ = self.ctx.stop.cancelled() => break false,
-                got = async { schedule.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s) }, if !scheduled => {
-                    scheduled = true;
+                got = async { schedule.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s) }, if !self.scheduled => {
+                    self.scheduled = true;
                     if let Some(s) = got {
                         self.schedule = s;
                         self.first_sends();
@@ -354,21 +401,175 @@ impl User {
             }
             self.ctx.recorder.unsent_backlog.fetch_add(backlog, Relaxed);
         }
-        if ended {
-            // The session is gone: nothing numbered from now on can reach this user, so
-            // it is not expected (the disconnect itself is counted).
-            self.ctx.recorder.disconnects.fetch_add(1, Relaxed);
-            self.close_memberships();
-        }
+        ended
     }
 
-    fn close_memberships(&mut self) {
+    /// The session broke: every room is left at the current numbering (returned per
+    /// room, to count what the user misses while away); receipts still awaited will never
+    /// come; churn in progress is dropped (the rooms are all rejoined on reconnection).
+    fn session_lost(&mut self) -> HashMap<u32, HashMap<u32, u64>> {
+        let mut left = HashMap::new();
         let rooms: Vec<u32> = self.memberships.keys().copied().collect();
         for room in rooms {
             let snapshot = self.ctx.slots.snapshot(room);
             if let Some(m) = self.memberships.get_mut(&room) {
-                m.leave(&snapshot);
+                m.leave_broken(&snapshot);
             }
+            left.insert(room, snapshot);
+        }
+        self.leaving = None;
+        self.away.clear();
+        self.expire_pending();
+        // Closed model: the message each room waited for may never come back.
+        let now = self.now_us();
+        for (room, _) in std::mem::take(&mut self.awaiting) {
+            self.due.push(Reverse((now, room)));
+        }
+        left
+    }
+
+    /// Receipts still awaited will never come: counted by their send time.
+    fn expire_pending(&mut self) {
+        let t0 = self.ctx.t0;
+        for (_, sent) in self.pending.drain() {
+            if let Some(t) = &self.ctx.tracking {
+                t.receipt_lost(sent.saturating_duration_since(t0).as_micros() as u64);
+            }
+        }
+    }
+
+    /// Opens a new session after a break: waits with backoff (jittered), moves to the
+    /// next server URL each attempt, connects and subscribes to every room again.
+    /// `None` when the run stopped first.
+    async fn reconnect(
+        &mut self,
+        policy: &crate::scenario::Reconnect,
+        server: &mut usize,
+    ) -> Option<StompClient> {
+        let ctx = self.ctx.clone();
+        let mut attempt = 0u32;
+        loop {
+            let scale = 1.0 - policy.jitter * self.rng.random::<f64>();
+            let wait = policy.backoff(attempt).mul_f64(scale.clamp(0.0, 1.0));
+            attempt = attempt.saturating_add(1);
+            tokio::select! {
+                _ = ctx.stop.cancelled() => return None,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            *server = (*server + 1) % ctx.urls.len();
+            let url = &ctx.urls[*server];
+            let opened = tokio::select! {
+                _ = ctx.stop.cancelled() => return None,
+                r = tokio::time::timeout(RECONNECT_TIMEOUT, StompClient::connect(url, &ctx.connect)) => r,
+            };
+            let mut client = match opened {
+                Ok(Ok(client)) => client,
+                Ok(Err(e)) => {
+                    ctx.warnings.warn(
+                        &format!("reconnect to {url} failed: {e}"),
+                        &format!("user {}", self.index),
+                    );
+                    continue;
+                }
+                Err(_) => {
+                    ctx.warnings.warn(
+                        &format!("reconnect to {url}: no CONNECTED within {RECONNECT_TIMEOUT:?}"),
+                        &format!("user {}", self.index),
+                    );
+                    continue;
+                }
+            };
+            if self.resubscribe(&mut client).await {
+                return Some(client);
+            }
+            if ctx.stop.is_cancelled() {
+                return None;
+            }
+        }
+    }
+
+    /// SUBSCRIBE to every room on a new session and wait until the server has them: for
+    /// their receipts, or (no receipts) [`SUBSCRIBE_SETTLE`]. Frames meanwhile are not
+    /// expected by anybody and are dropped.
+    async fn resubscribe(&mut self, client: &mut StompClient) -> bool {
+        let ctx = self.ctx.clone();
+        let rooms: Vec<u32> = self.memberships.keys().copied().collect();
+        for room in &rooms {
+            if let Err(e) = client
+                .send_frame(&self.subscribe_frame(*room, ctx.receipts))
+                .await
+            {
+                ctx.warnings.warn(
+                    &format!("SUBSCRIBE after reconnecting failed: {e}"),
+                    &format!("user {}", self.index),
+                );
+                return false;
+            }
+        }
+        let deadline = tokio::time::Instant::now()
+            + if ctx.receipts {
+                RECONNECT_TIMEOUT
+            } else {
+                SUBSCRIBE_SETTLE
+            };
+        let mut confirmed = 0;
+        loop {
+            if ctx.receipts && confirmed == rooms.len() {
+                return true;
+            }
+            let frame = tokio::select! {
+                _ = ctx.stop.cancelled() => return false,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if ctx.receipts {
+                        ctx.warnings.warn("no RECEIPT for SUBSCRIBE after reconnecting", &format!("user {}", self.index));
+                        return false;
+                    }
+                    return true;
+                }
+                f = client.recv() => f,
+            };
+            match frame {
+                Ok(Some(f)) if f.command == Command::Receipt => confirmed += 1,
+                Ok(Some(f)) if f.command == Command::Error => {
+                    ctx.recorder.error(self.index);
+                    return false;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
+    /// Subscribed again after a break: expect from now on, count what was numbered while
+    /// away as missed, and move sends that came due while away past now (skipped, and
+    /// counted, rather than sent as a burst).
+    fn rejoin_all(&mut self, left: &HashMap<u32, HashMap<u32, u64>>) {
+        let mut missed = 0;
+        for (room, before) in left {
+            let now = self.ctx.slots.snapshot(*room);
+            missed += before
+                .iter()
+                .map(|(sender, at)| now.get(sender).copied().unwrap_or(*at).saturating_sub(*at))
+                .sum::<u64>();
+            self.memberships.entry(*room).or_default().join(now);
+        }
+        let now_us = self.now_us();
+        let end = self.schedule.send_end_us;
+        let mut skipped = 0;
+        let due = std::mem::take(&mut self.due).into_vec();
+        for Reverse((at, room)) in due {
+            if at >= now_us || !matches!(self.ctx.scenario.load.model, LoadModel::Open { .. }) {
+                self.due.push(Reverse((at, room)));
+                continue;
+            }
+            let n = self.backlog_of(room, at, now_us.min(end.max(at + 1)));
+            skipped += n;
+            self.due
+                .push(Reverse((at + n * self.period_us(room).max(1), room)));
+        }
+        if let Some(t) = &self.ctx.tracking {
+            t.missed_while_disconnected.fetch_add(missed, Relaxed);
+            t.unsent_while_disconnected.fetch_add(skipped, Relaxed);
         }
     }
 
@@ -453,6 +654,9 @@ impl User {
         if let Err(e) = client.send(&destination, body, receipt.as_deref()).await {
             // Numbered but never on the wire: nobody may expect it.
             ctx.slots.void(slot, seq);
+            if let Some(t) = &ctx.tracking {
+                t.send_failed(intended_us);
+            }
             return Err(e);
         }
         if let Some(receipt) = receipt {
@@ -502,6 +706,15 @@ impl User {
                     now.saturating_sub(stamp.sent_us),
                     measured,
                 );
+                if let Some(t) = &self.ctx.tracking {
+                    let partition = self
+                        .ctx
+                        .room_partitions
+                        .get(stamp.room as usize)
+                        .copied()
+                        .flatten();
+                    t.delivered(self.home, partition, now);
+                }
                 if stamp.sender == self.index && !self.ctx.receipts {
                     self.closed_model_next(stamp.room, stamp.seq);
                 }
@@ -529,8 +742,14 @@ impl User {
                         .receipt(self.index, us, self.schedule.measured(intended));
                     if let Some((room, seq)) = id
                         .split_once(':')
-                        .and_then(|(r, s)| Some((r.parse().ok()?, s.parse().ok()?)))
+                        .and_then(|(r, s)| Some((r.parse::<u32>().ok()?, s.parse().ok()?)))
                     {
+                        if let Some(t) = &self.ctx.tracking {
+                            t.receipt(intended, us);
+                            if let Some(slot) = self.ctx.slots.slot(room, self.index) {
+                                self.ctx.slots.receipted(slot, seq);
+                            }
+                        }
                         self.closed_model_next(room, seq);
                     }
                 }

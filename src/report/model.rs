@@ -16,10 +16,10 @@ use std::path::Path;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+pub use super::model_faults::*;
 use super::ReportError;
 pub use crate::server::config::Persist;
 pub use crate::stack::ServerImpl;
-pub use super::model_faults::*;
 
 /// Version of the `summary.json` layout. Bump it on any change that an older reader
 /// would misread, and update `schema/summary.schema.json` with it.

@@ -224,7 +224,8 @@ pub(crate) fn check(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {
         }
     }
     check_slo(&s.slo, ctx)?;
-    check_target(&s.target, ctx)
+    check_target(&s.target, ctx)?;
+    super::faults::check_faults(s, ctx)
 }
 
 fn check_users(s: &Scenario, ctx: &Ctx) -> Result<(), ScenarioError> {

@@ -16,6 +16,7 @@
 mod check;
 mod duration;
 mod error;
+mod faults;
 mod locate;
 mod model;
 mod plan;
@@ -24,6 +25,8 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_faults;
 #[cfg(test)]
 mod tests_limits;
 #[cfg(test)]

@@ -15,6 +15,9 @@ pub use crate::server::Persist;
 pub use crate::stack::ServerImpl;
 
 use super::duration::text as duration_text;
+pub use super::faults::{
+    server_index, Fault, FaultAction, Reconnect, MAX_FAULTS, MAX_FAULT_DURATION,
+};
 
 /// Bytes the harness reserves at the start of every chat text for its stamp (run id,
 /// sender, sequence number, send time). `load.message_size` may not go below this.
@@ -46,6 +49,9 @@ pub struct Scenario {
     pub churn: Option<Churn>,
     pub slo: Slo,
     pub target: Target,
+    /// `[[faults]]`, in the order written (empty: none).
+    #[serde(default)]
+    pub faults: Vec<Fault>,
     /// The file the scenario was read from.
     pub source: PathBuf,
 }
@@ -61,6 +67,9 @@ pub struct Users {
     pub heartbeat: Duration,
     /// Virtual users multiplexed on one tokio task.
     pub per_task: u32,
+    /// `[users.reconnect]`: how a user whose session breaks comes back (`None`: it does not).
+    #[serde(default)]
+    pub reconnect: Option<Reconnect>,
 }
 
 /// One `[[rooms]]` group: `count` rooms of `members` members each.

@@ -30,6 +30,7 @@ pub(crate) struct RawScenario {
     pub churn: S<RawChurn>,
     pub slo: S<RawSlo>,
     pub target: S<RawTarget>,
+    pub faults: S<Vec<Spanned<super::faults::RawFault>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -39,6 +40,7 @@ pub(crate) struct RawUsers {
     pub connect_rate: S<f64>,
     pub heartbeat: S<DurationText>,
     pub per_task: S<u32>,
+    pub reconnect: S<super::faults::RawReconnect>,
 }
 
 #[derive(Debug, Deserialize)]

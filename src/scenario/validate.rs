@@ -204,6 +204,16 @@ pub(crate) fn build(raw: RawScenario, ctx: &mut Ctx) -> Result<Scenario, Scenari
         },
     };
     let target = build_target(ctx.take("target", raw.target), ctx)?;
+    let faults = ctx
+        .take("faults", raw.faults)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let f = ctx.spanned(&format!("faults[{i}]"), f);
+            super::faults::build_fault(i, f, ctx)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
 
     Ok(Scenario {
         name,
@@ -218,6 +228,7 @@ pub(crate) fn build(raw: RawScenario, ctx: &mut Ctx) -> Result<Scenario, Scenari
         churn,
         slo,
         target,
+        faults,
         source: ctx.file.to_path_buf(),
     })
 }
@@ -234,6 +245,10 @@ fn build_users(u: raw::RawUsers, ctx: &mut Ctx) -> Result<Users, ScenarioError> 
             .duration("users.heartbeat", u.heartbeat)?
             .unwrap_or(Duration::from_secs(10)),
         per_task: ctx.take("users.per_task", u.per_task).unwrap_or(1),
+        reconnect: match ctx.take("users.reconnect", u.reconnect) {
+            None => None,
+            Some(r) => Some(super::faults::build_reconnect(r, ctx)?),
+        },
     })
 }
 

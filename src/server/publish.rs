@@ -46,6 +46,10 @@ impl Publisher {
             .set("bootstrap.servers", bootstrap)
             .set("client.id", format!("stompede-{}", metrics.instance_id))
             .set("acks", "all")
+            // Kafka's Java partitioner (murmur2 of the key): a room lands on the same
+            // partition whichever implementation produced it, and the harness can tell
+            // which partition (and so which leader) a room's messages use.
+            .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
             .set("linger.ms", "2")
             .set("queue.buffering.max.messages", "200000")

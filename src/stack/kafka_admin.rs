@@ -352,6 +352,39 @@ pub async fn broker_ids(bootstrap: &str) -> Result<Vec<i32>, StackError> {
     })
 }
 
+/// The node id leading each partition of `topic` (index = partition; -1: none right
+/// now), as the cluster's metadata says.
+pub async fn partition_leaders(bootstrap: &str, topic: &str) -> Result<Vec<i32>, StackError> {
+    let cfg = client_config(bootstrap);
+    let name = topic.to_string();
+    let leaders = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, String> {
+        let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
+        let md = consumer
+            .fetch_metadata(Some(&name), Duration::from_secs(10))
+            .map_err(|e| e.to_string())?;
+        let t = md
+            .topics()
+            .iter()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| format!("topic {name} is not in the metadata"))?;
+        let mut out = vec![-1; t.partitions().len()];
+        for p in t.partitions() {
+            if let Some(slot) = usize::try_from(p.id()).ok().and_then(|i| out.get_mut(i)) {
+                *slot = p.leader();
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    leaders.map_err(|detail| StackError::Kafka {
+        bootstrap: bootstrap.to_string(),
+        what: format!("read the partition leaders of {topic}"),
+        detail,
+    })
+}
+
 /// Partitions, replication factor and configs of `topic`, read from the brokers.
 pub async fn topic_config(bootstrap: &str, topic: &str) -> Result<TopicDescription, StackError> {
     let err = |detail: String| StackError::Kafka {

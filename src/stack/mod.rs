@@ -27,21 +27,25 @@ pub mod metrics_page;
 mod postgres;
 mod process;
 mod reshape;
+pub mod respawn;
 mod servers;
 mod spring;
 mod state;
 
 pub use kafka::{cache_root, kafka_version};
-pub use kafka_admin::{broker_ids, create_topic, topic_config, wait_kafka_ready, TopicDescription};
-pub use process::http_get;
+pub use kafka_admin::{
+    broker_ids, create_topic, partition_leaders, topic_config, wait_kafka_ready, TopicDescription,
+};
+pub use process::{http_get, http_get_status};
 pub use reshape::Reshaped;
 pub use servers::READY_TIMEOUT as SERVER_TIMEOUT;
 pub use spring::{ensure_jar as ensure_spring_jar, SHARED_GROUP as SPRING_SHARED_GROUP};
-pub use state::{BrokerInfo, PostgresInfo, ServerInfo, StackInfo};
+pub use state::{
+    read_state, write_state, BrokerInfo, PostgresInfo, ProcRecord, Role, ServerInfo, StackInfo,
+};
 
 use crate::server::Persist;
 use process::Registry;
-use state::{ProcRecord, Role};
 
 /// A consumer group no server uses, whose coordinator `up` always waits for (it also
 /// makes the brokers create `__consumer_offsets` before anyone needs it).
@@ -249,11 +253,25 @@ impl Stack {
         &self.info
     }
 
+    /// Starts a process of this stack again (see [`respawn`]); it is stopped with the rest.
+    pub fn respawn(&self, c: &respawn::Captured) -> Result<ProcRecord, StackError> {
+        respawn::respawn(c, Some(&self.registry))
+    }
+
     /// Stop every process this stack started (gracefully, then SIGKILL) and remove
     /// its scratch data and `state.json`; logs are kept.
     pub async fn down(mut self) -> Result<(), StackError> {
         self.stopped = true;
-        let records = self.registry.records();
+        let mut records = self.registry.records();
+        // Processes restarted by fault injection are recorded in state.json (and, when
+        // started through this registry, in both).
+        if let Ok(Some(info)) = state::read_state(&self.info.state_dir) {
+            for rec in info.processes() {
+                if !records.iter().any(|r| r.pid == rec.pid) {
+                    records.push(rec);
+                }
+            }
+        }
         let res = teardown(&self.info.state_dir, &records).await;
         self.registry.reap();
         self.registry.disarm();

@@ -124,6 +124,11 @@ fn threads_exiting(pid: u32) -> bool {
     std::fs::read_dir(format!("/proc/{pid}/task")).is_ok_and(|tasks| tasks.count() > 1)
 }
 
+/// Sends `sig` to `pid` (nothing for pid 0 or one that does not fit a pid_t).
+pub fn send_signal(pid: u32, sig: libc::c_int) {
+    signal(pid, sig)
+}
+
 fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         if pid > 0 {
