@@ -76,6 +76,10 @@ pub async fn start(
         .set("auto.offset.reset", "latest")
         .set("statistics.interval.ms", "1000")
         .set("fetch.wait.max.ms", "10")
+        // Failover: after a leader dies, retry the fetch and reconnect soon (librdkafka's
+        // defaults back off to 500 ms and 10 s).
+        .set("fetch.error.backoff.ms", "50")
+        .set("reconnect.backoff.max.ms", "1000")
         .create_with_context(context)
         .map_err(|e| kafka.failed("fan-out consumer: create", e))?;
     let step = format!("fan-out consumer: partitions of topic {topic}");
