@@ -236,18 +236,20 @@ pub fn order(cells: &[Shape], repeat: u32, seed: u64) -> Vec<Execution> {
     out
 }
 
-fn stack_options(shape: &Shape, run: &RunOptions) -> StackOptions {
-    StackOptions {
-        brokers: shape.brokers as u8,
+/// The local target a cell runs against.
+fn local(shape: &Shape) -> LocalStack {
+    LocalStack {
+        brokers: shape.brokers,
         partitions: shape.partitions,
         servers: shape.servers,
         persist: shape.persist,
         server_impl: shape.server_impl,
-        state_dir: run.state_dir.clone(),
-        server_exe: run.server_exe.clone(),
-        detach: false,
-        ..StackOptions::default()
+        shared_fanout_group: false,
     }
+}
+
+fn stack_options(shape: &Shape, run: &RunOptions) -> StackOptions {
+    crate::load::target::stack_options(&local(shape), &run.state_dir, &run.server_exe)
 }
 
 /// What the brokers and servers of `info` report about themselves.
@@ -564,14 +566,7 @@ pub async fn sweep(
             break;
         } else {
             let mut cell_scenario = scenario.clone();
-            cell_scenario.target.kind = TargetKind::Local(LocalStack {
-                brokers: shape.brokers,
-                partitions: shape.partitions,
-                servers: shape.servers,
-                persist: shape.persist,
-                server_impl: shape.server_impl,
-                shared_fanout_group: false,
-            });
+            cell_scenario.target.kind = TargetKind::Local(local(&shape));
             let run_opts = RunOptions {
                 out: run_dir.clone(),
                 ..opts.run.clone()

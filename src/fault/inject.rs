@@ -39,7 +39,8 @@ use crate::stack::{self, Role, Stack, StackInfo};
 
 /// Longest an `exec` command may run.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest a restarted broker or server may take to listen again.
+/// Longest a restarted broker may take to listen again (a server gets its usual start
+/// timeout).
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Whose deliveries a fault's outage is measured on.
@@ -296,7 +297,7 @@ impl<'a> Injector<'a> {
         pid_start: u64,
         log: &std::path::Path,
     ) -> Result<(), String> {
-        if !crate::stack::respawn::is_alive(pid, pid_start) {
+        if !respawn::is_alive(pid, pid_start) {
             return Err(format!("{label} is not running"));
         }
         let captured = respawn::capture(pid, role, label, log).map_err(|e| e.to_string())?;
@@ -363,7 +364,12 @@ impl<'a> Injector<'a> {
                 x.pid_start = rec.pid_start;
             }
         });
-        wait_healthy(&s.metrics_url, rec.pid, rec.pid_start)
+        let restarted = stack::ServerInfo {
+            pid: rec.pid,
+            pid_start: rec.pid_start,
+            ..s
+        };
+        stack::wait_server_ready(&restarted, info.server_impl)
             .await
             .map_err(|e| format!("{label} restarted (pid {}) but {e}", rec.pid))?;
         Ok(None)
@@ -581,29 +587,6 @@ async fn wait_listening(addr: SocketAddr, pid: u32, pid_start: u64) -> Result<()
         if Instant::now() >= deadline {
             return Err(format!(
                 "{addr} does not accept connections after {RESTART_TIMEOUT:?}"
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn wait_healthy(metrics_url: &str, pid: u32, pid_start: u64) -> Result<(), String> {
-    let addr: SocketAddr = metrics_url
-        .strip_prefix("http://")
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|hp| hp.parse().ok())
-        .ok_or_else(|| format!("cannot read an address from {metrics_url}"))?;
-    let deadline = Instant::now() + RESTART_TIMEOUT;
-    loop {
-        if !respawn::is_alive(pid, pid_start) {
-            return Err("it exited (see its log)".into());
-        }
-        if let Ok(200) = stack::http_get_status(addr, "/healthz", Duration::from_secs(2)).await {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "GET /healthz on {addr} is not 200 after {RESTART_TIMEOUT:?}"
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

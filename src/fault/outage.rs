@@ -12,6 +12,8 @@ use std::sync::Mutex;
 
 /// A pause in deliveries shorter than this is not a gap worth recording.
 pub const MIN_GAP_US: u64 = 200_000;
+/// The group's last delivery is only moved forward by at least this much.
+const LAST_RESOLUTION_US: u64 = 1_000;
 /// Gaps kept per group; more are counted in `gaps_overflow`.
 pub const MAX_GAPS: usize = 100_000;
 /// Session breaks kept; more are counted in `events_overflow`.
@@ -125,6 +127,11 @@ impl Tracking {
 
     fn delivered_to(&self, group: usize, now_us: u64) {
         let g = &self.groups[group];
+        // Most deliveries land within a millisecond of the group's last one: a read
+        // then, not a write every user's task contends for (gaps are 200 ms or more).
+        if now_us <= g.last_us.load(Relaxed) + LAST_RESOLUTION_US {
+            return;
+        }
         let prev = g.last_us.fetch_max(now_us, Relaxed);
         if prev > 0 && now_us >= prev + MIN_GAP_US {
             let mut gaps = g.gaps.lock().unwrap_or_else(|e| e.into_inner());

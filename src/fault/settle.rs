@@ -116,7 +116,7 @@ impl Settle {
         let Some(tracking) = ctx.tracking.as_ref() else {
             return;
         };
-        let receipted_total: u64 = self.receipted.iter().map(SeqSet::len).sum();
+        let receipted_total = ctx.slots.receipted_total();
         let receipted_missing_in_db = match (&target.db, ctx.receipts) {
             (Some((url, table)), true) => {
                 match missing_in_db(ctx, url, table, &self.receipted).await {

@@ -81,17 +81,6 @@ impl Slots {
         self.counters.iter().map(|c| c.load(Relaxed)).collect()
     }
 
-    /// `(room, sender, slot)` of every slot.
-    pub fn all(&self) -> Vec<(u32, u32, usize)> {
-        let mut out = Vec::with_capacity(self.counters.len());
-        for (room, map) in self.index.iter().enumerate() {
-            for (sender, slot) in map {
-                out.push((room as u32, *sender, *slot));
-            }
-        }
-        out
-    }
-
     pub fn slot(&self, room: u32, sender: u32) -> Option<usize> {
         self.index.get(room as usize)?.get(&sender).copied()
     }

@@ -610,13 +610,7 @@ pub async fn stored_stamps(
     mut visit: impl FnMut(crate::load::stamp::Stamp),
 ) -> Result<u64, SamplerError> {
     use futures_util::{pin_mut, TryStreamExt};
-    let name = TableName::parse(table)?;
-    if run_marker.is_empty() {
-        return Err(SamplerError::EmptyMarker {
-            table: table.to_string(),
-        });
-    }
-    let client = within(url, "cannot connect", DB_TIMEOUT, crate::db::connect(url)).await?;
+    let (name, client) = open_for_run(url, table, run_marker).await?;
     let sql = format!(
         "SELECT left(message, 96) FROM {} WHERE starts_with(message, $1::text)",
         name.quoted()
@@ -834,9 +828,13 @@ pub struct Audit {
     pub duplicates: i64,
 }
 
-/// Counts the run's rows in `table`, at most [`AUDIT_TIMEOUT`]. The marker is matched
-/// literally as a prefix of `message` (`%` and `_` are ordinary characters).
-pub async fn audit(url: &str, table: &str, run_marker: &str) -> Result<Audit, SamplerError> {
+/// Checks the table name and the marker (an empty one would match every row), then
+/// connects: the start of every query about one run's rows.
+async fn open_for_run(
+    url: &str,
+    table: &str,
+    run_marker: &str,
+) -> Result<(TableName, tokio_postgres::Client), SamplerError> {
     let name = TableName::parse(table)?;
     if run_marker.is_empty() {
         return Err(SamplerError::EmptyMarker {
@@ -844,6 +842,13 @@ pub async fn audit(url: &str, table: &str, run_marker: &str) -> Result<Audit, Sa
         });
     }
     let client = within(url, "cannot connect", DB_TIMEOUT, crate::db::connect(url)).await?;
+    Ok((name, client))
+}
+
+/// Counts the run's rows in `table`, at most [`AUDIT_TIMEOUT`]. The marker is matched
+/// literally as a prefix of `message` (`%` and `_` are ordinary characters).
+pub async fn audit(url: &str, table: &str, run_marker: &str) -> Result<Audit, SamplerError> {
+    let (name, client) = open_for_run(url, table, run_marker).await?;
     let sql = format!(
         "SELECT count(*), count(DISTINCT message) FROM {} WHERE starts_with(message, $1::text)",
         name.quoted()

@@ -352,12 +352,16 @@ pub async fn broker_ids(bootstrap: &str) -> Result<Vec<i32>, StackError> {
     })
 }
 
-/// The node id leading each partition of `topic` (index = partition; -1: none right
-/// now), as the cluster's metadata says.
-pub async fn partition_leaders(bootstrap: &str, topic: &str) -> Result<Vec<i32>, StackError> {
+/// One metadata round trip for `topic` (on a blocking thread), read by `read`; an
+/// error names what was missing.
+async fn read_topic<T: Send + 'static>(
+    bootstrap: &str,
+    topic: &str,
+    read: impl FnOnce(&rdkafka::metadata::MetadataTopic) -> T + Send + 'static,
+) -> Result<T, String> {
     let cfg = client_config(bootstrap);
     let name = topic.to_string();
-    let leaders = tokio::task::spawn_blocking(move || -> Result<Vec<i32>, String> {
+    tokio::task::spawn_blocking(move || -> Result<T, String> {
         let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
         let md = consumer
             .fetch_metadata(Some(&name), Duration::from_secs(10))
@@ -367,17 +371,28 @@ pub async fn partition_leaders(bootstrap: &str, topic: &str) -> Result<Vec<i32>,
             .iter()
             .find(|t| t.name() == name)
             .ok_or_else(|| format!("topic {name} is not in the metadata"))?;
+        if let Some(e) = t.error() {
+            return Err(format!("{e:?}"));
+        }
+        Ok(read(t))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The node id leading each partition of `topic` (index = partition; -1: none right
+/// now), as the cluster's metadata says.
+pub async fn partition_leaders(bootstrap: &str, topic: &str) -> Result<Vec<i32>, StackError> {
+    let leaders = read_topic(bootstrap, topic, |t| {
         let mut out = vec![-1; t.partitions().len()];
         for p in t.partitions() {
             if let Some(slot) = usize::try_from(p.id()).ok().and_then(|i| out.get_mut(i)) {
                 *slot = p.leader();
             }
         }
-        Ok(out)
+        out
     })
-    .await
-    .map_err(|e| e.to_string())
-    .and_then(|r| r);
+    .await;
     leaders.map_err(|detail| StackError::Kafka {
         bootstrap: bootstrap.to_string(),
         what: format!("read the partition leaders of {topic}"),
@@ -392,31 +407,16 @@ pub async fn topic_config(bootstrap: &str, topic: &str) -> Result<TopicDescripti
         what: format!("describe topic {topic}"),
         detail,
     };
-    let cfg = client_config(bootstrap);
-    let name = topic.to_string();
-    let (partitions, rf) = tokio::task::spawn_blocking(move || -> Result<(u32, u16), String> {
-        let consumer: BaseConsumer = cfg.create().map_err(|e| e.to_string())?;
-        let md = consumer
-            .fetch_metadata(Some(&name), Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == name)
-            .ok_or("topic not in metadata")?;
-        if let Some(e) = t.error() {
-            return Err(format!("{e:?}"));
-        }
+    let (partitions, rf) = read_topic(bootstrap, topic, |t| {
         let rf = t
             .partitions()
             .iter()
             .map(|p| p.replicas().len())
             .min()
             .unwrap_or(0);
-        Ok((t.partitions().len() as u32, rf as u16))
+        (t.partitions().len() as u32, rf as u16)
     })
     .await
-    .map_err(|e| err(e.to_string()))?
     .map_err(err)?;
     let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
     let results = admin(bootstrap)?

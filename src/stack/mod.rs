@@ -38,7 +38,7 @@ pub use kafka_admin::{
 };
 pub use process::{http_get, http_get_status};
 pub use reshape::Reshaped;
-pub use servers::READY_TIMEOUT as SERVER_TIMEOUT;
+pub use servers::{wait_ready as wait_server_ready, READY_TIMEOUT as SERVER_TIMEOUT};
 pub use spring::{ensure_jar as ensure_spring_jar, SHARED_GROUP as SPRING_SHARED_GROUP};
 pub use state::{
     read_state, write_state, BrokerInfo, PostgresInfo, ProcRecord, Role, ServerInfo, StackInfo,

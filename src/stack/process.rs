@@ -125,11 +125,7 @@ fn threads_exiting(pid: u32) -> bool {
 }
 
 /// Sends `sig` to `pid` (nothing for pid 0 or one that does not fit a pid_t).
-pub fn send_signal(pid: u32, sig: libc::c_int) {
-    signal(pid, sig)
-}
-
-fn signal(pid: u32, sig: libc::c_int) {
+pub fn signal(pid: u32, sig: libc::c_int) {
     if let Ok(pid) = libc::pid_t::try_from(pid) {
         if pid > 0 {
             // SAFETY: plain syscall; a vanished pid just yields ESRCH.

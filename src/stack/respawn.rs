@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use super::process::is_alive;
 use super::process::{self, Registry};
 use super::state::{ProcRecord, Role};
 use super::StackError;
@@ -107,23 +108,18 @@ pub fn respawn(c: &Captured, registry: Option<&Registry>) -> Result<ProcRecord, 
 /// SIGKILL `pid` and wait (up to 10 s) until it is gone, ports included. Returns
 /// whether it is gone.
 pub async fn kill(pid: u32, pid_start: u64) -> bool {
-    if !process::is_alive(pid, pid_start) {
+    if !is_alive(pid, pid_start) {
         return true;
     }
-    process::send_signal(pid, libc::SIGKILL);
+    process::signal(pid, libc::SIGKILL);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while process::is_alive(pid, pid_start) {
+    while is_alive(pid, pid_start) {
         if Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     true
-}
-
-/// Whether `pid` still runs and is the recorded process.
-pub fn is_alive(pid: u32, pid_start: u64) -> bool {
-    process::is_alive(pid, pid_start)
 }
 
 /// `root` and every process below it (PostgreSQL's postmaster and its backends).
@@ -166,6 +162,6 @@ pub fn tree(root: u32) -> Vec<u32> {
 /// Sends `sig` to each of `pids`.
 pub fn signal_all(pids: &[u32], sig: libc::c_int) {
     for pid in pids {
-        process::send_signal(*pid, sig);
+        process::signal(*pid, sig);
     }
 }

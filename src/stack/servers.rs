@@ -97,7 +97,11 @@ pub async fn start(
     };
     let mut out = Vec::with_capacity(n);
     for (since, metrics, info) in started {
-        wait_healthy(reg, &info, metrics, since + timeout, timeout).await?;
+        let exited = || {
+            reg.exited(info.pid)
+                .map(|s| format!("the server exited with {s}"))
+        };
+        wait_healthy(&info, metrics, since + timeout, timeout, exited).await?;
         out.push(info);
     }
     Ok(out)
@@ -132,22 +136,47 @@ fn reference_command(
     cmd
 }
 
+/// Waits until a server started again outside `start` (a fault's restart) answers its
+/// health check; `info` carries its new PID.
+pub async fn wait_ready(info: &ServerInfo, server_impl: ServerImpl) -> Result<(), StackError> {
+    let port = info
+        .metrics_url
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|hp| hp.parse::<SocketAddr>().ok())
+        .map(|a| a.port())
+        .ok_or_else(|| {
+            StackError::part(
+                &format!("server {}", info.instance_id),
+                format!("cannot read a port from {}", info.metrics_url),
+                &info.log,
+            )
+        })?;
+    let timeout = match server_impl {
+        ServerImpl::Stompede => READY_TIMEOUT,
+        ServerImpl::Spring => SPRING_READY_TIMEOUT,
+    };
+    let exited = || {
+        (!process::is_alive(info.pid, info.pid_start))
+            .then(|| format!("the server (pid {}) exited", info.pid))
+    };
+    wait_healthy(info, port, Instant::now() + timeout, timeout, exited).await
+}
+
+/// Polls `GET /healthz` until it answers 200, `exited` says why the process is gone, or
+/// `deadline` passes.
 async fn wait_healthy(
-    reg: &Registry,
     info: &ServerInfo,
     port: u16,
     deadline: Instant,
     timeout: Duration,
+    exited: impl Fn() -> Option<String>,
 ) -> Result<(), StackError> {
     let part = format!("server {}", info.instance_id);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
-        if let Some(status) = reg.exited(info.pid) {
-            return Err(StackError::part(
-                &part,
-                format!("the server exited with {status}"),
-                &info.log,
-            ));
+        if let Some(why) = exited() {
+            return Err(StackError::part(&part, why, &info.log));
         }
         let last = match process::http_get_status(addr, "/healthz", Duration::from_secs(2)).await {
             Ok(200) => return Ok(()),
