@@ -220,7 +220,10 @@ async fn kill_leader(env: Arc<TestEnv>) {
     let o = f.outage.as_ref().expect("an outage");
     assert!(o.recovered, "deliveries never came back: {o:?}");
     // The timeline: the last second with deliveries before the outage and the first
-    // after it bracket the outage's start and end (1 s resolution).
+    // after it bracket the outage's start and end (1 s resolution). A delivery stamped
+    // just before a second closes can be counted in the next one when its user's thread
+    // is held up (three JVM brokers on two cores), hence the allowance.
+    const SLACK: f64 = 0.25;
     let at = f.at_s.unwrap();
     let points = &summary.timeline;
     let first_empty = points
@@ -233,13 +236,13 @@ async fn kill_leader(env: Arc<TestEnv>) {
         .expect("deliveries again");
     let before = &points[first_empty - 1];
     assert!(
-        o.start_s > before.t_s - 1.0 - 0.05 && o.start_s <= before.t_s + 0.05,
+        o.start_s > before.t_s - 1.0 - SLACK && o.start_s <= before.t_s + SLACK,
         "outage start {} vs the timeline's last delivering second ending {}",
         o.start_s,
         before.t_s
     );
     assert!(
-        o.end_s > back.t_s - 1.0 - 0.05 && o.end_s <= back.t_s + 0.05,
+        o.end_s > back.t_s - 1.0 - SLACK && o.end_s <= back.t_s + SLACK,
         "outage end {} vs the timeline's first delivering second ending {}",
         o.end_s,
         back.t_s
