@@ -4,8 +4,10 @@
 //!   nothing is lost outside the fault's window and no receipted message is missing;
 //! - a network partition of one server's users (through the relay) is reported as their
 //!   outage, close to its length;
-//! - PostgreSQL paused for 5 s: no row missing afterwards, and a receipt waited at least
-//!   about the pause (receipts come after the row is written);
+//! - PostgreSQL paused for 5 s under `--persist producer` and `--persist consumer`: no
+//!   row missing afterwards; under `producer` a receipt waited at least about the pause
+//!   (receipts come after the row is written), under `consumer` none did;
+//! - the users of the other server are not slowed down by a partition of one server;
 //! - the leader of a room's partition is killed: no receipted message missing from the
 //!   database or any subscriber, the run completes, and the reported outage agrees with
 //!   the per-second timeline to within its 1 s resolution.
@@ -23,6 +25,7 @@ use common::{trial, TempDir, TestEnv};
 use stompede::load::{run, RunOptions};
 use stompede::report::{FaultReport, Summary, HTML_FILE};
 use stompede::scenario::Scenario;
+use stompede::server::Persist;
 
 fn main() {
     common::run_with(3, 2, Some(1), |env| {
@@ -46,6 +49,10 @@ fn main() {
 /// 40 users (20 per server) at 2 msg/s per sender, receipts on; 1 s warm-up, 10 s
 /// measured. `rooms` is the `[[rooms]]` table, `faults` the `[[faults]]` tables.
 fn scenario(name: &str, rooms: &str, faults: &str) -> Scenario {
+    scenario_persist(name, rooms, faults, "producer")
+}
+
+fn scenario_persist(name: &str, rooms: &str, faults: &str, persist: &str) -> Scenario {
     let text = format!(
         r#"
 name = "{name}"
@@ -74,7 +81,7 @@ kind = "local"
 brokers = 3
 partitions = 3
 servers = 2
-persist = "producer"
+persist = "{persist}"
 "#
     );
     Scenario::from_str(&text, Path::new("faults-test.toml")).unwrap_or_else(|e| panic!("{e}"))
@@ -176,21 +183,61 @@ async fn partition(env: Arc<TestEnv>) {
     assert_eq!(summary.integrity.lost, 0);
     assert_eq!(f.disconnected, 0);
     durable(&summary);
+    // The users of s2 among themselves never went through s1's relay: their latency
+    // stays what it was (noise here is a few ms; a partition that reached them would
+    // hold their deliveries for up to 3 s).
+    let others = f.others.as_ref().expect("figures for the other users");
+    assert_eq!(others.who, "users of s2 among themselves");
+    let before = others
+        .p99_before_ms
+        .expect("their p99 before the partition");
+    let during = others
+        .p99_during_ms
+        .expect("their p99 during the partition");
+    assert!(
+        during <= (3.0 * before).max(before + 100.0),
+        "the users of s2 went from p99 {before} ms to {during} ms during s1's partition"
+    );
 }
 
+/// Under `--persist producer`, then (the servers restarted) under `--persist consumer`;
+/// the stack goes back to `producer` for the trials after this one either way.
 async fn pause_db(env: Arc<TestEnv>) {
-    let s = scenario(
-        "pause-db",
+    pause_db_under(&env, Persist::Producer).await;
+    env.reshape_persist(Persist::Consumer).await;
+    let consumer = {
+        let env = env.clone();
+        tokio::spawn(async move { pause_db_under(&env, Persist::Consumer).await }).await
+    };
+    env.reshape_persist(Persist::Producer).await;
+    if let Err(e) = consumer {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn pause_db_under(env: &TestEnv, persist: Persist) {
+    let s = scenario_persist(
+        &format!("pause-db-{}", persist.as_str()),
         FOUR_ROOMS,
         "[[faults]]\nat = \"3s\"\nkind = \"pause-db\"\nduration = \"5s\"",
+        persist.as_str(),
     );
-    let (summary, _dir, _out) = go(&env, s).await;
+    let (summary, _dir, _out) = go(env, s).await;
     let f = only_fault(&summary);
     let wait = f.receipt_max_ms.expect("receipts during the pause");
-    assert!(
-        wait >= 4500.0,
-        "the longest receipt wait was {wait} ms for a 5 s pause"
-    );
+    match persist {
+        // A receipt comes after the row is written: the pause holds it.
+        Persist::Producer => assert!(
+            wait >= 4500.0,
+            "the longest receipt wait was {wait} ms for a 5 s pause"
+        ),
+        // A receipt comes once Kafka has the record; the rows follow when the
+        // database is back.
+        Persist::Consumer => assert!(
+            wait < 2500.0,
+            "under persist consumer a receipt waited {wait} ms for the paused database"
+        ),
+    }
     let audit = summary
         .db
         .as_ref()

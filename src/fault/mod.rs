@@ -10,6 +10,7 @@
 //! per-second timeline into the recovery figures of `summary.json`.
 
 pub mod inject;
+pub mod latency;
 pub mod outage;
 pub mod recovery;
 pub mod relay;

@@ -10,6 +10,8 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use super::latency::GroupLatency;
+
 /// A pause in deliveries shorter than this is not a gap worth recording.
 pub const MIN_GAP_US: u64 = 200_000;
 /// The group's last delivery is only moved forward by at least this much.
@@ -55,6 +57,8 @@ pub struct Tracking {
     pub missed_while_disconnected: AtomicU64,
     pub unsent_while_disconnected: AtomicU64,
     snapshots: Mutex<Snapshots>,
+    /// Per-second p99 of same-server pairs and of each partition's rooms.
+    pub latency: GroupLatency,
 }
 
 #[derive(Default)]
@@ -87,6 +91,7 @@ impl Tracking {
             missed_while_disconnected: AtomicU64::new(0),
             unsent_while_disconnected: AtomicU64::new(0),
             snapshots: Mutex::new(Snapshots::default()),
+            latency: GroupLatency::new(servers, partitions),
         }
     }
 

@@ -15,7 +15,7 @@
 use crate::fault::inject::{Affected, Injected};
 use crate::fault::outage::{Break, Tracking};
 use crate::load::Schedule;
-use crate::report::{FaultReport, FaultsSummary, Outage, ReconnectTimes, TimelinePoint};
+use crate::report::{FaultReport, FaultsSummary, Others, Outage, ReconnectTimes, TimelinePoint};
 
 /// Margin of a loss window on each side.
 pub const LOSS_MARGIN_US: u64 = 2_000_000;
@@ -174,6 +174,7 @@ fn report(
         reconnected: 0,
         reconnect_ms: None,
         lost_in_window: f.lost_in_window.get(k).copied().flatten(),
+        others: None,
     };
     let Some(span) = span else { return r };
     let at = span.at_us;
@@ -200,6 +201,12 @@ fn report(
             .find(|p| p.p99_us.is_some_and(|v| v <= 2 * p99))
             .map(|p| p.t_s - secs(at));
     }
+    let settled = span
+        .outage
+        .map_or(at, |(_, b, _)| b)
+        .max(inj.end_us.unwrap_or(at))
+        .max(at + 1_000_000);
+    r.others = others(&inj.affected, tracking, at, settled);
     let (failures, timeouts, receipt_max) = tracking.window(at, span.window_end_us);
     r.send_failures = failures;
     r.receipt_timeouts = timeouts;
@@ -225,6 +232,67 @@ fn report(
         });
     }
     r
+}
+
+/// The latency of the groups a fault was not about (see [`Others`]): the 5 s before
+/// `at`, and the seconds overlapping `[at, settled]`.
+fn others(affected: &Affected, tracking: &Tracking, at: u64, settled: u64) -> Option<Others> {
+    let lat = &tracking.latency;
+    let (groups, who): (Vec<usize>, String) = match affected {
+        Affected::All => return None,
+        Affected::Server(s) => {
+            let rest: Vec<usize> = (0..tracking.servers()).filter(|g| g != s).collect();
+            let names: Vec<String> = rest.iter().map(|g| format!("s{}", g + 1)).collect();
+            let who = match names.len() {
+                0 => return None,
+                1 => format!("users of {} among themselves", names[0]),
+                _ => format!(
+                    "users of {}, each server's among themselves",
+                    names.join(", ")
+                ),
+            };
+            (
+                rest.iter().filter_map(|g| lat.server_group(*g)).collect(),
+                who,
+            )
+        }
+        Affected::Partitions(ps) => {
+            let rest: Vec<u32> = (0u32..)
+                .map_while(|p| lat.partition_group(p).map(|_| p))
+                .filter(|p| !ps.contains(p))
+                .collect();
+            if rest.is_empty() {
+                return None;
+            }
+            let list: Vec<String> = rest.iter().map(u32::to_string).collect();
+            let who = format!(
+                "rooms on partition{} {}",
+                if rest.len() == 1 { "" } else { "s" },
+                list.join(", ")
+            );
+            (
+                rest.iter()
+                    .filter_map(|p| lat.partition_group(*p))
+                    .collect(),
+                who,
+            )
+        }
+    };
+    let before = lat
+        .worst(&groups, at.saturating_sub(5_000_000), at)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    let during = lat
+        .worst(&groups, at, settled + 1_000_000)
+        .into_iter()
+        .map(|(_, v)| v)
+        .max();
+    Some(Others {
+        who,
+        p99_before_ms: median(before).map(|v| v as f64 / 1000.0),
+        p99_during_ms: during.map(|v| v as f64 / 1000.0),
+    })
 }
 
 fn median(mut v: Vec<u64>) -> Option<u64> {
@@ -267,6 +335,18 @@ mod tests {
             if !(10_001..11_500).contains(&ms) {
                 t.delivered(1, None, ms * 1000);
             }
+        }
+        // s1's users among themselves: 8 ms a second before the fault, 12 ms during it,
+        // then one slow second well after it (not part of the figure).
+        for sec in 1..20u64 {
+            let us = match sec {
+                11 | 12 => 12_000,
+                16 => 400_000,
+                _ => 8_000,
+            };
+            t.latency.record(0, 0, None, us);
+            t.latency.record(1, 1, None, 900_000);
+            t.latency.close_second(sec * 1_000_000);
         }
         let b = t.session_broke(1, 10_050_000);
         t.session_back(b, 11_400_000);
@@ -319,6 +399,11 @@ mod tests {
         assert_eq!((r.disconnected, r.reconnected, r.send_failures), (1, 1, 1));
         assert_eq!(r.reconnect_ms.as_ref().unwrap().max_ms, 1350.0);
         assert_eq!(summary.lost_outside_fault_windows, Some(0));
+        let others = r.others.as_ref().expect("figures for s1's users");
+        assert_eq!(others.who, "users of s1 among themselves");
+        let (before, during) = (others.p99_before_ms.unwrap(), others.p99_during_ms.unwrap());
+        assert!((8.0..8.6).contains(&before), "{before}");
+        assert!((12.0..12.8).contains(&during), "{during}");
     }
 
     #[test]

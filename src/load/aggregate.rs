@@ -120,6 +120,7 @@ pub async fn run(
             let harness_rss_bytes = resources.sample();
             if let Some(t) = &ctx.tracking {
                 t.snapshot(now_us, ctx.slots.counters());
+                t.latency.close_second(now_us);
             }
             timeline.push(TimelinePoint {
                 t_s,

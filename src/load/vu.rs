@@ -700,9 +700,10 @@ impl User {
                     m.arrive(stamp.sender, stamp.seq);
                 }
                 let measured = self.schedule.measured(stamp.intended_us);
+                let corrected = now.saturating_sub(stamp.intended_us);
                 self.ctx.recorder.delivered(
                     self.index,
-                    now.saturating_sub(stamp.intended_us),
+                    corrected,
                     now.saturating_sub(stamp.sent_us),
                     measured,
                 );
@@ -714,6 +715,9 @@ impl User {
                         .copied()
                         .flatten();
                     t.delivered(self.home, partition, now);
+                    let sender_home = stamp.sender as usize % self.ctx.urls.len();
+                    t.latency
+                        .record(self.home, sender_home, partition, corrected);
                 }
                 if stamp.sender == self.index && !self.ctx.receipts {
                     self.closed_model_next(stamp.room, stamp.seq);

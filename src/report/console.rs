@@ -9,7 +9,7 @@ use super::format::{
     count, count_opt, counted, harness_line, millis, ms, one_line, percent, rate, run_verdict,
     seconds, secs, slo_line, verdict,
 };
-use super::{FaultReport, FaultsSummary, LatencyStats, Summary};
+use super::{FaultReport, FaultsSummary, LatencyStats, Others, Summary};
 
 /// Renders the end-of-run table.
 pub fn console_table(s: &Summary) -> String {
@@ -273,10 +273,26 @@ pub fn fault_line(f: &FaultReport) -> String {
         counted(f.send_failures, "send failure", "send failures"),
         counted(f.receipt_timeouts, "receipt timeout", "receipt timeouts")
     );
+    if let Some(ms) = f.receipt_max_ms {
+        let _ = write!(l, ", longest receipt wait {}", millis(ms));
+    }
     if let Some(n) = f.lost_in_window.filter(|&n| n > 0) {
         let _ = write!(l, "; {} lost in its window", count(n));
     }
+    if let Some(o) = &f.others {
+        let _ = write!(l, "; {}: {}", o.who, others_p99(o));
+    }
     l
+}
+
+/// `p99 9.4 ms before, 13.1 ms during` (a dash for a figure not measured).
+pub fn others_p99(o: &Others) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), millis);
+    format!(
+        "p99 {} before, {} during",
+        ms(o.p99_before_ms),
+        ms(o.p99_during_ms)
+    )
 }
 
 /// `durability: 12,345 receipted, 0 lost, 0 missing in the database`, with a FAIL when a

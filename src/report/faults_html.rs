@@ -30,7 +30,7 @@ pub fn section(s: &Summary) -> String {
     h
 }
 
-const HEAD: [&str; 12] = [
+const HEAD: [&str; 13] = [
     "#",
     "fault",
     "target",
@@ -43,6 +43,7 @@ const HEAD: [&str; 12] = [
     "send failures / receipt timeouts / longest receipt wait",
     "disconnected → reconnected",
     "lost in window",
+    "the others' p99 before → during",
 ];
 
 fn fault_table(faults: &[FaultReport]) -> String {
@@ -85,7 +86,7 @@ fn row(f: &FaultReport) -> String {
     let Some(at) = f.at_s else {
         let _ = writeln!(
             r,
-            "<td class=\"note\" colspan=\"9\">not injected: the run ended before {} after sending started</td></tr>",
+            "<td class=\"note\" colspan=\"10\">not injected: the run ended before {} after sending started</td></tr>",
             escape(&secs(f.planned_s))
         );
         return r;
@@ -95,7 +96,7 @@ fn row(f: &FaultReport) -> String {
         let why = f.error.as_deref().unwrap_or("no reason given");
         let _ = writeln!(
             r,
-            "<td class=\"fail\" colspan=\"8\">injection FAILED: {}</td></tr>",
+            "<td class=\"fail\" colspan=\"9\">injection FAILED: {}</td></tr>",
             escape(why.trim()).replace('\n', "<br>")
         );
         return r;
@@ -161,6 +162,18 @@ fn row(f: &FaultReport) -> String {
     let class = (f.reconnected < f.disconnected).then_some("fail");
     r.push_str(&num(&reconnect, class));
     r.push_str(&num(&f.lost_in_window.map_or("-".to_string(), count), None));
+    r.push_str(&num(
+        &f.others.as_ref().map_or("-".to_string(), |o| {
+            let ms = |v: Option<f64>| v.map_or("-".to_string(), millis);
+            format!(
+                "{} → {}<br><small>{}</small>",
+                ms(o.p99_before_ms),
+                ms(o.p99_during_ms),
+                escape(&o.who)
+            )
+        }),
+        None,
+    ));
     r.push_str("</tr>\n");
     r
 }

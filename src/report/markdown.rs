@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::console::target_line;
-use super::console::{disconnected_line, durability_line};
+use super::console::{disconnected_line, durability_line, others_p99};
 use super::format::{
     count, count_opt, millis, ms, one_line, percent, rate, seconds, secs, slo_line, verdict,
 };
@@ -192,8 +192,8 @@ fn faults(out: &mut String, f: &FaultsSummary) {
     if !f.injected.is_empty() {
         let _ = writeln!(
             out,
-            "| # | fault | target | at | outage | first delivery | p99 back | reconnected | send failures | receipt timeouts | lost in window |\n\
-             |--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"
+            "| # | fault | target | at | outage | first delivery | p99 back | reconnected | send failures | receipt timeouts | lost in window | the others' p99 |\n\
+             |--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|"
         );
         for r in &f.injected {
             let _ = writeln!(out, "| {} |", fault_row(r).join(" | "));
@@ -217,14 +217,14 @@ fn fault_row(f: &FaultReport) -> Vec<String> {
     let dash = || "-".to_string();
     let Some(at) = f.at_s else {
         row.push(format!("not injected (planned +{})", secs(f.planned_s)));
-        row.extend(std::iter::repeat_with(dash).take(7));
+        row.extend(std::iter::repeat_with(dash).take(8));
         return row;
     };
     row.push(format!("{at:.1} s"));
     if !f.ok {
         let why = f.error.as_deref().unwrap_or("no reason given");
         row.push(format!("❌ FAILED: {}", cell(&one_line(why, 160))));
-        row.extend(std::iter::repeat_with(dash).take(6));
+        row.extend(std::iter::repeat_with(dash).take(7));
         return row;
     }
     match &f.outage {
@@ -255,5 +255,10 @@ fn fault_row(f: &FaultReport) -> Vec<String> {
     row.push(count(f.send_failures));
     row.push(count(f.receipt_timeouts));
     row.push(f.lost_in_window.map_or_else(dash, count));
+    row.push(
+        f.others
+            .as_ref()
+            .map_or_else(dash, |o| cell(&format!("{}: {}", o.who, others_p99(o)))),
+    );
     row
 }

@@ -86,6 +86,24 @@ pub struct FaultReport {
     pub reconnect_ms: Option<ReconnectTimes>,
     /// Lost deliveries of messages numbered in this fault's window.
     pub lost_in_window: Option<u64>,
+    /// The users the fault was not about, to show whether it reached them; `None` when
+    /// it was about everybody (or the run had no one else to compare).
+    pub others: Option<Others>,
+}
+
+/// Latency of the deliveries a fault was not about: between users of the other servers
+/// (sender and recipient on the same one) for a server's fault, or of the rooms on the
+/// other partitions for a broker's. Each second's figure is the worst p99 among those
+/// groups (log-linear buckets, within 6.25 %).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Others {
+    /// e.g. `users of s2 among themselves`, `rooms on partitions 0, 2`.
+    pub who: String,
+    /// Median over the 5 s before the injection of the per-second p99 (ms).
+    pub p99_before_ms: Option<f64>,
+    /// Highest per-second p99 from the injection until the fault was lifted or the
+    /// affected users' outage ended (at least 1 s) (ms).
+    pub p99_during_ms: Option<f64>,
 }
 
 /// A stretch without deliveries.

@@ -447,6 +447,7 @@ impl Summary {
             reconnected: 0,
             reconnect_ms: None,
             lost_in_window: None,
+            others: None,
         };
         s.faults = Some(FaultsSummary {
             injected: vec![
@@ -498,6 +499,11 @@ impl Summary {
                         max_ms: 2_340.0,
                     }),
                     lost_in_window: Some(0),
+                    others: Some(Others {
+                        who: "users of s1 among themselves".into(),
+                        p99_before_ms: Some(8.9),
+                        p99_during_ms: Some(10.2),
+                    }),
                     ..quiet.clone()
                 },
                 FaultReport {

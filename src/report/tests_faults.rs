@@ -107,15 +107,15 @@ fn console_shows_one_line_per_fault_and_two_more() {
     let t = console_table(&s);
     let expected = [
         "fault 1 kill-broker broker 2 (leader of town-hall-0's partition 1) at 20.2 s: all users (2,000): \
-         outage 11.8 s, first delivery +11.7 s, p99 back +14 s; 0 send failures, 37 receipt timeouts; \
+         outage 11.8 s, first delivery +11.7 s, p99 back +14 s; 0 send failures, 37 receipt timeouts, longest receipt wait 11.65 s; \
          9 lost in its window"
             .to_string(),
         "fault 2 kill-server s2 at 45.1 s: users of s2 (1,000): outage 1.42 s, first delivery +1.43 s, \
          p99 back +3 s; reconnected 1,000/1,000 (p50 1.21 s, p99 1.89 s, max 2.34 s); \
-         12 send failures, 0 receipt timeouts"
+         12 send failures, 0 receipt timeouts, longest receipt wait 95 ms; users of s1 among themselves: p99 8.9 ms before, 10 ms during"
             .to_string(),
         "fault 3 pause-db PostgreSQL at 55.2 s until 63.2 s: all users (2,000): no outage, p99 back +1 s; \
-         0 send failures, 0 receipt timeouts"
+         0 send failures, 0 receipt timeouts, longest receipt wait 8.15 s"
             .to_string(),
         "fault 4 exec ./faults/throttle.sh --iface lo 2>&1 > /tmp/throttle.log at 70.0 s: FAILED: \
          exit status 2: RTNETLINK answers: Operation not permitted / We have an error talking to the kernel"
@@ -220,7 +220,7 @@ fn html_has_the_faults_section_with_escaped_text() {
         );
     }
     assert!(h.contains(
-        "<td class=\"fail\" colspan=\"8\">injection FAILED: exit status 2: RTNETLINK answers: \
+        "<td class=\"fail\" colspan=\"9\">injection FAILED: exit status 2: RTNETLINK answers: \
          Operation not permitted<br>We have an error talking to the kernel</td>"
     ));
     assert!(h.contains("11.8 s<br><small>20.10–31.90 s</small>"));
@@ -228,6 +228,9 @@ fn html_has_the_faults_section_with_escaped_text() {
     assert!(h.contains("<td class=\"num\">9.1 ms →<br>+14 s</td>"));
     assert!(h.contains("<td class=\"num\">0 / 37 /<br>11.65 s</td>"));
     assert!(h.contains("1,000 → 1,000<br><small>p50 1.21 s<br>p99 1.89 s<br>max 2.34 s</small>"));
+    assert!(h.contains(
+        "<td class=\"num\">8.9 ms → 10 ms<br><small>users of s1 among themselves</small></td>"
+    ));
     // The two figures that must be 0, in green.
     assert!(h.contains(
         "<tr><th>receipted, never delivered (must be 0)</th><td class=\"num pass\">0</td></tr>"
@@ -265,7 +268,7 @@ fn markdown_has_a_faults_table() {
     let md = markdown(&s);
     assert!(md.contains("### Faults\n"), "{md}");
     assert!(md.contains(
-        "| 2 | `kill-server` | s2 | 45.1 s | 1.42 s | +1.43 s | +3 s | 1,000/1,000 (p50 1.21 s, max 2.34 s) | 12 | 0 | 0 |"
+        "| 2 | `kill-server` | s2 | 45.1 s | 1.42 s | +1.43 s | +3 s | 1,000/1,000 (p50 1.21 s, max 2.34 s) | 12 | 0 | 0 | users of s1 among themselves: p99 8.9 ms before, 10 ms during |"
     ), "{md}");
     assert!(md.contains(
         "| 4 | `exec` | ./faults/throttle.sh --iface lo 2&gt;&1 &gt; /tmp/throttle.log | 70.0 s | ❌ FAILED: "
@@ -282,7 +285,7 @@ fn markdown_has_a_faults_table() {
         .collect();
     assert_eq!(rows.len(), 2 + 4);
     assert!(
-        rows.iter().all(|r| r.matches('|').count() == 12),
+        rows.iter().all(|r| r.matches('|').count() == 13),
         "{rows:#?}"
     );
     assert!(!markdown(&Summary::sample()).contains("### Faults"));

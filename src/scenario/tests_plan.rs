@@ -177,8 +177,13 @@ fn plan_rates_follow_per() {
 fn every_shipped_scenario_loads_and_plans() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
     let mut seen = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("scenarios/ exists") {
-        let path = entry.unwrap().path();
+    let mut paths: Vec<std::path::PathBuf> = Vec::new();
+    for sub in [dir.clone(), dir.join("faults")] {
+        for entry in std::fs::read_dir(&sub).expect("scenarios/ and scenarios/faults/ exist") {
+            paths.push(entry.unwrap().path());
+        }
+    }
+    for path in paths {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
@@ -214,6 +219,16 @@ fn every_shipped_scenario_loads_and_plans() {
     seen.sort();
     assert_eq!(
         seen,
-        ["group-chat", "mixed", "one-to-one", "smoke", "town-hall"]
+        [
+            "group-chat",
+            "kill-leader",
+            "kill-server",
+            "mixed",
+            "one-to-one",
+            "partition",
+            "pause-db",
+            "smoke",
+            "town-hall"
+        ]
     );
 }

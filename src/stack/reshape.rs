@@ -64,6 +64,7 @@ impl Stack {
         };
         validate(&want)?;
         let dir = want.state_dir.clone();
+        self.adopt_recorded();
         let cur = &self.info;
         let same_brokers = cur.brokers.len() == usize::from(want.brokers);
         let same_partitions = cur.partitions == want.partitions;
@@ -75,7 +76,12 @@ impl Stack {
             return Ok(Reshaped::Unchanged);
         }
         if !same_brokers {
-            let records = self.registry.records();
+            let mut records = self.registry.records();
+            for rec in self.info.processes() {
+                if !records.iter().any(|r| r.pid == rec.pid) {
+                    records.push(rec);
+                }
+            }
             teardown(&dir, &records).await?;
             self.registry.reap();
             for sub in ["data", "logs"] {
@@ -101,6 +107,7 @@ impl Stack {
     /// restarting Kafka and PostgreSQL: the servers restart and the topic and the history
     /// table start empty. What a sweep does between two runs of the same shape.
     pub async fn reset(&mut self, server_exe: &std::path::Path) -> Result<Reshaped, StackError> {
+        self.adopt_recorded();
         let want = StackOptions {
             brokers: self.info.brokers.len() as u8,
             partitions: self.info.partitions,
@@ -114,6 +121,17 @@ impl Stack {
             detach: self.detach,
         };
         self.restart_servers(&want, true).await
+    }
+
+    /// Takes the processes recorded in `state.json` as this stack's: a fault that killed
+    /// and restarted a broker or a server recorded the new process there (it was not
+    /// started through this stack), and a reshape must stop that one, not the dead one.
+    fn adopt_recorded(&mut self) {
+        if let Ok(Some(info)) = state::read_state(&self.info.state_dir) {
+            if info.topic == self.info.topic && info.brokers.len() == self.info.brokers.len() {
+                self.info = info;
+            }
+        }
     }
 
     /// Stops the servers; with `recreate`, deletes the chat topic, empties the history

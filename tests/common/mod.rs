@@ -120,6 +120,38 @@ impl TestEnv {
         }
     }
 
+    /// Restarts the stack's servers with another persistence strategy (the chat topic and
+    /// the history table start empty). Only for a stack this binary started.
+    pub async fn reshape_persist(&self, persist: Persist) {
+        let mut stack = self
+            .stack
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .expect("reshape needs the stack this binary started");
+        let info = stack.info().clone();
+        let want = StackOptions {
+            brokers: info.brokers.len() as u8,
+            partitions: info.partitions,
+            servers: info.servers.len() as u32,
+            persist,
+            server_impl: info.server_impl,
+            shared_fanout_group: info.shared_fanout_group,
+            topic: info.topic.clone(),
+            state_dir: info.state_dir.clone(),
+            server_exe: env!("CARGO_BIN_EXE_stompede").into(),
+            detach: false,
+        };
+        let reshaped = stack.reshape(&want).await;
+        *self.stack.lock().unwrap_or_else(|e| e.into_inner()) = Some(stack);
+        if let Err(e) = reshaped {
+            panic!(
+                "reshaping the test stack to persist {} failed: {e}",
+                persist.as_str()
+            );
+        }
+    }
+
     /// Creates a fresh topic for one test and returns its name.
     pub async fn topic(&self, label: &str, partitions: u32) -> String {
         let name = format!("test.{label}.{}", rand::random::<u32>());
