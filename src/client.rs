@@ -102,7 +102,15 @@ pub struct StompClient {
     pub subprotocol: Option<String>,
     /// Heart-beats received so far.
     pub heartbeats: u64,
+    /// When the last WebSocket message (a frame, a heart-beat, anything) came in.
+    pub last_read: std::time::Instant,
+    /// The negotiated server-to-client heart-beat period (ms; 0 for none).
+    pub server_beat_ms: u64,
 }
+
+/// A server silent for this many heart-beat periods is taken for dead (the tolerance
+/// `@stomp/stompjs` applies too).
+pub const HEARTBEAT_TOLERANCE: u32 = 2;
 
 impl StompClient {
     /// Opens the WebSocket without sending CONNECT (for tests of raw input).
@@ -148,6 +156,8 @@ impl StompClient {
             connected: Frame::new(Command::Connected),
             subprotocol,
             heartbeats: 0,
+            last_read: std::time::Instant::now(),
+            server_beat_ms: 0,
         };
         let mut connect = Frame::new(Command::Connect)
             .header("accept-version", options.accept_version.as_str())
@@ -172,8 +182,27 @@ impl StompClient {
             .and_then(Version::parse)
             .unwrap_or(Version::V1_0);
         client.decoder.set_version(client.version);
+        let server_can_send = reply
+            .get("heart-beat")
+            .and_then(crate::stomp::parse_heart_beat)
+            .map_or(0, |(sx, _)| sx);
+        client.server_beat_ms =
+            crate::stomp::heart_beat_period(server_can_send, options.heartbeat.1);
         client.connected = reply;
         Ok(client)
+    }
+
+    /// How long nothing has come from a server that promised heart-beats, once that is
+    /// longer than [`HEARTBEAT_TOLERANCE`] periods: the connection is dead even if the
+    /// socket is still open (a cut network, a frozen server). `None` while it is alive
+    /// or when no heart-beats were negotiated.
+    pub fn server_silent(&self) -> Option<Duration> {
+        if self.server_beat_ms == 0 {
+            return None;
+        }
+        let silent = self.last_read.elapsed();
+        (silent > Duration::from_millis(self.server_beat_ms) * HEARTBEAT_TOLERANCE)
+            .then_some(silent)
     }
 
     /// Sends raw bytes as one WebSocket message (tests use this for malformed input).
@@ -238,7 +267,9 @@ impl StompClient {
             if !self.ready.is_empty() {
                 continue;
             }
-            match self.ws.next().await {
+            let message = self.ws.next().await;
+            self.last_read = std::time::Instant::now();
+            match message {
                 Some(Ok(Message::Text(text))) => self.inbuf.extend_from_slice(text.as_bytes()),
                 Some(Ok(Message::Binary(data))) => self.inbuf.extend_from_slice(&data),
                 Some(Ok(Message::Close(_))) | None => return Ok(None),
@@ -266,5 +297,75 @@ impl StompClient {
         }
         let _ = self.ws.close(None).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::TcpListener;
+
+    /// A server that answers CONNECT with `heart-beat: <beat>,0`, then sends `then` (raw
+    /// STOMP bytes) and stays silent with the connection open.
+    async fn silent_server(beat: &'static str, then: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _connect = ws.next().await;
+            let connected = format!("CONNECTED\nversion:1.2\nheart-beat:{beat},0\n\n\0");
+            ws.send(Message::text(connected)).await.unwrap();
+            if !then.is_empty() {
+                ws.send(Message::text(then)).await.unwrap();
+            }
+            // Holds the socket open and says nothing more until the client goes.
+            while ws.next().await.is_some() {}
+        });
+        format!("ws://{addr}/ws")
+    }
+
+    fn options(wanted_ms: u64) -> ConnectOptions {
+        ConnectOptions {
+            heartbeat: (0, wanted_ms),
+            // This bare server answers no subprotocol.
+            subprotocols: Vec::new(),
+            ..ConnectOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_silent_past_twice_its_heart_beat_is_taken_for_dead() {
+        let url = silent_server("100", "\nMESSAGE\ndestination:/x\n\nhi\0").await;
+        let mut c = StompClient::connect(&url, &options(300)).await.unwrap();
+        // Negotiated: the larger of what the server can send and what we want.
+        assert_eq!(c.server_beat_ms, 300);
+        assert_eq!(c.server_silent(), None, "just connected");
+        let before = c.last_read;
+        let f = c.recv().await.unwrap().unwrap();
+        assert_eq!(f.command, Command::Message);
+        assert_eq!(c.heartbeats, 1);
+        assert!(c.last_read >= before, "reading moves the last-read time");
+        // Nothing for 0.5 s is within 2 × 300 ms; 0.7 s is not.
+        c.last_read = std::time::Instant::now() - Duration::from_millis(500);
+        assert_eq!(c.server_silent(), None);
+        c.last_read = std::time::Instant::now() - Duration::from_millis(700);
+        let silent = c.server_silent().expect("taken for dead");
+        assert!(silent >= Duration::from_millis(700));
+    }
+
+    #[tokio::test]
+    async fn without_heart_beats_silence_is_no_sign_of_death() {
+        // The server offers none, or we asked for none.
+        let url = silent_server("0", "").await;
+        let mut c = StompClient::connect(&url, &options(300)).await.unwrap();
+        assert_eq!(c.server_beat_ms, 0);
+        c.last_read = std::time::Instant::now() - Duration::from_secs(3600);
+        assert_eq!(c.server_silent(), None);
+        let url = silent_server("100", "").await;
+        let mut c = StompClient::connect(&url, &options(0)).await.unwrap();
+        assert_eq!(c.server_beat_ms, 0);
+        c.last_read = std::time::Instant::now() - Duration::from_secs(3600);
+        assert_eq!(c.server_silent(), None);
     }
 }

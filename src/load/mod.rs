@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod hlog;
 pub mod integrity;
 pub mod progress;
+pub mod receive;
 pub mod resources;
 pub mod samplers;
 pub mod sampling;

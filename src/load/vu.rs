@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 
 use crate::client::StompClient;
 use crate::load::integrity::Membership;
+use crate::load::receive::{Received, Receiver};
 use crate::load::stamp::Stamp;
 use crate::load::{RunContext, Schedule};
 use crate::scenario::{Arrival, BodyFormat, LoadModel};
@@ -384,6 +385,18 @@ impl User {
                     }
                 }
                 _ = housekeeping.tick() => {
+                    if let Some(silent) = client.server_silent() {
+                        self.ctx.warnings.warn(
+                            "a server sent no heart-beat for twice the agreed period; the session was taken for dead",
+                            &format!(
+                                "user {}: nothing for {} ms, heart-beats every {} ms",
+                                self.index,
+                                silent.as_millis(),
+                                client.server_beat_ms
+                            ),
+                        );
+                        break true;
+                    }
                     self.rearm_closed_model();
                     if self.churn_step(client).await.is_err() {
                         break true;
@@ -681,32 +694,23 @@ impl User {
     async fn on_frame(&mut self, client: &mut StompClient, frame: Frame) {
         match frame.command {
             Command::Message => {
-                let Some(stamp) = Stamp::find_marked(&frame.body, &self.ctx.marker) else {
+                let now = self.now_us();
+                let receiver = Receiver {
+                    marker: &self.ctx.marker,
+                    slots: &self.ctx.slots,
+                    recorder: &self.ctx.recorder,
+                    schedule: self.schedule,
+                };
+                let memberships = &mut self.memberships;
+                let Received::Delivered {
+                    stamp,
+                    corrected_us: corrected,
+                } = receiver.receive(&frame.body, self.index, now, |room| {
+                    memberships.get_mut(&room)
+                })
+                else {
                     return;
                 };
-                // Only stamps the run actually issued: a mangled one must not be trusted
-                // (or make a sequence set grow without bound).
-                let issued = self
-                    .ctx
-                    .slots
-                    .slot(stamp.room, stamp.sender)
-                    .is_some_and(|slot| stamp.seq < self.ctx.slots.issued(slot));
-                if !issued {
-                    self.ctx.recorder.corrupt.fetch_add(1, Relaxed);
-                    return;
-                }
-                let now = self.now_us();
-                if let Some(m) = self.memberships.get_mut(&stamp.room) {
-                    m.arrive(stamp.sender, stamp.seq);
-                }
-                let measured = self.schedule.measured(stamp.intended_us);
-                let corrected = now.saturating_sub(stamp.intended_us);
-                self.ctx.recorder.delivered(
-                    self.index,
-                    corrected,
-                    now.saturating_sub(stamp.sent_us),
-                    measured,
-                );
                 if let Some(t) = &self.ctx.tracking {
                     let partition = self
                         .ctx

@@ -167,6 +167,19 @@ pub async fn next_record<'c>(
     }
 }
 
+/// The room a chat record is for: its key (the servers key every record by its room),
+/// or the body's `roomId` for a record without one. `None` for a record that is neither.
+pub fn room_of(key: Option<&[u8]>, payload: &[u8]) -> Option<String> {
+    if let Some(room) = key.and_then(|k| std::str::from_utf8(k).ok()) {
+        if !room.is_empty() {
+            return Some(room.to_string());
+        }
+    }
+    serde_json::from_slice::<ChatMessage>(payload)
+        .ok()
+        .map(|m| m.room_id)
+}
+
 /// Reads records until `shutdown`, delivering each to local subscribers.
 pub async fn run(
     consumer: StreamConsumer<LagContext>,
@@ -177,16 +190,13 @@ pub async fn run(
     while let Some(record) = next_record(&consumer, &shutdown, "fan-out consumer").await {
         metrics.fanout_messages.fetch_add(1, Relaxed);
         let payload = record.payload().unwrap_or_default();
-        let room = match serde_json::from_slice::<ChatMessage>(payload) {
-            Ok(message) => message.room_id,
-            Err(e) => {
-                tracing::warn!(
-                    "fan-out: record {}-{} is not a chat message ({e}); skipped",
-                    record.partition(),
-                    record.offset()
-                );
-                continue;
-            }
+        let Some(room) = room_of(record.key(), payload) else {
+            tracing::warn!(
+                "fan-out: record {}-{} is not a chat message; skipped",
+                record.partition(),
+                record.offset()
+            );
+            continue;
         };
         let delivery = Delivery {
             destination: room_destination(&room),
@@ -223,6 +233,15 @@ mod tests {
             ],
         );
         cluster
+    }
+
+    #[test]
+    fn the_room_is_the_key_or_else_the_body_s() {
+        let body = br#"{"roomId":"r-7","sender":"u","message":"m","type":"TALK"}"#;
+        assert_eq!(room_of(Some(b"r-7"), body).as_deref(), Some("r-7"));
+        assert_eq!(room_of(None, body).as_deref(), Some("r-7"));
+        assert_eq!(room_of(Some(b""), body).as_deref(), Some("r-7"));
+        assert_eq!(room_of(None, b"not json"), None);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

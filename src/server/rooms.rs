@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, RwLock};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::metrics::Metrics;
-use crate::stomp::Frame;
+use crate::stomp::{encode_for, Command, Frame, Version};
 
 /// One chat message on its way to subscribers, shared by all of them.
 #[derive(Debug)]
@@ -25,14 +25,36 @@ pub struct Delivery {
     pub body: Bytes,
 }
 
+impl Delivery {
+    /// The `MESSAGE` frame for one subscription.
+    pub fn frame(&self, subscription: &str) -> Frame {
+        Frame::new(Command::Message)
+            .header("subscription", subscription)
+            .header("message-id", self.message_id.as_str())
+            .header("destination", self.destination.as_str())
+            .header("content-type", "application/json")
+            .with_body(self.body.clone())
+    }
+}
+
+/// Distinct (version, subscription id) encodings of one delivery kept while it is handed
+/// out. Clients that name their subscriptions alike (`sub-0` is what most libraries
+/// start from, and the harness names them after the room) share one encoded frame;
+/// past this many distinct ones, each session's writer encodes its own.
+pub const MAX_SHARED_ENCODINGS: usize = 8;
+
 /// What a session's writer sends to its client.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A room message for subscription `subscription` of this session.
+    /// A room message for subscription `subscription` of this session, to be encoded by
+    /// the writer.
     Message {
         subscription: Arc<str>,
         delivery: Arc<Delivery>,
     },
+    /// A room message already encoded for this session's version and subscription id
+    /// (shared with every subscriber that has the same two).
+    Encoded(Bytes),
     /// Any other frame (a RECEIPT from a finished send).
     Frame(Frame),
     /// A final frame (an ERROR from a failed send): write it, then close the session.
@@ -64,6 +86,8 @@ impl SessionHandle {
 
 struct Subscriber {
     subscription: Arc<str>,
+    /// The STOMP version the session negotiated (what its frames are encoded for).
+    version: Version,
     session: SessionHandle,
 }
 
@@ -81,10 +105,17 @@ impl Rooms {
         }
     }
 
-    pub fn subscribe(&self, room: &str, subscription: Arc<str>, session: &SessionHandle) {
+    pub fn subscribe(
+        &self,
+        room: &str,
+        subscription: Arc<str>,
+        version: Version,
+        session: &SessionHandle,
+    ) {
         let mut rooms = self.inner.write().unwrap_or_else(|e| e.into_inner());
         rooms.entry(room.to_string()).or_default().push(Subscriber {
             subscription,
+            version,
             session: session.clone(),
         });
     }
@@ -105,29 +136,183 @@ impl Rooms {
         rooms.get(room).map_or(0, Vec::len)
     }
 
-    /// Queues `delivery` to every local subscriber of `room` without waiting.
+    /// Queues `delivery` to every local subscriber of `room` without waiting. The frame
+    /// is encoded once per distinct (version, subscription id) among the subscribers
+    /// (up to [`MAX_SHARED_ENCODINGS`]), not once per subscriber.
     pub fn deliver(&self, room: &str, delivery: Arc<Delivery>) {
         let rooms = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let Some(subs) = rooms.get(room) else { return };
+        let mut encoded: Vec<(Version, &str, Option<Bytes>)> = Vec::new();
+        let (mut queued, mut dropped) = (0u64, 0u64);
         for sub in subs {
             if sub.session.kill.is_cancelled() {
                 continue;
             }
-            let item = Outbound::Message {
-                subscription: sub.subscription.clone(),
-                delivery: delivery.clone(),
+            let shared = match encoded
+                .iter()
+                .find(|(v, id, _)| *v == sub.version && *id == &*sub.subscription)
+            {
+                Some((_, _, bytes)) => bytes.clone(),
+                None if encoded.len() < MAX_SHARED_ENCODINGS => {
+                    // A subscription id this version cannot carry is left to the writer,
+                    // which answers it with an ERROR.
+                    let mut out = BytesMut::with_capacity(160 + delivery.body.len());
+                    let bytes =
+                        encode_for(&delivery.frame(&sub.subscription), sub.version, &mut out)
+                            .ok()
+                            .map(|()| out.freeze());
+                    encoded.push((sub.version, &sub.subscription, bytes.clone()));
+                    bytes
+                }
+                None => None,
+            };
+            let item = match shared {
+                Some(bytes) => Outbound::Encoded(bytes),
+                None => Outbound::Message {
+                    subscription: sub.subscription.clone(),
+                    delivery: delivery.clone(),
+                },
             };
             match sub.session.outbound.try_send(item) {
-                Ok(()) => {
-                    self.metrics.fanout_deliveries.fetch_add(1, Relaxed);
-                }
+                Ok(()) => queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
-                    self.metrics.fanout_drops.fetch_add(1, Relaxed);
-                    self.metrics.slow_consumer_disconnects.fetch_add(1, Relaxed);
+                    dropped += 1;
                     sub.session.kill(Kill::SlowConsumer);
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
         }
+        // Counted once per record, not once per subscriber: these counters are shared
+        // with every session's task.
+        if queued > 0 {
+            self.metrics.fanout_deliveries.fetch_add(queued, Relaxed);
+        }
+        if dropped > 0 {
+            self.metrics.fanout_drops.fetch_add(dropped, Relaxed);
+            self.metrics
+                .slow_consumer_disconnects
+                .fetch_add(dropped, Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stomp::{Decoder, Item};
+
+    fn session(id: u64, queue: usize) -> (SessionHandle, mpsc::Receiver<Outbound>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let handle = SessionHandle {
+            id,
+            outbound: tx,
+            kill: CancellationToken::new(),
+            killed_for: Arc::new(std::sync::OnceLock::new()),
+        };
+        (handle, rx)
+    }
+
+    fn delivery() -> Arc<Delivery> {
+        Arc::new(Delivery {
+            destination: "/topic/room/r1".into(),
+            message_id: "0-42".into(),
+            body: Bytes::from_static(br#"{"roomId":"r1","message":"hi"}"#),
+        })
+    }
+
+    fn decode(bytes: &[u8], version: Version) -> Frame {
+        let mut d = Decoder::new(1 << 20);
+        d.set_version(version);
+        let mut buf = BytesMut::from(bytes);
+        match d.decode(&mut buf) {
+            Ok(Some(Item::Frame(f))) => f,
+            other => panic!("not one frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn alike_subscriptions_share_one_encoded_frame() {
+        let metrics = Arc::new(Metrics::new("t"));
+        let rooms = Rooms::new(metrics.clone());
+        let mut queues = Vec::new();
+        for i in 0..5u64 {
+            let (h, rx) = session(i, 4);
+            let id = if i < 4 { "sub-r1" } else { "other" };
+            rooms.subscribe("r1", Arc::from(id), Version::V1_2, &h);
+            queues.push((h, rx));
+        }
+        rooms.deliver("r1", delivery());
+        let mut frames = Vec::new();
+        for (_, rx) in &mut queues {
+            match rx.try_recv() {
+                Ok(Outbound::Encoded(b)) => frames.push(b),
+                other => panic!("expected an encoded frame, got {other:?}"),
+            }
+        }
+        // The first four share one buffer; the fifth has its own id.
+        assert!(frames[1..4]
+            .iter()
+            .all(|b| b.as_ptr() == frames[0].as_ptr()));
+        assert_ne!(frames[4].as_ptr(), frames[0].as_ptr());
+        let f = decode(&frames[0], Version::V1_2);
+        assert_eq!(f.command, Command::Message);
+        assert_eq!(f.get("subscription"), Some("sub-r1"));
+        assert_eq!(f.get("message-id"), Some("0-42"));
+        assert_eq!(f.get("destination"), Some("/topic/room/r1"));
+        assert_eq!(&f.body[..], &delivery().body[..]);
+        assert_eq!(
+            decode(&frames[4], Version::V1_2).get("subscription"),
+            Some("other")
+        );
+        assert_eq!(metrics.fanout_deliveries.load(Relaxed), 5);
+    }
+
+    #[test]
+    fn many_distinct_ids_and_unencodable_ones_are_left_to_the_writer() {
+        let metrics = Arc::new(Metrics::new("t"));
+        let rooms = Rooms::new(metrics.clone());
+        let mut queues = Vec::new();
+        // A 1.0 session cannot carry a newline in a header value: the writer answers it.
+        let (h, rx) = session(100, 4);
+        rooms.subscribe("r1", Arc::from("a\nb"), Version::V1_0, &h);
+        queues.push((h, rx));
+        for i in 0..MAX_SHARED_ENCODINGS as u64 + 2 {
+            let (h, rx) = session(i, 4);
+            rooms.subscribe("r1", Arc::from(format!("s{i}").as_str()), Version::V1_2, &h);
+            queues.push((h, rx));
+        }
+        rooms.deliver("r1", delivery());
+        let kinds: Vec<&str> = queues
+            .iter_mut()
+            .map(|(_, rx)| match rx.try_recv() {
+                Ok(Outbound::Encoded(_)) => "encoded",
+                Ok(Outbound::Message { .. }) => "message",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        // The unencodable one takes a cache entry too (so it is tried once per record).
+        let encoded = kinds.iter().filter(|k| **k == "encoded").count();
+        assert_eq!(kinds[0], "message");
+        assert_eq!(encoded, MAX_SHARED_ENCODINGS - 1);
+        assert_eq!(kinds.len() - encoded, 4);
+    }
+
+    #[test]
+    fn a_full_queue_is_a_slow_consumer_and_counted_once_per_record() {
+        let metrics = Arc::new(Metrics::new("t"));
+        let rooms = Rooms::new(metrics.clone());
+        let (slow, _rx_slow) = session(1, 1);
+        let (fast, mut rx_fast) = session(2, 8);
+        rooms.subscribe("r1", Arc::from("x"), Version::V1_2, &slow);
+        rooms.subscribe("r1", Arc::from("x"), Version::V1_2, &fast);
+        rooms.deliver("r1", delivery());
+        rooms.deliver("r1", delivery());
+        assert!(slow.kill.is_cancelled(), "the slow one is cut");
+        assert!(!fast.kill.is_cancelled());
+        assert_eq!(metrics.fanout_drops.load(Relaxed), 1);
+        assert_eq!(metrics.slow_consumer_disconnects.load(Relaxed), 1);
+        assert_eq!(metrics.fanout_deliveries.load(Relaxed), 3);
+        assert!(matches!(rx_fast.try_recv(), Ok(Outbound::Encoded(_))));
+        assert!(matches!(rx_fast.try_recv(), Ok(Outbound::Encoded(_))));
     }
 }

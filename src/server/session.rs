@@ -285,54 +285,58 @@ impl Session {
         kill: &CancellationToken,
     ) -> Result<Option<Frame>, ()> {
         let mut closing = None;
-        for item in batch {
-            let frame = match item {
-                Outbound::Message {
-                    subscription,
-                    delivery,
-                } => Frame::new(Command::Message)
-                    .header("subscription", &*subscription)
-                    .header("message-id", delivery.message_id.as_str())
-                    .header("destination", delivery.destination.as_str())
-                    .header("content-type", "application/json")
-                    .with_body(delivery.body.clone()),
-                Outbound::Frame(frame) => frame,
-                Outbound::Close(frame) => {
-                    closing = Some(frame);
-                    break;
+        // Counted once per batch: the counter is shared with every session's task.
+        let mut written = 0u64;
+        let stall = self.shared.config.limits.write_stall;
+        let outcome = 'write: {
+            for item in batch {
+                let encoded = match item {
+                    Outbound::Encoded(bytes) => Ok(bytes),
+                    Outbound::Message {
+                        subscription,
+                        delivery,
+                    } => self.encode(&delivery.frame(&subscription)),
+                    Outbound::Frame(frame) => self.encode(&frame),
+                    Outbound::Close(frame) => {
+                        closing = Some(frame);
+                        break;
+                    }
+                };
+                let message = match encoded {
+                    Ok(bytes) => self.ws_message(bytes),
+                    // A header the client's STOMP version cannot carry (it came from the
+                    // client).
+                    Err(e) => {
+                        break 'write Ok(Some(error_frame(
+                            "frame cannot be sent",
+                            &e.to_string(),
+                            None,
+                        )))
+                    }
+                };
+                tokio::select! {
+                    _ = kill.cancelled() => break 'write Ok(None),
+                    _ = self.shutdown.cancelled() => break 'write Ok(None),
+                    fed = tokio::time::timeout(stall, ws.feed(message)) => match fed {
+                        Ok(Ok(())) => written += 1,
+                        Ok(Err(_)) => break 'write Err(()),
+                        Err(_) => break 'write Ok(Some(self.stalled())),
+                    },
                 }
-            };
-            let message = match self.encode(&frame) {
-                Ok(bytes) => self.ws_message(bytes),
-                // A header the client's STOMP version cannot carry (it came from the client).
-                Err(e) => {
-                    return Ok(Some(error_frame(
-                        "frame cannot be sent",
-                        &e.to_string(),
-                        None,
-                    )))
-                }
-            };
-            self.shared.metrics.frames_out.fetch_add(1, Relaxed);
-            let stall = self.shared.config.limits.write_stall;
+            }
             tokio::select! {
-                _ = kill.cancelled() => return Ok(None),
-                _ = self.shutdown.cancelled() => return Ok(None),
-                fed = tokio::time::timeout(stall, ws.feed(message)) => match fed {
-                    Ok(fed) => fed.map_err(|_| ())?,
-                    Err(_) => return Ok(Some(self.stalled())),
+                _ = kill.cancelled() => Ok(None),
+                _ = self.shutdown.cancelled() => Ok(None),
+                flushed = tokio::time::timeout(stall, ws.flush()) => match flushed {
+                    Ok(flushed) => flushed.map(|_| closing).map_err(|_| ()),
+                    Err(_) => Ok(Some(self.stalled())),
                 },
             }
+        };
+        if written > 0 {
+            self.shared.metrics.frames_out.fetch_add(written, Relaxed);
         }
-        let stall = self.shared.config.limits.write_stall;
-        tokio::select! {
-            _ = kill.cancelled() => Ok(None),
-            _ = self.shutdown.cancelled() => Ok(None),
-            flushed = tokio::time::timeout(stall, ws.flush()) => match flushed {
-                Ok(flushed) => flushed.map(|_| closing).map_err(|_| ()),
-                Err(_) => Ok(Some(self.stalled())),
-            },
-        }
+        outcome
     }
 
     /// The client has not taken a byte for `write_stall`: it is treated as a slow consumer.
@@ -438,9 +442,12 @@ impl Session {
                         ),
                     );
                 }
-                self.shared
-                    .rooms
-                    .subscribe(room, Arc::from(id), &self.handle);
+                self.shared.rooms.subscribe(
+                    room,
+                    Arc::from(id),
+                    self.version.unwrap_or(Version::V1_2),
+                    &self.handle,
+                );
                 self.subscriptions.insert(id.to_string(), room.to_string());
             }
             Command::Unsubscribe => {

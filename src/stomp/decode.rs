@@ -332,18 +332,34 @@ impl Decoder {
         let escapes = Escapes::for_frame(bounds.command, self.version);
         let head = &buf[..bounds.body_start];
         self.scanned += head.len() as u64;
+        // The head is checked as UTF-8 once; its lines and their parts are then cut at
+        // ASCII bytes, so every piece is text without checking it again.
+        let head = match std::str::from_utf8(head) {
+            Ok(text) => text,
+            Err(e) => {
+                let at = e.valid_up_to();
+                let start = head[..at]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                let end = find(b'\n', &head[at..]).map_or(head.len(), |i| at + i);
+                return Err(DecodeError::InvalidUtf8(quote(strip_cr(&head[start..end]))));
+            }
+        };
         // Lines: command, headers, then the blank line (and "" after its LF).
-        let mut lines = head.split(|&b| b == b'\n').skip(1).map(strip_cr);
         let mut headers = Vec::new();
-        for line in lines.by_ref() {
+        for line in head.split('\n').skip(1) {
+            let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
                 break;
             }
-            let colon =
-                find(b':', line).ok_or_else(|| DecodeError::MalformedHeader(quote(line)))?;
-            let name = header_text(&line[..colon], line, escapes, &line[..colon])?;
-            let value = header_text(&line[colon + 1..], line, escapes, &line[..colon])?;
-            headers.push((name, value));
+            let colon = find(b':', line.as_bytes())
+                .ok_or_else(|| DecodeError::MalformedHeader(quote(line.as_bytes())))?;
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            headers.push((
+                header_text(name, escapes, name)?,
+                header_text(value, escapes, name)?,
+            ));
         }
         let frame: Bytes = buf.split_to(bounds.nul + 1).freeze();
         Ok(Frame {
@@ -361,7 +377,7 @@ impl Default for Decoder {
 }
 
 fn find(needle: u8, haystack: &[u8]) -> Option<usize> {
-    haystack.iter().position(|&b| b == needle)
+    memchr::memchr(needle, haystack)
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -383,16 +399,10 @@ fn parse_content_length(value: &[u8]) -> Result<usize, DecodeError> {
     })
 }
 
-/// One header name or value as text, unescaped according to `escapes`. `line` and
-/// `name` are the raw header line and name, quoted in errors.
-fn header_text(
-    raw: &[u8],
-    line: &[u8],
-    escapes: Escapes,
-    name: &[u8],
-) -> Result<String, DecodeError> {
-    let text = std::str::from_utf8(raw).map_err(|_| DecodeError::InvalidUtf8(quote(line)))?;
-    if escapes == Escapes::None || !text.contains('\\') {
+/// One header name or value, unescaped according to `escapes`; `name` is the raw header
+/// name, quoted in errors.
+fn header_text(text: &str, escapes: Escapes, name: &str) -> Result<String, DecodeError> {
+    if escapes == Escapes::None || find(b'\\', text.as_bytes()).is_none() {
         return Ok(text.to_owned());
     }
     let mut out = String::with_capacity(text.len());
@@ -407,7 +417,7 @@ fn header_text(
             Some('r') if escapes == Escapes::V1_2 => '\r',
             other => {
                 return Err(DecodeError::UnknownEscape {
-                    header: quote(name),
+                    header: quote(name.as_bytes()),
                     sequence: other.map_or_else(|| "\\".to_owned(), |c| format!("\\{c}")),
                     version: match escapes {
                         Escapes::V1_1 => Version::V1_1,
