@@ -133,10 +133,22 @@ impl Recorder {
         shard.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A user's first session is up.
     pub fn session_opened(&self) {
+        self.session_up();
+        self.connected.fetch_add(1, Relaxed);
+    }
+
+    /// A user is back after a break: a session again, but not another user connected
+    /// (those are counted in `reconnects`).
+    pub fn session_reopened(&self) {
+        self.session_up();
+        self.reconnects.fetch_add(1, Relaxed);
+    }
+
+    fn session_up(&self) {
         let now = self.sessions.fetch_add(1, Relaxed) + 1;
         self.peak_sessions.fetch_max(now, Relaxed);
-        self.connected.fetch_add(1, Relaxed);
     }
 
     pub fn session_closed(&self) {
@@ -204,6 +216,19 @@ impl Default for Interval {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconnection_is_a_session_not_another_user() {
+        let r = Recorder::new(2);
+        r.session_opened();
+        r.session_opened();
+        r.session_closed();
+        r.session_reopened();
+        assert_eq!(r.connected.load(Relaxed), 2, "two users connected");
+        assert_eq!(r.reconnects.load(Relaxed), 1);
+        assert_eq!(r.sessions.load(Relaxed), 2);
+        assert_eq!(r.peak_sessions.load(Relaxed), 2);
+    }
 
     #[test]
     fn shards_merge_exactly() {

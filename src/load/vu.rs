@@ -177,8 +177,7 @@ pub async fn run(
         match user.reconnect(&policy, &mut server).await {
             Some(back) => {
                 client = back;
-                ctx.recorder.session_opened();
-                ctx.recorder.reconnects.fetch_add(1, Relaxed);
+                ctx.recorder.session_reopened();
                 let up_us = user.now_us();
                 user.rejoin_all(&left);
                 if let Some(t) = &ctx.tracking {
