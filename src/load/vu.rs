@@ -343,7 +343,16 @@ impl User {
             3_600_000
         }));
         beat_tick.tick().await;
+        // The server's side: nothing heard for two of its periods means a dead session.
+        let mut liveness =
+            tokio::time::interval(Duration::from_millis(client.server_beat_ms.max(100)));
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Only a closed model (re-arming a message that never came back) and churn (a
+        // leave or a rejoin in progress) need looking after between events: an idle user
+        // of an open-model run wakes for nothing else than its sends and heart-beats.
+        let closed_model = matches!(self.ctx.scenario.load.model, LoadModel::Closed { .. });
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut schedule = self.ctx.schedule.clone();
         let ended = loop {
             let send_end_us = self.schedule.send_end_us;
@@ -383,7 +392,7 @@ impl User {
                         self.start_leave(room);
                     }
                 }
-                _ = housekeeping.tick() => {
+                _ = liveness.tick(), if client.server_beat_ms > 0 => {
                     if let Some(silent) = client.server_silent() {
                         self.ctx.warnings.warn(
                             "a server sent no heart-beat for twice the agreed period; the session was taken for dead",
@@ -396,6 +405,8 @@ impl User {
                         );
                         break true;
                     }
+                }
+                _ = housekeeping.tick(), if closed_model || self.leaving.is_some() || !self.away.is_empty() => {
                     self.rearm_closed_model();
                     if self.churn_step(client).await.is_err() {
                         break true;
