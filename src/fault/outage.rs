@@ -218,12 +218,16 @@ impl Tracking {
         self.send_failures[self.second(us)].fetch_add(1, Relaxed);
     }
 
-    /// Sums over the seconds `[from_us, until_us)`: (send failures, receipt timeouts,
-    /// longest receipt wait in µs or 0).
+    /// Sums over the seconds from the one holding `from_us` up to, not including, the
+    /// one holding `until_us` (at least one second): (send failures, receipt timeouts,
+    /// longest receipt wait in µs or 0). The second in which a window ends is where the
+    /// next one starts, and belongs to that one only.
     pub fn window(&self, from_us: u64, until_us: u64) -> (u64, u64, u64) {
-        let (a, b) = (self.second(from_us), self.second(until_us.max(from_us)));
+        let n = self.send_failures.len();
+        let a = self.second(from_us);
+        let b = ((until_us / 1_000_000) as usize).clamp(a + 1, n);
         let mut out = (0, 0, 0);
-        for s in a..=b {
+        for s in a..b {
             out.0 += self.send_failures[s].load(Relaxed);
             out.1 += self.receipt_timeouts[s].load(Relaxed);
             out.2 = out.2.max(self.receipt_max_us[s].load(Relaxed));
@@ -321,6 +325,14 @@ mod tests {
         t.receipt(2_000_000, 4_000_000);
         t.receipt(7_000_000, 9_000_000);
         assert_eq!(t.window(2_000_000, 4_000_000), (2, 1, 4_000_000));
+        // Back to back: the second holding the boundary counts for the later window only.
+        assert_eq!(t.window(2_000_000, 3_100_000), (1, 0, 4_000_000));
+        assert_eq!(t.window(3_100_000, 5_000_000), (1, 1, 0));
+        assert_eq!(
+            t.window(2_500_000, 2_600_000),
+            (1, 0, 4_000_000),
+            "one second at least"
+        );
         assert_eq!(
             t.window(0, 99_000_000),
             (2, 1, 9_000_000),
