@@ -29,6 +29,8 @@ pub struct Spans {
     pub window_end_us: u64,
     /// (start, end, recovered) of the outage, if any.
     pub outage: Option<(u64, u64, bool)>,
+    /// When the fault was over: the end of its outage or its lifting, whichever is later.
+    pub settled_us: u64,
     /// The range of send times whose lost messages count for this fault.
     pub loss: (u64, u64),
 }
@@ -78,6 +80,7 @@ pub fn spans(
                 at_us: at,
                 window_end_us,
                 outage,
+                settled_us: settled,
                 loss: (at.saturating_sub(LOSS_MARGIN_US), settled + LOSS_MARGIN_US),
             })
         })
@@ -146,11 +149,7 @@ fn report(
         Affected::Server(s) => format!("users of s{}", s + 1),
         Affected::All => "all users".to_string(),
         Affected::Partitions(ps) if ps.is_empty() => "no room (the broker led no partition)".into(),
-        Affected::Partitions(ps) => format!(
-            "rooms on partition{} {}",
-            if ps.len() == 1 { "" } else { "s" },
-            ps.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-        ),
+        Affected::Partitions(ps) => rooms_on(ps),
     };
     let affected_users = f.affected_users.get(k).copied().unwrap_or(0);
     let mut r = FaultReport {
@@ -201,12 +200,12 @@ fn report(
             .find(|p| p.p99_us.is_some_and(|v| v <= 2 * p99))
             .map(|p| p.t_s - secs(at));
     }
-    let settled = span
-        .outage
-        .map_or(at, |(_, b, _)| b)
-        .max(inj.end_us.unwrap_or(at))
-        .max(at + 1_000_000);
-    r.others = others(&inj.affected, tracking, at, settled);
+    r.others = others(
+        &inj.affected,
+        tracking,
+        at,
+        span.settled_us.max(at + 1_000_000),
+    );
     let (failures, timeouts, receipt_max) = tracking.window(at, span.window_end_us);
     r.send_failures = failures;
     r.receipt_timeouts = timeouts;
@@ -264,12 +263,7 @@ fn others(affected: &Affected, tracking: &Tracking, at: u64, settled: u64) -> Op
             if rest.is_empty() {
                 return None;
             }
-            let list: Vec<String> = rest.iter().map(u32::to_string).collect();
-            let who = format!(
-                "rooms on partition{} {}",
-                if rest.len() == 1 { "" } else { "s" },
-                list.join(", ")
-            );
+            let who = rooms_on(&rest);
             (
                 rest.iter()
                     .filter_map(|p| lat.partition_group(*p))
@@ -293,6 +287,16 @@ fn others(affected: &Affected, tracking: &Tracking, at: u64, settled: u64) -> Op
         p99_before_ms: median(before).map(|v| v as f64 / 1000.0),
         p99_during_ms: during.map(|v| v as f64 / 1000.0),
     })
+}
+
+/// `rooms on partition 1`, `rooms on partitions 0, 2`.
+fn rooms_on(partitions: &[u32]) -> String {
+    let list: Vec<String> = partitions.iter().map(u32::to_string).collect();
+    format!(
+        "rooms on partition{} {}",
+        if partitions.len() == 1 { "" } else { "s" },
+        list.join(", ")
+    )
 }
 
 fn median(mut v: Vec<u64>) -> Option<u64> {

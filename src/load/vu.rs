@@ -103,7 +103,7 @@ pub async fn run(
         away: HashMap::new(),
         schedule: Schedule::default(),
         scheduled: false,
-        home: index as usize % ctx.urls.len(),
+        home: home_of(index, ctx.urls.len()),
     };
     let slot = secs(f64::from(index) / ctx.scenario.users.connect_rate);
     tokio::select! {
@@ -729,7 +729,7 @@ impl User {
                         .copied()
                         .flatten();
                     t.delivered(self.home, partition, now);
-                    let sender_home = stamp.sender as usize % self.ctx.urls.len();
+                    let sender_home = home_of(stamp.sender, self.ctx.urls.len());
                     t.latency
                         .record(self.home, sender_home, partition, corrected);
                 }
@@ -897,6 +897,12 @@ impl User {
 }
 
 /// `x` seconds as a Duration, saturating at a year (never a panic for huge or odd input).
+/// The server group of user `index`: users are spread over the server URLs in turn, and
+/// a user's first server is its group (also after it reconnects elsewhere).
+pub fn home_of(index: u32, servers: usize) -> usize {
+    index as usize % servers.max(1)
+}
+
 fn secs(x: f64) -> Duration {
     const YEAR: f64 = 365.0 * 86_400.0;
     Duration::from_secs_f64(if x.is_finite() {

@@ -258,13 +258,11 @@ impl Stack {
         respawn::respawn(c, Some(&self.registry))
     }
 
-    /// Stop every process this stack started (gracefully, then SIGKILL) and remove
-    /// its scratch data and `state.json`; logs are kept.
-    pub async fn down(mut self) -> Result<(), StackError> {
-        self.stopped = true;
+    /// Every process of this stack: those started through its registry, and those
+    /// recorded in `state.json` (fault injection records the processes it restarts
+    /// there; one started through this registry is in both).
+    pub(crate) fn known_processes(&self) -> Vec<ProcRecord> {
         let mut records = self.registry.records();
-        // Processes restarted by fault injection are recorded in state.json (and, when
-        // started through this registry, in both).
         if let Ok(Some(info)) = state::read_state(&self.info.state_dir) {
             for rec in info.processes() {
                 if !records.iter().any(|r| r.pid == rec.pid) {
@@ -272,6 +270,14 @@ impl Stack {
                 }
             }
         }
+        records
+    }
+
+    /// Stop every process this stack started (gracefully, then SIGKILL) and remove
+    /// its scratch data and `state.json`; logs are kept.
+    pub async fn down(mut self) -> Result<(), StackError> {
+        self.stopped = true;
+        let records = self.known_processes();
         let res = teardown(&self.info.state_dir, &records).await;
         self.registry.reap();
         self.registry.disarm();

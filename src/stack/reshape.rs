@@ -76,12 +76,7 @@ impl Stack {
             return Ok(Reshaped::Unchanged);
         }
         if !same_brokers {
-            let mut records = self.registry.records();
-            for rec in self.info.processes() {
-                if !records.iter().any(|r| r.pid == rec.pid) {
-                    records.push(rec);
-                }
-            }
+            let records = self.known_processes();
             teardown(&dir, &records).await?;
             self.registry.reap();
             for sub in ["data", "logs"] {
