@@ -18,3 +18,4 @@ pub mod scenario;
 pub mod server;
 pub mod stack;
 pub mod stomp;
+pub mod wake_gate;

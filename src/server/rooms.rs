@@ -82,6 +82,12 @@ impl SessionHandle {
         let _ = self.killed_for.set(why);
         self.kill.cancel();
     }
+
+    /// Whether the session was asked to close: an atomic load, where asking the token
+    /// would lock it (the fan-out asks once per subscriber per record).
+    pub fn is_killed(&self) -> bool {
+        self.killed_for.get().is_some()
+    }
 }
 
 struct Subscriber {
@@ -145,7 +151,7 @@ impl Rooms {
         let mut encoded: Vec<(Version, &str, Option<Bytes>)> = Vec::new();
         let (mut queued, mut dropped) = (0u64, 0u64);
         for sub in subs {
-            if sub.session.kill.is_cancelled() {
+            if sub.session.is_killed() {
                 continue;
             }
             let shared = match encoded

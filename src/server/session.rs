@@ -9,8 +9,10 @@
 //! is closed; nothing of the bad frame reaches Kafka.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -31,6 +33,7 @@ use crate::stomp::{
     encode_for, heart_beat_period, parse_heart_beat, Command, Decoder, EncodeError, Frame, Item,
     Version,
 };
+use crate::wake_gate::WakeGate;
 
 /// WebSocket path the server answers on.
 pub const WS_PATH: &str = "/ws-stomp";
@@ -43,6 +46,80 @@ pub const SUBSCRIBE_PREFIX: &str = "/topic/room/";
 const WRITE_BATCH: usize = 64;
 
 type Ws = WebSocketStream<TcpStream>;
+
+/// A [`Duration`] shared between the session loop and its tick future.
+struct PeriodCell(std::sync::atomic::AtomicU64);
+
+impl PeriodCell {
+    fn new(d: Duration) -> PeriodCell {
+        PeriodCell(std::sync::atomic::AtomicU64::new(d.as_micros() as u64))
+    }
+    fn get(&self) -> Duration {
+        Duration::from_micros(self.0.load(Relaxed))
+    }
+    fn set(&self, d: Duration) {
+        self.0.store(d.as_micros() as u64, Relaxed);
+    }
+}
+
+/// How often a session checks its deadlines before CONNECT (the CONNECT timeout).
+const TICK_BEFORE_CONNECT: Duration = Duration::from_millis(250);
+
+/// How often a connected session checks its heart-beats: a quarter of the shorter
+/// negotiated period, between 50 ms and 5 s (5 s with no heart-beats at all). An
+/// outgoing beat is sent when the next tick would be late for it, so beats go out between
+/// one tick early and on time; an incoming silence is noticed at most one tick late.
+fn tick_period(out: Option<Duration>, incoming: Option<Duration>) -> Duration {
+    let shortest = match (out, incoming) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return Duration::from_secs(5),
+    };
+    (shortest / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
+
+/// The session loop's seldom events, polled together behind one [`WakeGate`].
+enum Rare {
+    Shutdown,
+    Killed,
+    Tick,
+}
+
+/// How a write that had to wait ended.
+enum Waited<T> {
+    Done(T),
+    /// The session was killed or the server is shutting down.
+    Stopped,
+    /// The client took no byte within the write-stall limit.
+    Stalled,
+}
+
+/// The client's next WebSocket message. The WebSocket is polled only when it may have
+/// one: right after it yielded a message (another may be buffered behind it), or once
+/// the socket turns readable. Polling it on every wake of the session (each frame queued
+/// for the client) would have the WebSocket clear its whole read buffer each time only
+/// to find the socket empty.
+fn inbound(
+    ws: &mut Ws,
+    maybe_buffered: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Message, tokio_tungstenite::tungstenite::Error>>> {
+    if !*maybe_buffered && ws.get_ref().poll_read_ready(cx).is_pending() {
+        return Poll::Pending;
+    }
+    match ws.poll_next_unpin(cx) {
+        Poll::Ready(message) => {
+            *maybe_buffered = true;
+            Poll::Ready(message)
+        }
+        Poll::Pending => {
+            // The WebSocket read until the socket had nothing more: nothing is buffered
+            // that makes a whole message.
+            *maybe_buffered = false;
+            Poll::Pending
+        }
+    }
+}
 
 /// Why the conversation ended; decides the closing ERROR, if any.
 enum Close {
@@ -172,25 +249,76 @@ impl Session {
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let mut inbuf = BytesMut::new();
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Checks the CONNECT deadline until CONNECT, then the heart-beats as often as
+        // they need (see `tick_period`), not on a fixed fast beat for every session.
+        // An atomic only because the task must be `Send`; one task reads and writes it.
+        let period = PeriodCell::new(TICK_BEFORE_CONNECT);
+        let mut tick = tokio::time::interval(TICK_BEFORE_CONNECT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let kill = self.handle.kill.clone();
+        // Made once and polled only when they woke: a cancellation wait locks its token
+        // on every poll, and this task wakes for every frame queued for the client.
+        let mut shutting_down = std::pin::pin!(shutdown.cancelled());
+        let mut killed = std::pin::pin!(kill.cancelled());
+        let mut rare = WakeGate::new(std::future::poll_fn(|cx| {
+            if shutting_down.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Rare::Shutdown)
+            } else if killed.as_mut().poll(cx).is_ready() {
+                Poll::Ready(Rare::Killed)
+            } else {
+                if tick.period() != period.get() {
+                    let every = period.get();
+                    tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+                tick.poll_tick(cx).map(|_| Rare::Tick)
+            }
+        }));
+        // Whether the WebSocket may hold a whole message already read off the socket;
+        // when not, it is polled only once the socket is readable (see `inbound`).
+        let mut maybe_buffered = true;
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         let close = loop {
             tokio::select! {
-                _ = shutdown.cancelled() => {
-                    break Close::Error(error_frame("server shutting down", "the server is shutting down; reconnect to another instance", None));
-                }
-                _ = kill.cancelled() => {
-                    let queued = self.shared.config.limits.session_queue;
-                    break Close::Error(error_frame(
-                        "slow consumer",
-                        &format!("this session fell {queued} frames behind its room traffic and was disconnected; read faster or subscribe to fewer rooms"),
-                        None,
-                    ));
-                }
+                why = &mut rare => match why {
+                    Rare::Shutdown => {
+                        break Close::Error(error_frame("server shutting down", "the server is shutting down; reconnect to another instance", None));
+                    }
+                    Rare::Killed => {
+                        let queued = self.shared.config.limits.session_queue;
+                        break Close::Error(error_frame(
+                            "slow consumer",
+                            &format!("this session fell {queued} frames behind its room traffic and was disconnected; read faster or subscribe to fewer rooms"),
+                            None,
+                        ));
+                    }
+                    Rare::Tick => {
+                            if self.version.is_none() && opened.elapsed() > self.shared.config.limits.connect_timeout {
+                                break Close::Error(error_frame("CONNECT expected", "no CONNECT frame arrived in time after the WebSocket opened", None));
+                            }
+                            if let Some(every) = self.heartbeat_in {
+                                // Tolerate one missed beat plus network delay before giving up.
+                                if last_read.elapsed() > every * 2 + Duration::from_millis(500) {
+                                    self.shared.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
+                                    break Close::Error(error_frame("heart-beat timeout", &format!("nothing received for {} ms; the negotiated heart-beat is {} ms", last_read.elapsed().as_millis(), every.as_millis()), None));
+                                }
+                            }
+                            if let Some(every) = self.heartbeat_out {
+                                // Sent up to one tick early rather than late: a beat is due
+                        // at least every `every`.
+                        if last_write.elapsed() + period.get() >= every {
+                                    let beat = ws.send(Message::Text(Utf8Bytes::from_static("\n")));
+                                    match tokio::time::timeout(every, beat).await {
+                                        Ok(Ok(())) => last_write = Instant::now(),
+                                        _ => break Close::Quietly,
+                                    }
+                                }
+                            }
+                    }
+                },
                 item = out_rx.recv() => {
                     let Some(item) = item else { break Close::Quietly };
-                    let mut batch = vec![item];
+                    batch.push(item);
                     while batch.len() < WRITE_BATCH {
                         match out_rx.try_recv() {
                             Ok(more) => batch.push(more),
@@ -198,7 +326,7 @@ impl Session {
                         }
                     }
                     self.out_rx = Some(out_rx);
-                    let written = self.write(&mut ws, batch, &kill).await;
+                    let written = self.write(&mut ws, &mut batch, &kill).await;
                     out_rx = self.out_rx.take().expect("put back above");
                     match written {
                         Ok(None) => last_write = Instant::now(),
@@ -206,7 +334,7 @@ impl Session {
                         Err(()) => break Close::Quietly,
                     }
                 }
-                message = ws.next() => {
+                message = std::future::poll_fn(|cx| inbound(&mut ws, &mut maybe_buffered, cx)) => {
                     last_read = Instant::now();
                     let data = match message {
                         Some(Ok(Message::Text(text))) => { self.binary = false; Bytes::from(text) }
@@ -222,29 +350,11 @@ impl Session {
                     self.out_rx = Some(out_rx);
                     let closing = self.read_frames(&mut inbuf, &mut ws, &kill).await;
                     out_rx = self.out_rx.take().expect("put back above");
+                    if self.version.is_some() {
+                        period.set(tick_period(self.heartbeat_out, self.heartbeat_in));
+                    }
                     if let Some(close) = closing {
                         break close;
-                    }
-                }
-                _ = tick.tick() => {
-                    if self.version.is_none() && opened.elapsed() > self.shared.config.limits.connect_timeout {
-                        break Close::Error(error_frame("CONNECT expected", "no CONNECT frame arrived in time after the WebSocket opened", None));
-                    }
-                    if let Some(every) = self.heartbeat_in {
-                        // Tolerate one missed beat plus network delay before giving up.
-                        if last_read.elapsed() > every * 2 + Duration::from_millis(500) {
-                            self.shared.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
-                            break Close::Error(error_frame("heart-beat timeout", &format!("nothing received for {} ms; the negotiated heart-beat is {} ms", last_read.elapsed().as_millis(), every.as_millis()), None));
-                        }
-                    }
-                    if let Some(every) = self.heartbeat_out {
-                        if last_write.elapsed() >= every {
-                            let beat = ws.send(Message::Text(Utf8Bytes::from_static("\n")));
-                            match tokio::time::timeout(every, beat).await {
-                                Ok(Ok(())) => last_write = Instant::now(),
-                                _ => break Close::Quietly,
-                            }
-                        }
                     }
                 }
             }
@@ -281,7 +391,7 @@ impl Session {
     async fn write(
         &mut self,
         ws: &mut Ws,
-        batch: Vec<Outbound>,
+        batch: &mut Vec<Outbound>,
         kill: &CancellationToken,
     ) -> Result<Option<Frame>, ()> {
         let mut closing = None;
@@ -289,7 +399,7 @@ impl Session {
         let mut written = 0u64;
         let stall = self.shared.config.limits.write_stall;
         let outcome = 'write: {
-            for item in batch {
+            for item in batch.drain(..) {
                 let encoded = match item {
                     Outbound::Encoded(bytes) => Ok(bytes),
                     Outbound::Message {
@@ -314,29 +424,50 @@ impl Session {
                         )))
                     }
                 };
-                tokio::select! {
-                    _ = kill.cancelled() => break 'write Ok(None),
-                    _ = self.shutdown.cancelled() => break 'write Ok(None),
-                    fed = tokio::time::timeout(stall, ws.feed(message)) => match fed {
-                        Ok(Ok(())) => written += 1,
-                        Ok(Err(_)) => break 'write Err(()),
-                        Err(_) => break 'write Ok(Some(self.stalled())),
-                    },
+                match self.unstalled(ws.feed(message), kill, stall).await {
+                    Waited::Done(Ok(())) => written += 1,
+                    Waited::Done(Err(_)) => break 'write Err(()),
+                    Waited::Stopped => break 'write Ok(None),
+                    Waited::Stalled => break 'write Ok(Some(self.stalled())),
                 }
             }
-            tokio::select! {
-                _ = kill.cancelled() => Ok(None),
-                _ = self.shutdown.cancelled() => Ok(None),
-                flushed = tokio::time::timeout(stall, ws.flush()) => match flushed {
-                    Ok(flushed) => flushed.map(|_| closing).map_err(|_| ()),
-                    Err(_) => Ok(Some(self.stalled())),
-                },
+            match self.unstalled(ws.flush(), kill, stall).await {
+                Waited::Done(flushed) => flushed.map(|_| closing).map_err(|_| ()),
+                Waited::Stopped => Ok(None),
+                Waited::Stalled => Ok(Some(self.stalled())),
             }
         };
+        // Whatever the write did not get to (it stopped early) is dropped with the session.
+        batch.clear();
         if written > 0 {
             self.shared.metrics.frames_out.fetch_add(written, Relaxed);
         }
         outcome
+    }
+
+    /// Runs one socket write to completion unless the client stops taking bytes for
+    /// `stall`, the session is killed or the server shuts down. Most writes finish on
+    /// their first poll (the socket has room); only those that do not pay for a timer and
+    /// the two cancellation waits.
+    async fn unstalled<T>(
+        &self,
+        write: impl std::future::Future<Output = T>,
+        kill: &CancellationToken,
+        stall: Duration,
+    ) -> Waited<T> {
+        tokio::pin!(write);
+        let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+        if let Poll::Ready(done) = first {
+            return Waited::Done(done);
+        }
+        tokio::select! {
+            _ = kill.cancelled() => Waited::Stopped,
+            _ = self.shutdown.cancelled() => Waited::Stopped,
+            done = tokio::time::timeout(stall, write) => match done {
+                Ok(done) => Waited::Done(done),
+                Err(_) => Waited::Stalled,
+            },
+        }
     }
 
     /// The client has not taken a byte for `write_stall`: it is treated as a slow consumer.
@@ -484,7 +615,7 @@ impl Session {
                 if let Some(receipt) = &receipt {
                     batch.push(Outbound::Frame(receipt_frame(receipt)));
                 }
-                let _ = self.write(ws, batch, kill).await;
+                let _ = self.write(ws, &mut batch, kill).await;
                 return Some(Close::Quietly);
             }
             Command::Ack | Command::Nack => {} // subscriptions are auto-acknowledged
@@ -562,7 +693,7 @@ impl Session {
             );
         let never = CancellationToken::new();
         match self
-            .write(ws, vec![Outbound::Frame(connected)], &never)
+            .write(ws, &mut vec![Outbound::Frame(connected)], &never)
             .await
         {
             Ok(_) => None,
