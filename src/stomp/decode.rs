@@ -16,6 +16,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::frame::{Command, Frame, Item, Version};
+use super::headers::Headers;
 
 /// Why a byte stream is not valid STOMP. Any of these is fatal to the connection.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -92,6 +93,8 @@ struct Scan {
     body_start: Option<usize>,
     /// Where the search for the NUL ending a body without content-length resumes.
     nul_from: usize,
+    /// Header lines seen so far.
+    header_lines: usize,
 }
 
 impl Scan {
@@ -111,6 +114,7 @@ struct Bounds {
     body_start: usize,
     /// Offset of the terminating NUL; the body is `body_start..nul`.
     nul: usize,
+    header_lines: usize,
 }
 
 /// Which header escapes a frame uses (STOMP 1.1 added `\n \c \\`, 1.2 added `\r`).
@@ -262,9 +266,12 @@ impl Decoder {
             } else if line.is_empty() {
                 self.scan.body_start = Some(eol + 1);
                 self.scan.nul_from = eol + 1;
-            } else if self.scan.content_length.is_none() {
-                if let Some(value) = line.strip_prefix(b"content-length:") {
-                    self.scan.content_length = Some(parse_content_length(value)?);
+            } else {
+                self.scan.header_lines += 1;
+                if self.scan.content_length.is_none() {
+                    if let Some(value) = line.strip_prefix(b"content-length:") {
+                        self.scan.content_length = Some(parse_content_length(value)?);
+                    }
                 }
             }
         };
@@ -314,6 +321,7 @@ impl Decoder {
             command,
             body_start,
             nul,
+            header_lines: self.scan.header_lines,
         }))
     }
 
@@ -334,9 +342,8 @@ impl Decoder {
         self.scanned += head.len() as u64;
         // The head is checked as UTF-8 once; its lines and their parts are then cut at
         // ASCII bytes, so every piece is text without checking it again.
-        let head = match std::str::from_utf8(head) {
-            Ok(text) => text,
-            Err(e) => {
+        if let Err(e) = std::str::from_utf8(head) {
+            {
                 let at = e.valid_up_to();
                 let start = head[..at]
                     .iter()
@@ -345,10 +352,23 @@ impl Decoder {
                 let end = find(b'\n', &head[at..]).map_or(head.len(), |i| at + i);
                 return Err(DecodeError::InvalidUtf8(quote(strip_cr(&head[start..end]))));
             }
+        }
+        let frame: Bytes = buf.split_to(bounds.nul + 1).freeze();
+        // SAFETY: these are the bytes checked as UTF-8 just above, moved, not changed.
+        let head = unsafe { std::str::from_utf8_unchecked(&frame[..bounds.body_start]) };
+        // Names and values point into the frame's own bytes; only a value with escapes
+        // is unescaped into a copy. One line is one header after the command line.
+        let mut headers = Headers::over(frame.slice(..bounds.body_start), bounds.header_lines);
+        // One search of the whole head for escapes, not one per name and value.
+        let escaped = escapes != Escapes::None && find(b'\\', head.as_bytes()).is_some();
+        let mut at = match find(b'\n', head.as_bytes()) {
+            Some(eol) => eol + 1,
+            None => head.len(),
         };
-        // Lines: command, headers, then the blank line (and "" after its LF).
-        let mut headers = Vec::new();
-        for line in head.split('\n').skip(1) {
+        let mut unescaped = String::new();
+        while at < head.len() {
+            let eol = find(b'\n', &head.as_bytes()[at..]).map_or(head.len(), |i| at + i);
+            let line = &head[at..eol];
             let line = line.strip_suffix('\r').unwrap_or(line);
             if line.is_empty() {
                 break;
@@ -356,12 +376,24 @@ impl Decoder {
             let colon = find(b':', line.as_bytes())
                 .ok_or_else(|| DecodeError::MalformedHeader(quote(line.as_bytes())))?;
             let (name, value) = (&line[..colon], &line[colon + 1..]);
-            headers.push((
-                header_text(name, escapes, name)?,
-                header_text(value, escapes, name)?,
-            ));
+            if escaped && find(b'\\', name.as_bytes()).is_some() {
+                // A name with escapes: rare enough to take the general path for it.
+                let unescaped_name = header_text(name, escapes, name)?;
+                let value = header_text(value, escapes, name)?;
+                headers.push(&unescaped_name, &value);
+            } else {
+                let name_at = at..at + colon;
+                let value_at = at + colon + 1..at + line.len();
+                if escaped && find(b'\\', value.as_bytes()).is_some() {
+                    unescaped.clear();
+                    unescape_into(&mut unescaped, value, escapes, name)?;
+                    headers.push_received(name_at, Err(&unescaped));
+                } else {
+                    headers.push_received(name_at, Ok(value_at));
+                }
+            }
+            at = eol + 1;
         }
-        let frame: Bytes = buf.split_to(bounds.nul + 1).freeze();
         Ok(Frame {
             command: bounds.command,
             headers,
@@ -402,12 +434,24 @@ fn parse_content_length(value: &[u8]) -> Result<usize, DecodeError> {
 /// One header name or value, unescaped according to `escapes`; `name` is the raw header
 /// name, quoted in errors.
 fn header_text(text: &str, escapes: Escapes, name: &str) -> Result<String, DecodeError> {
-    if escapes == Escapes::None || find(b'\\', text.as_bytes()).is_none() {
-        return Ok(text.to_owned());
-    }
     let mut out = String::with_capacity(text.len());
+    unescape_into(&mut out, text, escapes, name)?;
+    Ok(out)
+}
+
+/// Appends `text` to `out`, unescaped according to `escapes`.
+fn unescape_into(
+    out: &mut String,
+    text: &str,
+    escapes: Escapes,
+    name: &str,
+) -> Result<(), DecodeError> {
+    if escapes == Escapes::None {
+        out.push_str(text);
+        return Ok(());
+    }
     let mut rest = text;
-    while let Some(i) = rest.find('\\') {
+    while let Some(i) = find(b'\\', rest.as_bytes()) {
         out.push_str(&rest[..i]);
         let after = &rest[i + 1..];
         let decoded = match after.chars().next() {
@@ -432,5 +476,5 @@ fn header_text(text: &str, escapes: Escapes, name: &str) -> Result<String, Decod
         rest = &after[1..];
     }
     out.push_str(rest);
-    Ok(out)
+    Ok(())
 }

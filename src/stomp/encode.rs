@@ -84,7 +84,7 @@ pub fn encode_for(frame: &Frame, version: Version, out: &mut BytesMut) -> Result
     let start = out.len();
     out.put_slice(command);
     out.put_u8(b'\n');
-    for (name, value) in &frame.headers {
+    for (name, value) in frame.headers.iter() {
         let written = put_escaped(out, name.as_bytes(), escapes, true)
             .map_err(|c| (c, "name"))
             .and_then(|()| {

@@ -10,6 +10,8 @@ use std::fmt;
 
 use bytes::Bytes;
 
+use super::headers::Headers;
+
 /// A STOMP command: the first line of every frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Command {
@@ -162,7 +164,7 @@ impl fmt::Display for Version {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
     pub command: Command,
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
     pub body: Bytes,
 }
 
@@ -171,15 +173,15 @@ impl Frame {
     pub fn new(command: Command) -> Frame {
         Frame {
             command,
-            headers: Vec::new(),
+            headers: Headers::new(),
             body: Bytes::new(),
         }
     }
 
     /// Appends a header (builder style). Repeating a name keeps both entries; readers
     /// see the first.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Frame {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Frame {
+        self.headers.push(name.as_ref(), value.as_ref());
         self
     }
 
@@ -191,10 +193,7 @@ impl Frame {
 
     /// The value of the first header called `name` (names are case-sensitive).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name)
     }
 
     /// The frame encoded for STOMP 1.2, as [`super::encode`] writes it (and, like it,

@@ -14,12 +14,14 @@
 //!   appends a heart-beat EOL.
 //!
 //! `frame.rs` holds the model (commands, versions, frames, heart-beat helpers),
+//! `headers.rs` a frame's headers (pointing into the received bytes where it can),
 //! `decode.rs` the streaming decoder and its errors, `encode.rs` the encoder; the
 //! round-trip properties that tie the two together live in `proptests.rs`.
 
 mod decode;
 mod encode;
 mod frame;
+mod headers;
 
 #[cfg(test)]
 mod proptests;
@@ -29,6 +31,7 @@ mod tests;
 pub use decode::{DecodeError, Decoder};
 pub use encode::{encode, encode_for, heartbeat, EncodeError};
 pub use frame::{heart_beat_period, parse_heart_beat, Command, Frame, Item, Version};
+pub use headers::Headers;
 
 /// Default limit on one frame (command, headers and body together): 64 KiB.
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 64 * 1024;

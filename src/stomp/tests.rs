@@ -45,11 +45,8 @@ fn decode_err_with(mut decoder: Decoder, input: &[u8]) -> DecodeError {
     }
 }
 
-fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect()
+fn headers(pairs: &[(&str, &str)]) -> Headers {
+    pairs.iter().copied().collect()
 }
 
 // ---- Specification examples ----
