@@ -111,10 +111,12 @@ pub async fn run(
         _ = tokio::time::sleep_until((ctx.t0 + slot).into()) => {}
     }
     let url = &ctx.urls[index as usize % ctx.urls.len()];
-    let connected = tokio::time::timeout(
+    // Boxed: the handshake's state is several KiB, and held in the user's own future it
+    // would stay allocated for the whole run of every idle user.
+    let connected = Box::pin(tokio::time::timeout(
         Duration::from_secs(30),
         StompClient::connect(url, &ctx.connect),
-    )
+    ))
     .await;
     let mut client = match connected {
         Ok(Ok(client)) => client,
@@ -174,7 +176,7 @@ pub async fn run(
             .tracking
             .as_ref()
             .and_then(|t| t.session_broke(index, down_us));
-        match user.reconnect(&policy, &mut server).await {
+        match Box::pin(user.reconnect(&policy, &mut server)).await {
             Some(back) => {
                 client = back;
                 ctx.recorder.session_reopened();
@@ -483,7 +485,8 @@ impl User {
             let url = &ctx.urls[*server];
             let opened = tokio::select! {
                 _ = ctx.stop.cancelled() => return None,
-                r = tokio::time::timeout(RECONNECT_TIMEOUT, StompClient::connect(url, &ctx.connect)) => r,
+                // Boxed for the same reason as the first connect.
+                r = Box::pin(tokio::time::timeout(RECONNECT_TIMEOUT, StompClient::connect(url, &ctx.connect))) => r,
             };
             let mut client = match opened {
                 Ok(Ok(client)) => client,

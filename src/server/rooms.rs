@@ -55,10 +55,12 @@ pub enum Outbound {
     /// A room message already encoded for this session's version and subscription id
     /// (shared with every subscriber that has the same two).
     Encoded(Bytes),
-    /// Any other frame (a RECEIPT from a finished send).
-    Frame(Frame),
+    /// Any other frame (a RECEIPT from a finished send). Boxed, as are the frames of
+    /// `Close`, to keep every queue slot small: a session's queue allocates its slots in
+    /// blocks, idle or not.
+    Frame(Box<Frame>),
     /// A final frame (an ERROR from a failed send): write it, then close the session.
-    Close(Frame),
+    Close(Box<Frame>),
 }
 
 /// Why a session is being closed from outside its own task.

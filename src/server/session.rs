@@ -161,8 +161,10 @@ fn choose_subprotocol(request: &Request) -> Option<&'static str> {
 #[allow(clippy::result_large_err)]
 pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: CancellationToken) {
     let limits = &shared.config.limits;
+    // The read buffer is allocated for every session, idle or not: 2 KiB holds a few chat
+    // SENDs; a larger SEND (up to the frame limit) grows it and takes a read per 2 KiB.
     let ws_config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(16 * 1024)
         .max_write_buffer_size(limits.max_frame_size * 4 + 1024 * 1024)
         .max_message_size(Some(limits.max_frame_size * 4))
@@ -181,10 +183,12 @@ pub async fn serve(stream: TcpStream, shared: Arc<Shared>, shutdown: Cancellatio
         }
         Ok(response)
     };
-    let handshake = tokio::time::timeout(
+    // Boxed: the handshake's state would otherwise stay part of every session's task for
+    // the session's whole life.
+    let handshake = Box::pin(tokio::time::timeout(
         limits.connect_timeout,
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config)),
-    );
+    ));
     let ws = match handshake.await {
         Ok(Ok(ws)) => ws,
         Ok(Err(e)) => {
@@ -277,7 +281,7 @@ impl Session {
         // Whether the WebSocket may hold a whole message already read off the socket;
         // when not, it is polled only once the socket is readable (see `inbound`).
         let mut maybe_buffered = true;
-        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let mut batch = Vec::new();
         let close = loop {
             tokio::select! {
                 why = &mut rare => match why {
@@ -327,6 +331,10 @@ impl Session {
                     }
                     self.out_rx = Some(out_rx);
                     let written = self.write(&mut ws, &mut batch, &kill).await;
+                    if batch.capacity() > 8 {
+                        // A burst's worth of slots is not kept by an idle session.
+                        batch = Vec::new();
+                    }
                     out_rx = self.out_rx.take().expect("put back above");
                     match written {
                         Ok(None) => last_write = Instant::now(),
@@ -348,7 +356,9 @@ impl Session {
                     };
                     inbuf.extend_from_slice(&data);
                     self.out_rx = Some(out_rx);
-                    let closing = self.read_frames(&mut inbuf, &mut ws, &kill).await;
+                    // Boxed: handling a client's frames (CONNECT, SEND with its publish)
+                    // takes far more state than waiting does, and most sessions mostly wait.
+                    let closing = Box::pin(self.read_frames(&mut inbuf, &mut ws, &kill)).await;
                     out_rx = self.out_rx.take().expect("put back above");
                     if self.version.is_some() {
                         period.set(tick_period(self.heartbeat_out, self.heartbeat_in));
@@ -408,7 +418,7 @@ impl Session {
                     } => self.encode(&delivery.frame(&subscription)),
                     Outbound::Frame(frame) => self.encode(&frame),
                     Outbound::Close(frame) => {
-                        closing = Some(frame);
+                        closing = Some(*frame);
                         break;
                     }
                 };
@@ -613,7 +623,7 @@ impl Session {
                     }
                 }
                 if let Some(receipt) = &receipt {
-                    batch.push(Outbound::Frame(receipt_frame(receipt)));
+                    batch.push(Outbound::Frame(Box::new(receipt_frame(receipt))));
                 }
                 let _ = self.write(ws, &mut batch, kill).await;
                 return Some(Close::Quietly);
@@ -642,7 +652,7 @@ impl Session {
             if self
                 .handle
                 .outbound
-                .try_send(Outbound::Frame(receipt_frame(&receipt)))
+                .try_send(Outbound::Frame(Box::new(receipt_frame(&receipt))))
                 .is_err()
             {
                 self.handle.kill(Kill::SlowConsumer);
@@ -693,7 +703,7 @@ impl Session {
             );
         let never = CancellationToken::new();
         match self
-            .write(ws, &mut vec![Outbound::Frame(connected)], &never)
+            .write(ws, &mut vec![Outbound::Frame(Box::new(connected))], &never)
             .await
         {
             Ok(_) => None,
@@ -757,11 +767,13 @@ impl Session {
             let outcome = durable.await;
             drop(permit);
             let item = match (outcome, receipt) {
-                (Ok(()), Some(receipt)) => Outbound::Frame(receipt_frame(&receipt)),
+                (Ok(()), Some(receipt)) => Outbound::Frame(Box::new(receipt_frame(&receipt))),
                 (Ok(()), None) => return,
-                (Err(e), receipt) => {
-                    Outbound::Close(error_frame("publish failed", &e, receipt.as_deref()))
-                }
+                (Err(e), receipt) => Outbound::Close(Box::new(error_frame(
+                    "publish failed",
+                    &e,
+                    receipt.as_deref(),
+                ))),
             };
             if outbound.try_send(item).is_err() {
                 handle.kill(Kill::SlowConsumer);
