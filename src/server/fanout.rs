@@ -180,13 +180,86 @@ pub fn room_of(key: Option<&[u8]>, payload: &[u8]) -> Option<String> {
         .map(|m| m.room_id)
 }
 
-/// Reads records until `shutdown`, delivering each to local subscribers.
+/// Records queued for one fan-out worker before the consumer waits for it.
+pub const WORKER_QUEUE: usize = 1024;
+
+/// Spreads deliveries over fan-out workers, one per core, so that a busy instance pushes
+/// frames on every core. A room always goes to the same worker, through a FIFO queue, so
+/// each room's messages reach its subscribers in the order Kafka gave them; rooms on
+/// different workers are independent. With one worker the consumer delivers itself.
+pub struct Dispatcher {
+    rooms: Arc<Rooms>,
+    workers: Vec<tokio::sync::mpsc::Sender<(String, Arc<Delivery>)>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Dispatcher {
+    pub fn new(rooms: Arc<Rooms>, workers: usize) -> Dispatcher {
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        if workers > 1 {
+            for _ in 0..workers {
+                let (tx, mut rx) =
+                    tokio::sync::mpsc::channel::<(String, Arc<Delivery>)>(WORKER_QUEUE);
+                let rooms = rooms.clone();
+                tasks.push(tokio::spawn(async move {
+                    while let Some((room, delivery)) = rx.recv().await {
+                        rooms.deliver(&room, delivery);
+                    }
+                }));
+                senders.push(tx);
+            }
+        }
+        Dispatcher {
+            rooms,
+            workers: senders,
+            tasks,
+        }
+    }
+
+    /// The worker that owns `room`.
+    fn worker_of(&self, room: &str) -> usize {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut h);
+        (h.finish() % self.workers.len() as u64) as usize
+    }
+
+    /// Hands `delivery` to the worker of `room`, waiting while that worker's queue is full.
+    pub async fn dispatch(&self, room: String, delivery: Arc<Delivery>) {
+        if self.workers.is_empty() {
+            self.rooms.deliver(&room, delivery);
+            return;
+        }
+        let worker = &self.workers[self.worker_of(&room)];
+        // A worker ends only when its sender is dropped, in `finish`.
+        let _ = worker.send((room, delivery)).await;
+    }
+
+    /// Lets the workers deliver what they were given, then stops them.
+    pub async fn finish(self) {
+        drop(self.workers);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Fan-out workers for this machine: one per core the process may use.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Reads records until `shutdown`, delivering each to local subscribers through
+/// `workers` fan-out workers (see [`Dispatcher`]).
 pub async fn run(
     consumer: StreamConsumer<LagContext>,
     rooms: Arc<Rooms>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    workers: usize,
 ) {
+    let dispatcher = Dispatcher::new(rooms, workers);
     while let Some(record) = next_record(&consumer, &shutdown, "fan-out consumer").await {
         metrics.fanout_messages.fetch_add(1, Relaxed);
         let payload = record.payload().unwrap_or_default();
@@ -203,8 +276,9 @@ pub async fn run(
             message_id: format!("{}-{}", record.partition(), record.offset()),
             body: Bytes::copy_from_slice(payload),
         };
-        rooms.deliver(&room, Arc::new(delivery));
+        dispatcher.dispatch(room, Arc::new(delivery)).await;
     }
+    dispatcher.finish().await;
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!("fan-out final commit: {e}");
     }
@@ -213,6 +287,64 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::rooms::{Outbound, SessionHandle};
+    use crate::stomp::{Decoder, Item, Version};
+
+    /// Every room's messages reach a subscriber of many rooms in the order they were
+    /// dispatched, with four workers sharing the rooms.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn workers_keep_each_room_s_order() {
+        let metrics = Arc::new(Metrics::new("t"));
+        let rooms = Arc::new(Rooms::new(metrics));
+        let (tx, mut rx) = tokio::sync::mpsc::channel(100_000);
+        let handle = SessionHandle {
+            id: 1,
+            outbound: tx,
+            kill: CancellationToken::new(),
+            killed_for: Arc::new(std::sync::OnceLock::new()),
+        };
+        const ROOMS: usize = 16;
+        const EACH: usize = 500;
+        for r in 0..ROOMS {
+            rooms.subscribe(&format!("r{r}"), Arc::from("s"), Version::V1_2, &handle);
+        }
+        let dispatcher = Dispatcher::new(rooms.clone(), 4);
+        let used: std::collections::HashSet<usize> = (0..ROOMS)
+            .map(|r| dispatcher.worker_of(&format!("r{r}")))
+            .collect();
+        assert!(used.len() > 1, "the rooms are spread over several workers");
+        for seq in 0..EACH {
+            for r in 0..ROOMS {
+                let delivery = Delivery {
+                    destination: room_destination(&format!("r{r}")),
+                    message_id: format!("{r}-{seq}"),
+                    body: Bytes::from_static(b"x"),
+                };
+                dispatcher
+                    .dispatch(format!("r{r}"), Arc::new(delivery))
+                    .await;
+            }
+        }
+        dispatcher.finish().await;
+        let mut next = [0usize; ROOMS];
+        let mut decoder = Decoder::new(1 << 20);
+        let mut received = 0;
+        while let Ok(item) = rx.try_recv() {
+            let Outbound::Encoded(bytes) = item else {
+                panic!("expected an encoded MESSAGE")
+            };
+            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            let Ok(Some(Item::Frame(frame))) = decoder.decode(&mut buf) else {
+                panic!("not a frame")
+            };
+            let (room, seq) = frame.get("message-id").unwrap().split_once('-').unwrap();
+            let (room, seq): (usize, usize) = (room.parse().unwrap(), seq.parse().unwrap());
+            assert_eq!(seq, next[room], "room {room} out of order");
+            next[room] += 1;
+            received += 1;
+        }
+        assert_eq!(received, ROOMS * EACH, "every delivery arrived once");
+    }
     use rdkafka::mocking::MockCluster;
     use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 

@@ -198,6 +198,7 @@ pub async fn run(
         rooms.clone(),
         metrics.clone(),
         consumers_stop.clone(),
+        fanout::default_workers(),
     ));
     let persist_task = persist_consumer.map(|consumer| {
         tokio::spawn(persist::run(
