@@ -51,7 +51,11 @@ impl Publisher {
             // which partition (and so which leader) a room's messages use.
             .set("partitioner", "murmur2_random")
             .set("enable.idempotence", "true")
-            .set("linger.ms", "2")
+            // No lingering: at light load a record sent at once is what a chat user
+            // waits for (400 users, 400 msg/s: end-to-end p50 3.5-3.9 ms with 2 ms of
+            // linger, 1.7-2.2 ms without). Under load, records that queue while a request
+            // is in flight still go out together.
+            .set("linger.ms", "0")
             .set("queue.buffering.max.messages", "200000")
             .set("message.timeout.ms", "30000")
             // Failover: retry a produce to a moved leader within tens of milliseconds
