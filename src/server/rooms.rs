@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::metrics::Metrics;
-use crate::stomp::{encode_for, Command, Frame, Version};
+use crate::stomp::{encode_for, Command, Frame, Headers, Version};
 
 /// One chat message on its way to subscribers, shared by all of them.
 #[derive(Debug)]
@@ -28,7 +28,11 @@ pub struct Delivery {
 impl Delivery {
     /// The `MESSAGE` frame for one subscription.
     pub fn frame(&self, subscription: &str) -> Frame {
-        Frame::new(Command::Message)
+        let text = 12 + subscription.len() + 10 + self.message_id.len() + 11;
+        let text = text + self.destination.len() + 12 + 16;
+        let mut frame = Frame::new(Command::Message);
+        frame.headers = Headers::with_capacity(4, text);
+        frame
             .header("subscription", subscription)
             .header("message-id", self.message_id.as_str())
             .header("destination", self.destination.as_str())

@@ -41,6 +41,16 @@ impl Headers {
         Headers::default()
     }
 
+    /// Empty headers with room for `entries` headers of `text` bytes in all (names and
+    /// values), so that building a frame of known shape allocates twice, not per header.
+    pub fn with_capacity(entries: usize, text: usize) -> Headers {
+        Headers {
+            raw: Bytes::new(),
+            owned: String::with_capacity(text),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
     /// Headers that will point into `raw`, a frame head the caller checked as UTF-8.
     pub(super) fn over(raw: Bytes, expected: usize) -> Headers {
         debug_assert!(std::str::from_utf8(&raw).is_ok());
