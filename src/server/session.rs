@@ -807,4 +807,23 @@ mod tests {
         assert_eq!(room_of("/topic/room/r1", SEND_PREFIX), None);
         assert_eq!(room_of("/topic/room/r1", SUBSCRIBE_PREFIX), Some("r1"));
     }
+
+    #[test]
+    fn heart_beats_are_checked_as_often_as_the_shorter_period_needs() {
+        let ms = Duration::from_millis;
+        // The harness's 10 s beats both ways: a check every 2.5 s, not every 250 ms.
+        assert_eq!(tick_period(Some(ms(10_000)), Some(ms(10_000))), ms(2_500));
+        assert_eq!(tick_period(Some(ms(10_000)), Some(ms(1_000))), ms(250));
+        assert_eq!(tick_period(None, Some(ms(400))), ms(100));
+        // Bounded both ways; no heart-beats at all still looks in now and then.
+        assert_eq!(tick_period(Some(ms(100)), None), ms(50));
+        assert_eq!(tick_period(Some(ms(60_000)), None), ms(5_000));
+        assert_eq!(tick_period(None, None), ms(5_000));
+        // A beat is sent when the next tick would be late for it: never later than due.
+        let (every, tick) = (ms(10_000), tick_period(Some(ms(10_000)), None));
+        let sent_at = |since_write: Duration| since_write + tick >= every;
+        assert!(!sent_at(ms(7_000)));
+        assert!(sent_at(ms(7_500)), "one tick early");
+        assert!(sent_at(every), "on time at the latest");
+    }
 }
