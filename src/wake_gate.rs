@@ -40,8 +40,6 @@ pub struct WakeGate<F> {
     inner: Pin<Box<F>>,
     flag: Arc<Flag>,
     waker: Waker,
-    /// The task waker last registered, to skip registering the same one again.
-    registered: Option<Waker>,
 }
 
 impl<F: Future> WakeGate<F> {
@@ -54,43 +52,27 @@ impl<F: Future> WakeGate<F> {
             inner: Box::pin(inner),
             waker: Waker::from(flag.clone()),
             flag,
-            registered: None,
         }
     }
 
     /// Polls the inner future if it may have made progress since its last poll.
     pub fn poll_gated(&mut self, cx: &mut Context<'_>) -> Poll<F::Output> {
-        // Registered before the flag is read, so a wake between the two is not lost. A
-        // registration stays until a wake takes it, and every wake sets the flag, so
-        // while the flag is clear the task waker registered last is still there.
-        if !self
-            .registered
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            self.register(cx);
-        }
+        // Registered on every poll, before the flag is read, so a wake between the two
+        // is not lost. (A wake sets the flag, then takes the registration: between its
+        // two steps it may take one made after the flag was read, so no registration can
+        // be assumed to still be there. Registering the same waker again costs no clone.)
+        self.flag.task.register(cx.waker());
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        // The wake that set the flag took the registration with it.
-        self.register(cx);
         let ready = self
             .inner
             .as_mut()
             .poll(&mut Context::from_waker(&self.waker));
         if ready.is_ready() {
             self.flag.woken.store(true, Ordering::Release);
-        } else if self.flag.woken.load(Ordering::Acquire) {
-            // Woken again before the registration above: it found no task to wake.
-            cx.waker().wake_by_ref();
         }
         ready
-    }
-
-    fn register(&mut self, cx: &Context<'_>) {
-        self.flag.task.register(cx.waker());
-        self.registered = Some(cx.waker().clone());
     }
 }
 

@@ -83,10 +83,12 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    /// Asks the session to close for `why` (first reason wins).
-    pub fn kill(&self, why: Kill) {
-        let _ = self.killed_for.set(why);
+    /// Asks the session to close for `why` (first reason wins). True for the call that
+    /// asked first, so a session cut by several fan-out workers at once counts once.
+    pub fn kill(&self, why: Kill) -> bool {
+        let first = self.killed_for.set(why).is_ok();
         self.kill.cancel();
+        first
     }
 
     /// Whether the session was asked to close: an atomic load, where asking the token
@@ -155,7 +157,7 @@ impl Rooms {
         let rooms = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let Some(subs) = rooms.get(room) else { return };
         let mut encoded: Vec<(Version, &str, Option<Bytes>)> = Vec::new();
-        let (mut queued, mut dropped) = (0u64, 0u64);
+        let (mut queued, mut dropped, mut cut) = (0u64, 0u64, 0u64);
         for sub in subs {
             if sub.session.is_killed() {
                 continue;
@@ -189,7 +191,9 @@ impl Rooms {
                 Ok(()) => queued += 1,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     dropped += 1;
-                    sub.session.kill(Kill::SlowConsumer);
+                    if sub.session.kill(Kill::SlowConsumer) {
+                        cut += 1;
+                    }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
@@ -201,9 +205,11 @@ impl Rooms {
         }
         if dropped > 0 {
             self.metrics.fanout_drops.fetch_add(dropped, Relaxed);
+        }
+        if cut > 0 {
             self.metrics
                 .slow_consumer_disconnects
-                .fetch_add(dropped, Relaxed);
+                .fetch_add(cut, Relaxed);
         }
     }
 }

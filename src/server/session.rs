@@ -655,7 +655,7 @@ impl Session {
                 .try_send(Outbound::Frame(Box::new(receipt_frame(&receipt))))
                 .is_err()
             {
-                self.handle.kill(Kill::SlowConsumer);
+                let _ = self.handle.kill(Kill::SlowConsumer);
             }
         }
         None
@@ -776,7 +776,7 @@ impl Session {
                 ))),
             };
             if outbound.try_send(item).is_err() {
-                handle.kill(Kill::SlowConsumer);
+                let _ = handle.kill(Kill::SlowConsumer);
             }
         });
         None
