@@ -28,10 +28,16 @@ pub struct Delivery {
 impl Delivery {
     /// The `MESSAGE` frame for one subscription.
     pub fn frame(&self, subscription: &str) -> Frame {
-        let text = 12 + subscription.len() + 10 + self.message_id.len() + 11;
-        let text = text + self.destination.len() + 12 + 16;
+        let values = [
+            subscription,
+            &self.message_id,
+            &self.destination,
+            "application/json",
+        ];
+        let names = "subscription message-id destination content-type".len();
+        let text = names + values.iter().map(|v| v.len()).sum::<usize>();
         let mut frame = Frame::new(Command::Message);
-        frame.headers = Headers::with_capacity(4, text);
+        frame.headers = Headers::with_capacity(values.len(), text);
         frame
             .header("subscription", subscription)
             .header("message-id", self.message_id.as_str())
