@@ -71,6 +71,7 @@ fn receive_path(c: &mut Criterion) {
             measure_start_us: 1_000_000,
             send_end_us: u64::MAX,
         },
+        timed: None,
     };
     let mut group = c.benchmark_group("harness");
     group.throughput(Throughput::Elements(BATCH));

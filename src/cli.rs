@@ -38,6 +38,30 @@ pub enum Command {
     /// Run a scenario file and write its report (exit 0: SLOs hold, 1: an SLO failed,
     /// 2: bad scenario or usage, 3: the run could not be carried out).
     Run(RunArgs),
+    /// Coordinate a run spread over worker processes on many machines: wait for
+    /// --shards workers (`stompede worker`), give each its slice of the users, merge their
+    /// results into one report (exit codes as `run`).
+    #[command(
+        long_about = "Coordinates one run over worker processes, typically one per machine or pod. \
+The coordinator resolves the scenario's target, runs the Kafka and database samplers once, and waits \
+(up to --wait) for --shards workers started with `stompede worker --coordinator HOST:PORT --shard K`. \
+Each shard runs a contiguous slice of the virtual users on the coordinator's clock; at the end the \
+coordinator adds their HdrHistograms (exact), settles delivery integrity over every shard's records \
+(exact) and writes one report with a `shards` section (users, connections, deliveries, CPU and peak \
+memory per shard).\n\n\
+Latency is timed only between users on the same host (a worker names its host with $STOMPEDE_HOST, \
+else its hostname); deliveries across hosts are counted for integrity, not timed.\n\n\
+A shard that does not connect in time, dies, or sends no final report is named in the report and \
+fails the run (verdict shards_finished); its users count as not connected. Scenarios with [[faults]] \
+cannot be sharded.\n\n\
+Examples:\n  stompede coordinate scenarios/town-hall.toml --shards 4 --listen 0.0.0.0:7700\n  \
+stompede worker --coordinator coordinator.example:7700 --shard 0\n\n\
+See deploy/k8s/ for the same as a Kubernetes Indexed Job."
+    )]
+    Coordinate(CoordinateArgs),
+    /// Run one shard of a coordinated run (see `coordinate`); with no --shard, the index
+    /// comes from $JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+    Worker(WorkerArgs),
     /// CI regression gate: run a scenario N times and judge it against a recorded
     /// baseline (exit 0: pass, 1: regression or SLO failure, 2: usage or bad baseline,
     /// 3: could not run).
@@ -135,10 +159,37 @@ pub struct RunArgs {
     /// Time between Kafka lag and database samples, e.g. 1s or 250ms (at least 1ms).
     #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
     pub sample_interval: Duration,
+    /// Spread the users over N worker processes on this machine, merged into one report
+    /// (each local shard connects from its own loopback address). Chosen automatically
+    /// when the users exceed the files one process may open.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::shard::MAX_SHARDS as i64))]
+    pub shards: Option<u32>,
     #[command(flatten)]
     pub shape: ShapeArgs,
     #[command(flatten)]
     pub dir: StackDirArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CoordinateArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Address to listen on for workers.
+    #[arg(long, default_value = "0.0.0.0:7700")]
+    pub listen: SocketAddr,
+    /// How long to wait for every worker to connect; missing shards fail the run.
+    #[arg(long, value_parser = parse_duration_arg, default_value = "5m")]
+    pub wait: Duration,
+}
+
+#[derive(Args, Debug)]
+pub struct WorkerArgs {
+    /// The coordinator, HOST:PORT (it listens on 7700 unless told otherwise).
+    #[arg(long)]
+    pub coordinator: String,
+    /// This worker's shard index, from 0 (default: $JOB_COMPLETION_INDEX).
+    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    pub shard: u32,
 }
 
 #[derive(Args, Debug)]
@@ -401,7 +452,69 @@ pub mod exit {
     pub const RUN_FAILED: u8 = 3;
 }
 
+/// How `run_with` carries a run out.
+enum Mode {
+    /// One process, or local shards when given (or needed).
+    Local,
+    /// Workers elsewhere connect to this listener.
+    Coordinate {
+        listener: TcpListener,
+        wait: Duration,
+    },
+}
+
 pub async fn run(args: RunArgs) -> u8 {
+    run_with(args, Mode::Local).await
+}
+
+/// `stompede coordinate`.
+pub async fn coordinate(args: CoordinateArgs) -> u8 {
+    if args.run.shards.is_none() {
+        eprintln!("error: coordinate needs --shards N: how many workers will connect (each runs 1/N of the users)");
+        return exit::BAD_INPUT;
+    }
+    let listener = match TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "error: cannot listen on {} for workers: {e} (choose another --listen address)",
+                args.listen
+            );
+            return exit::RUN_FAILED;
+        }
+    };
+    if !args.run.quiet {
+        eprintln!(
+            "waiting up to {:?} for {} workers on {} (stompede worker --coordinator THIS_HOST:{} --shard K)",
+            args.wait,
+            args.run.shards.unwrap_or(1),
+            args.listen,
+            args.listen.port()
+        );
+    }
+    run_with(
+        args.run,
+        Mode::Coordinate {
+            listener,
+            wait: args.wait,
+        },
+    )
+    .await
+}
+
+/// `stompede worker`: exit 0 when its part was run and reported, 3 otherwise.
+pub async fn worker(args: WorkerArgs) -> u8 {
+    let host = crate::shard::host_name();
+    match crate::shard::worker::work(&args.coordinator, args.shard, &host).await {
+        Ok(()) => exit::PASSED,
+        Err(e) => {
+            eprintln!("error: shard {}: {e}", args.shard);
+            exit::RUN_FAILED
+        }
+    }
+}
+
+async fn run_with(args: RunArgs, mode: Mode) -> u8 {
     let mut scenario = match crate::scenario::Scenario::from_file(&args.scenario) {
         Ok(s) => s,
         Err(e) => {
@@ -437,7 +550,32 @@ pub async fn run(args: RunArgs) -> u8 {
         progress: !args.quiet,
         sample_interval: args.sample_interval,
     };
-    let run = crate::load::run(scenario, &options);
+    let shards = args.shards.or_else(|| {
+        let needed = crate::shard::shards_needed(u64::from(scenario.users.count));
+        if let Some(n) = needed {
+            eprintln!(
+                "{} users need more files than one process may open: running {n} local shards",
+                scenario.users.count
+            );
+        }
+        needed
+    });
+    let run = async {
+        match (mode, shards) {
+            (Mode::Coordinate { listener, wait }, shards) => {
+                let shards = shards.unwrap_or(1);
+                let launch = crate::shard::coordinator::Launch {
+                    shards,
+                    listener,
+                    patience: wait,
+                    sources: vec![None; shards as usize],
+                };
+                crate::shard::coordinator::coordinate(scenario, &options, launch).await
+            }
+            (Mode::Local, Some(n)) if n > 1 => crate::shard::run_local(scenario, &options, n).await,
+            (Mode::Local, _) => crate::load::run(scenario, &options).await,
+        }
+    };
     tokio::pin!(run);
     let outcome = tokio::select! {
         outcome = &mut run => outcome,

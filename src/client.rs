@@ -60,6 +60,9 @@ pub struct ConnectOptions {
     pub subprotocols: Vec<String>,
     /// Send binary WebSocket messages instead of text.
     pub binary: bool,
+    /// Local address to connect from (`ws://` only): local shards each use their own
+    /// loopback address, so their connections do not share one address's ports.
+    pub source: Option<std::net::IpAddr>,
 }
 
 impl Default for ConnectOptions {
@@ -70,11 +73,62 @@ impl Default for ConnectOptions {
             headers: vec![("host".into(), "localhost".into())],
             subprotocols: vec!["v12.stomp".into(), "v11.stomp".into(), "v10.stomp".into()],
             binary: false,
+            source: None,
         }
     }
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A TCP connection to `host:port` from address `source`. The port is left for the
+/// kernel to choose at connect time (`IP_BIND_ADDRESS_NO_PORT`), so one source address
+/// serves up to the ephemeral range per destination, not per machine.
+async fn connect_from(
+    source: std::net::IpAddr,
+    host: &str,
+    port: u16,
+) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        if addr.is_ipv4() != source.is_ipv4() {
+            continue;
+        }
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket descriptor and a c_int option of the right size.
+            unsafe {
+                libc::setsockopt(
+                    socket.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    (&one as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+            }
+        }
+        socket.bind(std::net::SocketAddr::new(source, 0))?;
+        match socket.connect(addr).await {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrNotAvailable,
+            format!("{host}:{port} has no address of the family of source {source}"),
+        )
+    }))
+}
 
 /// Small socket buffers: tungstenite's defaults (128 KiB each way) would cost a quarter
 /// of a gigabyte per 2,000 virtual users. The read buffer is allocated for every session,
@@ -133,10 +187,29 @@ impl StompClient {
                     .insert("sec-websocket-protocol", value);
             }
         }
-        let (ws, response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
+        let (ws, response) = match options.source {
+            Some(source) if request.uri().scheme_str() == Some("ws") => {
+                let host = request.uri().host().unwrap_or("localhost").to_string();
+                let port = request.uri().port_u16().unwrap_or(80);
+                let stream =
+                    connect_from(source, &host, port)
+                        .await
+                        .map_err(|e| ClientError::Connect {
+                            url: url.to_string(),
+                            source: tokio_tungstenite::tungstenite::Error::Io(e),
+                        })?;
+                tokio_tungstenite::client_async_with_config(
+                    request,
+                    MaybeTlsStream::Plain(stream),
+                    Some(ws_config()),
+                )
                 .await
-                .map_err(connect_error)?;
+                .map_err(connect_error)?
+            }
+            _ => tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
+                .await
+                .map_err(connect_error)?,
+        };
         let subprotocol = response
             .headers()
             .get("sec-websocket-protocol")

@@ -16,6 +16,7 @@ pub mod load;
 pub mod report;
 pub mod scenario;
 pub mod server;
+pub mod shard;
 pub mod stack;
 pub mod stomp;
 pub mod wake_gate;

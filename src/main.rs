@@ -24,6 +24,8 @@ fn main() -> std::process::ExitCode {
             Command::Server(args) => cli::server(args).await.map(|()| 0u8),
             Command::Stack(command) => cli::stack(command).await.map(|()| 0u8),
             Command::Run(args) => Ok(cli::run(args).await),
+            Command::Coordinate(args) => Ok(cli::coordinate(args).await),
+            Command::Worker(args) => Ok(cli::worker(args).await),
             Command::Gate(args) => Ok(cli::gate(args).await),
             Command::Capacity(args) => Ok(cli::capacity(args).await),
             Command::Sweep(args) => Ok(cli::sweep(args).await),

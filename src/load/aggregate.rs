@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::load::hlog::IntervalLog;
 use crate::load::progress::Progress;
@@ -36,7 +36,7 @@ pub struct Aggregated {
 pub async fn run(
     ctx: &Arc<RunContext>,
     schedule_tx: &watch::Sender<Option<Schedule>>,
-    controls: &[mpsc::Sender<vu::Control>],
+    control: &(dyn Fn(u32, vu::Control) + Sync),
     progress: &Progress,
     hlog: &mut Option<IntervalLog>,
     resources: &mut Tracker,
@@ -95,7 +95,7 @@ pub async fn run(
                     let rooms = &ctx.plan.users[user as usize].rooms;
                     if !rooms.is_empty() {
                         let room = rooms[rng.random_range(0..rooms.len())];
-                        let _ = controls[user as usize].try_send(vu::Control::Leave(room));
+                        control(user, vu::Control::Leave(room));
                     }
                 }
             }

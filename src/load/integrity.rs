@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use serde::{Deserialize, Serialize};
+
 /// Sequence counters of every (room, sender) pair.
 pub struct Slots {
     counters: Vec<AtomicU64>,
@@ -23,7 +25,16 @@ pub struct Slots {
     /// Per slot, the numbers whose SEND was confirmed by a RECEIPT (kept only when
     /// [`Slots::track_receipts`] was called: runs with faults).
     receipted: Vec<Mutex<SeqSet>>,
+    /// In a shard of a run ([`crate::shard`]): per slot, whether its sender runs in
+    /// another shard (empty: every sender is here). A remote slot's counter here is
+    /// only the last value heard from its owner.
+    remote: Vec<bool>,
 }
+
+/// How far past the last value heard from a remote slot's owner a received sequence
+/// number may lie and still be taken (it is checked exactly when the shards merge):
+/// a mangled stamp can make a sequence set grow by at most this span.
+pub const REMOTE_SEQ_SLACK: u64 = 1 << 20;
 
 impl Slots {
     /// `room_senders[r]` lists the senders of room `r`.
@@ -44,7 +55,77 @@ impl Slots {
             voided: Mutex::new(BTreeSet::new()),
             index,
             receipted: Vec::new(),
+            remote: Vec::new(),
         }
+    }
+
+    /// The sender of every slot, in slot order.
+    pub fn senders(&self) -> Vec<u32> {
+        let mut out = vec![0; self.counters.len()];
+        for room in &self.index {
+            for (sender, slot) in room {
+                out[*slot] = *sender;
+            }
+        }
+        out
+    }
+
+    /// Marks the slots whose sender `here` rejects as remote (numbered by another shard).
+    pub fn set_remote(&mut self, here: impl Fn(u32) -> bool) {
+        self.remote = self.senders().into_iter().map(|s| !here(s)).collect();
+    }
+
+    /// Whether `slot`'s sender runs in another shard.
+    pub fn is_remote(&self, slot: usize) -> bool {
+        self.remote.get(slot).copied().unwrap_or(false)
+    }
+
+    /// Whether any sender of `room` runs in another shard.
+    pub fn room_has_remote(&self, room: u32) -> bool {
+        !self.remote.is_empty()
+            && self
+                .index
+                .get(room as usize)
+                .is_some_and(|m| m.values().any(|slot| self.is_remote(*slot)))
+    }
+
+    /// Whether a received number `seq` of `slot` may be taken: below the counter for a
+    /// slot numbered here, within [`REMOTE_SEQ_SLACK`] of the last value heard for a
+    /// remote one.
+    pub fn plausible(&self, slot: usize, seq: u64) -> bool {
+        let issued = self.issued(slot);
+        if self.is_remote(slot) {
+            seq < issued.saturating_add(REMOTE_SEQ_SLACK)
+        } else {
+            seq < issued
+        }
+    }
+
+    /// Sets a slot's counter (merging shards; a remote slot's value heard from its
+    /// owner). Never lowers it.
+    pub fn raise(&self, slot: usize, value: u64) {
+        if let Some(c) = self.counters.get(slot) {
+            c.fetch_max(value, Relaxed);
+        }
+    }
+
+    /// Per sender of `room`: the numbering in `counters` (every slot's counter, in slot
+    /// order, as one consistent read across shards).
+    pub fn snapshot_of(&self, room: u32, counters: &[u64]) -> HashMap<u32, u64> {
+        self.index
+            .get(room as usize)
+            .map(|m| {
+                m.iter()
+                    .map(|(sender, slot)| (*sender, counters.get(*slot).copied().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every voided number, as (slot, number).
+    pub fn voided_all(&self) -> Vec<(usize, u64)> {
+        let voided = self.voided.lock().unwrap_or_else(|e| e.into_inner());
+        voided.iter().copied().collect()
     }
 
     /// Keep, per slot, which numbers were confirmed by a RECEIPT.
@@ -136,7 +217,7 @@ impl Slots {
 ///
 /// Words from `first` to `end` that are not in `partial` are full; numbers outside
 /// `[first, end)` words are absent.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SeqSet {
     partial: BTreeMap<u64, u64>,
     first: u64,
@@ -205,6 +286,11 @@ impl SeqSet {
         n
     }
 
+    /// Members at or above `from`.
+    pub fn count_from(&self, from: u64) -> u64 {
+        self.count_range(from, self.end * 64)
+    }
+
     /// Members in all.
     pub fn len(&self) -> u64 {
         self.count_range(self.first * 64, self.end * 64)
@@ -243,7 +329,7 @@ impl SeqSet {
 }
 
 /// One user's membership of one room over the run.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Membership {
     /// Closed intervals: per sender, expected `[from, until)`.
     pub closed: Vec<HashMap<u32, (u64, u64)>>,

@@ -29,6 +29,7 @@ pub mod verdicts;
 pub mod vu;
 pub mod warnings;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -46,7 +47,7 @@ use stats::Recorder;
 use warnings::Warnings;
 
 /// When sending starts, when the measured phase starts, when sending stops (µs since t0).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
     pub send_start_us: u64,
     pub measure_start_us: u64,
@@ -86,6 +87,31 @@ pub struct RunContext {
     pub tracking: Option<crate::fault::outage::Tracking>,
     /// Per room, the Kafka partition its messages use (local stack only).
     pub room_partitions: Vec<Option<u32>>,
+    /// In a shard of a run: reads of the other shards' sequence counters.
+    pub remote: Option<Arc<crate::shard::RemoteCounters>>,
+    /// In a shard of a run spread over several hosts: per sender, whether its stamps'
+    /// times are on this host's clock (see [`receive::Receiver::timed`]).
+    pub timed: Option<Vec<bool>>,
+}
+
+impl RunContext {
+    /// Per sender of `room`: messages numbered so far, read after this call began (so a
+    /// subscription in place before it expects every number from there on). In a shard
+    /// whose room has senders elsewhere, the other shards' counters are read through the
+    /// coordinator; if it cannot answer, the last values heard are used (the run then
+    /// fails on the lost coordinator anyway).
+    pub async fn snapshot(&self, room: u32) -> HashMap<u32, u64> {
+        if let Some(remote) = self
+            .remote
+            .as_ref()
+            .filter(|_| self.slots.room_has_remote(room))
+        {
+            if let Some(counters) = remote.fresh().await {
+                return self.slots.snapshot_of(room, &counters);
+            }
+        }
+        self.slots.snapshot(room)
+    }
 }
 
 /// How to run.
@@ -155,13 +181,22 @@ pub enum LoadError {
     UserTask(String),
     #[error("cannot start the relay for the scenario's network faults: {0}")]
     Relay(String),
+    /// A sharded run could not be carried out.
+    #[error("{0}")]
+    Sharding(String),
+    /// A sharded run was asked for something it cannot do.
+    #[error("{0}")]
+    ShardingRefused(String),
 }
 
 impl LoadError {
     /// True when the error lies in what was asked (the scenario against this machine's
     /// limits), not in carrying the run out.
     pub fn is_bad_input(&self) -> bool {
-        matches!(self, LoadError::OpenFiles { .. })
+        matches!(
+            self,
+            LoadError::OpenFiles { .. } | LoadError::ShardingRefused(_)
+        )
     }
 }
 
@@ -201,24 +236,7 @@ async fn drive(
     let run_id = format!("{:08x}", rand::random::<u32>());
     let plan = scenario.plan();
     let room_senders: Vec<Vec<u32>> = plan.rooms.iter().map(|r| r.senders.clone()).collect();
-    let heartbeat = scenario.users.heartbeat.as_millis() as u64;
-    let mut headers = Vec::new();
-    let c = &scenario.target.connect;
-    headers.push((
-        "host".to_string(),
-        c.host.clone().unwrap_or_else(|| "localhost".into()),
-    ));
-    if let Some(login) = &c.login {
-        headers.push(("login".into(), login.clone()));
-    }
-    if let Some(passcode) = &c.passcode {
-        headers.push(("passcode".into(), passcode.clone()));
-    }
-    let connect = ConnectOptions {
-        heartbeat: (heartbeat, heartbeat),
-        headers,
-        ..ConnectOptions::default()
-    };
+    let connect = connect_options(&scenario);
     // The report directory exists from the start: the run log and the interval log are
     // written as the run goes.
     let stamp = started_at.format("%Y%m%dT%H%M%SZ");
@@ -286,6 +304,8 @@ async fn drive(
         warnings: warnings.clone(),
         tracking,
         room_partitions,
+        remote: None,
+        timed: None,
         plan,
         scenario,
     });
@@ -312,21 +332,7 @@ async fn drive(
     let mut tracker = resources::Tracker::start(&servers, &brokers);
     let probe = tokio::spawn(aggregate::probe_loop_lag(ctx.clone()));
 
-    // `users.per_task` users share one task: their state machines are polled together
-    // (join_all), which costs less than a task each when there are tens of thousands.
-    let mut controls = Vec::with_capacity(users);
-    let mut handles = Vec::new();
-    let per_task = ctx.scenario.users.per_task.max(1) as usize;
-    let mut group = Vec::with_capacity(per_task);
-    for index in 0..users as u32 {
-        let (tx, rx) = mpsc::channel(4);
-        controls.push(tx);
-        group.push(vu::run(ctx.clone(), index, rx));
-        if group.len() == per_task || index as usize == users - 1 {
-            let users_of_task = std::mem::take(&mut group);
-            handles.push(tokio::spawn(futures_util::future::join_all(users_of_task)));
-        }
-    }
+    let (controls, handles) = spawn_users(&ctx, 0..users as u32);
 
     let progress = progress::Progress::new(options.progress);
     let injector = has_faults.then(|| {
@@ -342,10 +348,13 @@ async fn drive(
     });
     let inject_stop = ctx.stop.child_token();
     let clock = async {
+        let control = |user: u32, c: vu::Control| {
+            let _ = controls[user as usize].try_send(c);
+        };
         let aggregated = aggregate::run(
             &ctx,
             &schedule_tx,
-            &controls,
+            &control,
             &progress,
             &mut hlog,
             &mut tracker,
@@ -385,18 +394,7 @@ async fn drive(
                 }
             }
             Err(e) => {
-                let what = if e.is_panic() {
-                    let payload = e.into_panic();
-                    let text = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "a panic without a message".into());
-                    format!("it panicked: {text}")
-                } else {
-                    format!("{e}")
-                };
-                failed_task.get_or_insert(what);
+                failed_task.get_or_insert(task_failure(e));
             }
         }
     }
@@ -462,10 +460,75 @@ async fn drive(
     Ok(RunOutcome { summary, dir })
 }
 
+/// The CONNECT options of a scenario's users.
+pub(crate) fn connect_options(scenario: &Scenario) -> ConnectOptions {
+    let heartbeat = scenario.users.heartbeat.as_millis() as u64;
+    let mut headers = Vec::new();
+    let c = &scenario.target.connect;
+    headers.push((
+        "host".to_string(),
+        c.host.clone().unwrap_or_else(|| "localhost".into()),
+    ));
+    if let Some(login) = &c.login {
+        headers.push(("login".into(), login.clone()));
+    }
+    if let Some(passcode) = &c.passcode {
+        headers.push(("passcode".into(), passcode.clone()));
+    }
+    ConnectOptions {
+        heartbeat: (heartbeat, heartbeat),
+        headers,
+        ..ConnectOptions::default()
+    }
+}
+
+/// The tasks of users `range` of the plan, and each user's control channel (indexed
+/// from `range.start`). `users.per_task` users share one task: their state machines are
+/// polled together (join_all), which costs less than a task each when there are tens of
+/// thousands.
+pub(crate) fn spawn_users(
+    ctx: &Arc<RunContext>,
+    range: std::ops::Range<u32>,
+) -> (
+    Vec<mpsc::Sender<vu::Control>>,
+    Vec<tokio::task::JoinHandle<Vec<vu::UserReport>>>,
+) {
+    let mut controls = Vec::with_capacity(range.len());
+    let mut handles = Vec::new();
+    let per_task = ctx.scenario.users.per_task.max(1) as usize;
+    let mut group = Vec::with_capacity(per_task);
+    let last = range.end.saturating_sub(1);
+    for index in range {
+        let (tx, rx) = mpsc::channel(4);
+        controls.push(tx);
+        group.push(vu::run(ctx.clone(), index, rx));
+        if group.len() == per_task || index == last {
+            let users_of_task = std::mem::take(&mut group);
+            handles.push(tokio::spawn(futures_util::future::join_all(users_of_task)));
+        }
+    }
+    (controls, handles)
+}
+
+/// What a failed virtual-user task said.
+pub(crate) fn task_failure(e: tokio::task::JoinError) -> String {
+    if e.is_panic() {
+        let payload = e.into_panic();
+        let text = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".into());
+        format!("it panicked: {text}")
+    } else {
+        format!("{e}")
+    }
+}
+
 /// With a fan-out group shared by the stack's instances: each instance's partitions,
 /// read while the servers still run, to split the loss by (`None` otherwise, or when
 /// an instance cannot say, which is warned about).
-async fn shared_group_split(
+pub(crate) async fn shared_group_split(
     ctx: &RunContext,
     target: &target::Resolved,
     warnings: &Warnings,

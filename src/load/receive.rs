@@ -29,6 +29,9 @@ pub struct Receiver<'a> {
     pub slots: &'a Slots,
     pub recorder: &'a Recorder,
     pub schedule: Schedule,
+    /// Per sender (user index): whether its stamp's times are on this process's clock
+    /// (`None`: every sender's are). A sender on another host is counted, not timed.
+    pub timed: Option<&'a [bool]>,
 }
 
 impl Receiver<'_> {
@@ -49,7 +52,7 @@ impl Receiver<'_> {
         let issued = self
             .slots
             .slot(stamp.room, stamp.sender)
-            .is_some_and(|slot| stamp.seq < self.slots.issued(slot));
+            .is_some_and(|slot| self.slots.plausible(slot, stamp.seq));
         if !issued {
             self.recorder.corrupt.fetch_add(1, Relaxed);
             return Received::Corrupt;
@@ -58,6 +61,16 @@ impl Receiver<'_> {
             m.arrive(stamp.sender, stamp.seq);
         }
         let corrected_us = now_us.saturating_sub(stamp.intended_us);
+        if self
+            .timed
+            .is_some_and(|t| !t.get(stamp.sender as usize).copied().unwrap_or(false))
+        {
+            self.recorder.delivered_untimed(user);
+            return Received::Delivered {
+                stamp,
+                corrected_us,
+            };
+        }
         self.recorder.delivered(
             user,
             corrected_us,

@@ -40,6 +40,8 @@ pub struct Interval {
     pub errors: u64,
     pub measured_sent: u64,
     pub measured_delivered: u64,
+    /// Deliveries not timed: their sender's clock was another host's (sharded runs).
+    pub untimed: u64,
 }
 
 impl Interval {
@@ -56,6 +58,7 @@ impl Interval {
             errors: 0,
             measured_sent: 0,
             measured_delivered: 0,
+            untimed: 0,
         }
     }
 
@@ -72,6 +75,7 @@ impl Interval {
         self.errors += other.errors;
         self.measured_sent += other.measured_sent;
         self.measured_delivered += other.measured_delivered;
+        self.untimed += other.untimed;
     }
 
     fn reset(&mut self) {
@@ -86,6 +90,7 @@ impl Interval {
         self.errors = 0;
         self.measured_sent = 0;
         self.measured_delivered = 0;
+        self.untimed = 0;
     }
 }
 
@@ -174,6 +179,23 @@ impl Recorder {
             record(&mut s.corrected, corrected_us);
             record(&mut s.raw, raw_us);
         }
+    }
+
+    /// A delivery whose latency cannot be read (its sender's clock is another host's):
+    /// counted, not timed.
+    pub fn delivered_untimed(&self, user: u32) {
+        let mut s = self.shard(user);
+        s.delivered += 1;
+        s.untimed += 1;
+    }
+
+    /// Adds an interval measured elsewhere (a shard of the run) to this recorder's
+    /// current one.
+    pub fn add_interval(&self, other: &Interval) {
+        self.shards[0]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .add(other);
     }
 
     pub fn receipt(&self, user: u32, us: u64, measured: bool) {

@@ -248,6 +248,7 @@ pub fn build(i: Inputs<'_>) -> Summary {
             })
             .collect(),
         faults: None,
+        shards: None,
     }
 }
 

@@ -168,7 +168,7 @@ pub async fn run(
         // it is not expected (the disconnect itself is counted).
         ctx.recorder.disconnects.fetch_add(1, Relaxed);
         let down_us = user.now_us();
-        let left = user.session_lost();
+        let left = user.session_lost().await;
         let Some(policy) = ctx.scenario.users.reconnect.clone() else {
             break;
         };
@@ -181,7 +181,7 @@ pub async fn run(
                 client = back;
                 ctx.recorder.session_reopened();
                 let up_us = user.now_us();
-                user.rejoin_all(&left);
+                user.rejoin_all(&left).await;
                 if let Some(t) = &ctx.tracking {
                     t.session_back(slot, up_us);
                 }
@@ -262,10 +262,8 @@ impl User {
         }
         for room in rooms {
             // Nothing is sent before every user is subscribed: expect from the start.
-            self.memberships
-                .entry(room)
-                .or_default()
-                .join(self.ctx.slots.snapshot(room));
+            let snapshot = self.ctx.snapshot(room).await;
+            self.memberships.entry(room).or_default().join(snapshot);
         }
         true
     }
@@ -391,7 +389,7 @@ impl User {
                 }
                 command = control.recv() => {
                     if let Some(Control::Leave(room)) = command {
-                        self.start_leave(room);
+                        self.start_leave(room).await;
                     }
                 }
                 _ = liveness.tick(), if client.server_beat_ms > 0 => {
@@ -432,11 +430,11 @@ impl User {
     /// The session broke: every room is left at the current numbering (returned per
     /// room, to count what the user misses while away); receipts still awaited will never
     /// come; churn in progress is dropped (the rooms are all rejoined on reconnection).
-    fn session_lost(&mut self) -> HashMap<u32, HashMap<u32, u64>> {
+    async fn session_lost(&mut self) -> HashMap<u32, HashMap<u32, u64>> {
         let mut left = HashMap::new();
         let rooms: Vec<u32> = self.memberships.keys().copied().collect();
         for room in rooms {
-            let snapshot = self.ctx.slots.snapshot(room);
+            let snapshot = self.ctx.snapshot(room).await;
             if let Some(m) = self.memberships.get_mut(&room) {
                 m.leave_broken(&snapshot);
             }
@@ -569,10 +567,10 @@ impl User {
     /// Subscribed again after a break: expect from now on, count what was numbered while
     /// away as missed, and move sends that came due while away past now (skipped, and
     /// counted, rather than sent as a burst).
-    fn rejoin_all(&mut self, left: &HashMap<u32, HashMap<u32, u64>>) {
+    async fn rejoin_all(&mut self, left: &HashMap<u32, HashMap<u32, u64>>) {
         let mut missed = 0;
         for (room, before) in left {
-            let now = self.ctx.slots.snapshot(*room);
+            let now = self.ctx.snapshot(*room).await;
             missed += before
                 .iter()
                 .map(|(sender, at)| now.get(sender).copied().unwrap_or(*at).saturating_sub(*at))
@@ -713,6 +711,7 @@ impl User {
                     slots: &self.ctx.slots,
                     recorder: &self.ctx.recorder,
                     schedule: self.schedule,
+                    timed: self.ctx.timed.as_deref(),
                 };
                 let memberships = &mut self.memberships;
                 let Received::Delivered {
@@ -799,14 +798,14 @@ impl User {
         }
     }
 
-    fn start_leave(&mut self, room: u32) {
+    async fn start_leave(&mut self, room: u32) {
         if self.leaving.is_some()
             || self.away.contains_key(&room)
             || !self.memberships.contains_key(&room)
         {
             return;
         }
-        let snapshot = self.ctx.slots.snapshot(room);
+        let snapshot = self.ctx.snapshot(room).await;
         self.leaving = Some(Leaving {
             room,
             snapshot,
@@ -871,7 +870,7 @@ impl User {
 
     async fn rejoined(&mut self, client: &mut StompClient, room: u32) {
         self.away.remove(&room);
-        let snapshot = self.ctx.slots.snapshot(room);
+        let snapshot = self.ctx.snapshot(room).await;
         self.memberships.entry(room).or_default().join(snapshot);
         let _ = self.presence(client, room, "ENTER").await;
     }

@@ -47,7 +47,7 @@ pub struct Warnings {
 }
 
 /// One line of the end-of-run summary.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CauseCount {
     pub cause: String,
     pub count: u64,
@@ -136,6 +136,39 @@ impl Warnings {
         if first && self.print {
             eprintln!("warning: {full} (repeats are counted; summary at the end)");
         }
+    }
+
+    /// Adds warnings counted elsewhere (a shard of the run): `c.count` of `c.cause`,
+    /// whose first occurrence is prefixed with `from`.
+    pub fn add(&self, c: &CauseCount, from: &str) {
+        let mut inner = self.lock();
+        let order = inner.causes.len();
+        match inner.causes.get_mut(&c.cause) {
+            Some(mine) => {
+                mine.count += c.count;
+                if c.first_t_s < mine.first_t_s {
+                    mine.first = format!("{from}: {}", c.first);
+                    mine.first_t_s = c.first_t_s;
+                }
+            }
+            None if order < MAX_CAUSES => {
+                inner.causes.insert(
+                    c.cause.clone(),
+                    Cause {
+                        count: c.count,
+                        first: format!("{from}: {}", c.first),
+                        first_t_s: c.first_t_s,
+                        order,
+                    },
+                );
+            }
+            None => inner.other += c.count,
+        }
+        let line = format!(
+            "warning x{} from {from}: {} ({})",
+            c.count, c.cause, c.first
+        );
+        write_log(&mut inner, c.first_t_s, &line);
     }
 
     /// How many warnings so far, over all causes.

@@ -75,6 +75,34 @@ pub struct Summary {
     /// before faults existed).
     #[serde(default)]
     pub faults: Option<FaultsSummary>,
+    /// The shards of a run spread over several worker processes (`--shards`); `None`
+    /// for a run in one process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Vec<ShardReport>>,
+}
+
+/// One shard of a sharded run: who ran it, what it measured, and whether it finished.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ShardReport {
+    pub shard: u32,
+    /// The host it ran on, as it named itself.
+    pub host: String,
+    pub pid: Option<u32>,
+    /// Users of the plan assigned to it.
+    pub users: u64,
+    pub connected: u64,
+    /// Messages its users sent and deliveries they received.
+    pub sent: u64,
+    pub delivered: u64,
+    /// Deliveries in its measured-phase latency histogram (the merged histogram's count
+    /// is the sum of these).
+    pub timed: u64,
+    pub cpu_s: Option<f64>,
+    pub peak_rss_bytes: u64,
+    /// Its source address, when it had one of its own.
+    pub source: Option<String>,
+    /// Why it did not finish (`None`: it did); a lost shard fails the run.
+    pub lost: Option<String>,
 }
 
 /// The harness's own load: if it could not keep its schedule, latency figures include

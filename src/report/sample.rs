@@ -290,6 +290,7 @@ impl Summary {
                 first_t_s: 39.2,
             }],
             faults: None,
+            shards: None,
         }
     }
 }
