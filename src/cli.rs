@@ -483,13 +483,13 @@ pub async fn coordinate(args: CoordinateArgs) -> u8 {
             return exit::RUN_FAILED;
         }
     };
+    let bound = listener.local_addr().unwrap_or(args.listen);
     if !args.run.quiet {
         eprintln!(
-            "waiting up to {:?} for {} workers on {} (stompede worker --coordinator THIS_HOST:{} --shard K)",
+            "waiting up to {:?} for {} workers on {bound} (stompede worker --coordinator THIS_HOST:{} --shard K)",
             args.wait,
             args.run.shards.unwrap_or(1),
-            args.listen,
-            args.listen.port()
+            bound.port()
         );
     }
     run_with(

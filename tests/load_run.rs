@@ -1,6 +1,8 @@
 //! Acceptance tests of `stompede run`: a smoke-sized run on a real local stack, exact
 //! integrity figures through a relay that drops and duplicates MESSAGE frames, latency
-//! through a relay that delays every frame, and a run against RabbitMQ Web-STOMP.
+//! through a relay that delays every frame, a run against RabbitMQ Web-STOMP, and runs
+//! spread over shards (local worker processes, and coordinator and workers started
+//! apart).
 
 mod common;
 
@@ -38,6 +40,17 @@ fn main() {
                 too_few_sessions,
             ),
             trial(env, "every_sample_is_kept_however_many", every_sample_kept),
+            trial(env, "one_shard_and_three_shards_agree", shards_agree),
+            trial(
+                env,
+                "relay_drops_and_duplicates_are_exact_across_three_shards",
+                shards_relay_integrity,
+            ),
+            trial(
+                env,
+                "coordinator_names_a_worker_killed_mid_run",
+                shard_killed,
+            ),
         ]
     })
 }
@@ -587,5 +600,228 @@ async fn every_sample_kept(env: Arc<TestEnv>) {
     assert!(
         last >= end,
         "last lag sample at {last:.1} s, sending ended at {end:.1} s"
+    );
+}
+
+/// Checks a sharded run's summary: every shard finished, and the merged histogram holds
+/// exactly what the shards timed.
+fn check_shards(s: &Summary, n: usize) {
+    let shards = s
+        .shards
+        .as_ref()
+        .expect("a sharded run has a shards section");
+    assert_eq!(shards.len(), n);
+    assert!(shards.iter().all(|x| x.lost.is_none()), "{shards:?}");
+    let timed: u64 = shards.iter().map(|x| x.timed).sum();
+    assert!(timed > 0);
+    assert_eq!(
+        s.latency.corrected.count, timed,
+        "the merged histogram's count is the sum of the shards'"
+    );
+    assert_eq!(
+        shards.iter().map(|x| x.users).sum::<u64>(),
+        s.sessions.planned
+    );
+    assert_eq!(
+        shards.iter().map(|x| x.delivered).sum::<u64>(),
+        s.throughput.delivered
+    );
+    assert_eq!(
+        shards.iter().map(|x| x.sent).sum::<u64>(),
+        s.throughput.sent
+    );
+    if n > 1 {
+        // Local shards on a loopback target each connect from their own address.
+        let sources: std::collections::BTreeSet<_> = shards
+            .iter()
+            .map(|x| x.source.clone().expect("a source"))
+            .collect();
+        assert_eq!(sources.len(), n);
+    }
+}
+
+/// The same deterministic scenario (constant arrivals, every user subscribed before the
+/// first send) in 1 shard and in 3: the same expected, delivered and lost counts.
+async fn shards_agree(env: Arc<TestEnv>) {
+    let info = env.info.as_ref().expect("this binary's stack");
+    let url = info.servers[0].ws_url.clone();
+    let mut counts = Vec::new();
+    for n in [1u32, 3] {
+        let out = TempDir::new("stompede-shards");
+        let outcome = stompede::shard::run_local(
+            external(&url, 4.0, 3, ""),
+            &options(&out.0, &env.state_dir),
+            n,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{n} shards: {e}"));
+        let s = &outcome.summary;
+        validate(&outcome.dir.join("summary.json"));
+        check_shards(s, n as usize);
+        assert!(s.passed, "{n} shards: {:?}", s.slo);
+        assert!(s.integrity.expected > 0);
+        counts.push((
+            s.throughput.sent,
+            s.integrity.expected,
+            s.integrity.delivered,
+            s.integrity.lost,
+        ));
+    }
+    // 20 users, 4 rooms of 5 with 2 senders each sending 4/s for 1 s warm-up + 3 s.
+    assert_eq!(counts[0], counts[1], "(sent, expected, delivered, lost)");
+    assert_eq!(counts[0].0, 8 * 4 * 4);
+    assert_eq!(counts[0].1, counts[0].0 * 5);
+}
+
+/// Three shards through a relay that drops every 13th and duplicates every 7th MESSAGE
+/// frame: the merged report gives exactly what the relay did.
+async fn shards_relay_integrity(env: Arc<TestEnv>) {
+    let info = env.info.as_ref().expect("this binary's stack");
+    let relay = Relay::start(RelayConfig {
+        upstream: info.servers[0].ws_url.clone(),
+        drop_every: Some(13),
+        duplicate_every: Some(7),
+        delay: Duration::ZERO,
+        message_rate: None,
+    })
+    .await
+    .expect("relay");
+    let out = TempDir::new("stompede-shards-relay");
+    let outcome = stompede::shard::run_local(
+        external(&relay.url, 4.0, 4, ""),
+        &options(&out.0, &env.state_dir),
+        3,
+    )
+    .await
+    .expect("a run of 3 shards through the relay");
+    let dropped = relay.counters.dropped.load(Relaxed);
+    let duplicated = relay.counters.duplicated.load(Relaxed);
+    relay.stop().await;
+    let s = &outcome.summary;
+    check_shards(s, 3);
+    assert!(
+        dropped > 10 && duplicated > 10,
+        "relay injected too little: {dropped} dropped, {duplicated} duplicated"
+    );
+    assert_eq!(s.integrity.lost, dropped, "lost ≠ dropped by the relay");
+    assert_eq!(
+        s.integrity.duplicated, duplicated,
+        "duplicated ≠ duplicated by the relay"
+    );
+    assert_eq!(
+        s.integrity.delivered + s.integrity.lost,
+        s.integrity.expected
+    );
+}
+
+/// `stompede coordinate` and two `stompede worker` processes over loopback; worker 1 is
+/// killed once the measured phase has begun: the run fails (exit 1), the console and the
+/// report name shard 1, its users count as not connected, and shard 0's figures stand.
+async fn shard_killed(env: Arc<TestEnv>) {
+    use std::io::{BufRead, BufReader};
+    let info = env.info.as_ref().expect("this binary's stack");
+    let dir = TempDir::new("stompede-shard-killed");
+    let file = dir.0.join("killed.toml");
+    std::fs::write(&file, external_text(&info.servers[0].ws_url, 4.0, 8, "")).expect("write");
+    let exe = env!("CARGO_BIN_EXE_stompede");
+    let reports = dir.0.join("reports");
+    let handle = tokio::task::spawn_blocking(move || {
+        let mut coordinator = std::process::Command::new(exe)
+            .args([
+                "coordinate",
+                "--shards",
+                "2",
+                "--listen",
+                "127.0.0.1:0",
+                "--out",
+            ])
+            .arg(&reports)
+            .arg(&file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the coordinator");
+        let mut lines = BufReader::new(coordinator.stderr.take().expect("stderr")).lines();
+        let mut console = String::new();
+        let mut next = |console: &mut String| -> String {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("the coordinator ended early:\n{console}"))
+                .expect("read stderr");
+            console.push_str(&line);
+            console.push('\n');
+            line
+        };
+        // "waiting up to 300s for 2 workers on 127.0.0.1:PORT (...)"
+        let addr = loop {
+            let line = next(&mut console);
+            if let Some(rest) = line.split(" workers on ").nth(1) {
+                break rest.split_whitespace().next().expect("address").to_string();
+            }
+        };
+        let workers: Vec<std::process::Child> = (0..2)
+            .map(|k| {
+                std::process::Command::new(exe)
+                    .args(["worker", "--coordinator", &addr, "--shard", &k.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("start a worker")
+            })
+            .collect();
+        // The status line is printed when the run enters its measured phase.
+        while !next(&mut console).contains("measure]") {}
+        let mut workers = workers.into_iter();
+        let (mut survivor, mut victim) = (workers.next().unwrap(), workers.next().unwrap());
+        victim.kill().expect("kill worker 1");
+        let _ = victim.wait();
+        for line in lines.map_while(Result::ok) {
+            console.push_str(&line);
+            console.push('\n');
+        }
+        let status = coordinator.wait().expect("coordinator exit");
+        let _ = survivor.wait();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(&mut coordinator.stdout.take().expect("stdout"), &mut stdout)
+            .expect("read stdout");
+        (status.code(), format!("{stdout}{console}"))
+    });
+    let (code, console) = handle.await.expect("join");
+    assert_eq!(code, Some(1), "the run must fail:\n{console}");
+    assert!(
+        console.contains("shard 1"),
+        "the console names the shard:\n{console}"
+    );
+    let report = std::fs::read_dir(dir.0.join("reports"))
+        .expect("a report directory")
+        .next()
+        .expect("one report")
+        .expect("entry")
+        .path();
+    validate(&report.join("summary.json"));
+    let s = Summary::load(&report.join("summary.json")).expect("summary loads");
+    let shards = s.shards.as_ref().expect("shards section");
+    assert!(shards[0].lost.is_none(), "{shards:?}");
+    let lost = shards[1].lost.as_deref().expect("shard 1 is named as lost");
+    assert!(!lost.is_empty());
+    assert_eq!(shards[1].connected, 0);
+    assert_eq!(s.sessions.connected, shards[0].connected);
+    assert_eq!(shards[0].connected, 10);
+    let verdict = s
+        .slo
+        .iter()
+        .find(|v| v.name == "shards_finished")
+        .expect("the shards verdict");
+    assert!(
+        !verdict.passed && verdict.measured == 1.0 && verdict.limit == 2.0,
+        "{verdict:?}"
+    );
+    assert!(!s.passed);
+    assert!(
+        s.notes
+            .iter()
+            .any(|n| n.starts_with("shard 1 ") && n.contains("lost")),
+        "{:?}",
+        s.notes
     );
 }

@@ -1,4 +1,5 @@
-//! The live status line: rewritten in place on a terminal, one line every 5 s otherwise.
+//! The live status line: rewritten in place on a terminal; otherwise one line every 5 s
+//! and one whenever the run enters another phase.
 //! It names what is going wrong right now (a broker unreachable, the database not
 //! answering) and how many warnings were counted, so trouble is seen once, not scrolled.
 
@@ -12,6 +13,8 @@ use crate::report::Phase;
 pub struct Progress {
     enabled: bool,
     tty: bool,
+    /// The phase of the last line printed.
+    last_phase: std::sync::Mutex<Option<Phase>>,
 }
 
 impl Progress {
@@ -19,6 +22,7 @@ impl Progress {
         Progress {
             enabled,
             tty: std::io::stderr().is_terminal(),
+            last_phase: std::sync::Mutex::new(None),
         }
     }
 
@@ -31,7 +35,14 @@ impl Progress {
         interval_s: f64,
         totals: &Totals,
     ) {
-        if !self.enabled || (!self.tty && (t_s as u64) % 5 != 0) {
+        if !self.enabled {
+            return;
+        }
+        let new_phase = {
+            let mut last = self.last_phase.lock().unwrap_or_else(|e| e.into_inner());
+            last.replace(phase) != Some(phase)
+        };
+        if !self.tty && !new_phase && (t_s as u64) % 5 != 0 {
             return;
         }
         let per_s = |n: u64| n as f64 / interval_s.max(1e-3);
