@@ -85,6 +85,9 @@ pub fn console_table(s: &Summary) -> String {
         count(ss.errors),
         count(ss.disconnects)
     );
+    for line in shard_lines(s) {
+        let _ = writeln!(out, "{line}");
+    }
     let lag = s
         .kafka
         .as_ref()
@@ -148,6 +151,33 @@ pub fn console_table(s: &Summary) -> String {
         let _ = writeln!(out, "warning x{}: {}", count(w.count), w.cause_line());
     }
     let _ = writeln!(out, "\nverdict: {}", run_verdict(s));
+    out
+}
+
+/// A sharded run's shards, one line each (none for a run in one process).
+pub fn shard_lines(s: &Summary) -> Vec<String> {
+    let Some(shards) = &s.shards else {
+        return Vec::new();
+    };
+    let mut out = vec![format!("shards     {}", shards.len())];
+    for x in shards {
+        let mut line = format!(
+            "  shard {:<3} {}{}  users {}  connected {}  sent {}  delivered {}  cpu {}  peak rss {}",
+            x.shard,
+            if x.host.is_empty() { "?" } else { &x.host },
+            x.source.as_ref().map_or(String::new(), |a| format!(" from {a}")),
+            count(x.users),
+            count(x.connected),
+            count(x.sent),
+            count(x.delivered),
+            x.cpu_s.map_or("-".into(), |c| format!("{c:.2} s")),
+            super::format::bytes(x.peak_rss_bytes)
+        );
+        if let Some(why) = &x.lost {
+            let _ = write!(line, "  LOST: {why}");
+        }
+        out.push(line);
+    }
     out
 }
 

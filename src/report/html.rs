@@ -181,6 +181,7 @@ pub fn render(s: &Summary, charts: &[DrawnChart], skipped: &[SkippedChart]) -> S
         ("disconnects by the server", count(ss.disconnects)),
     ]));
     h.push_str("</section>\n");
+    shards(&mut h, s);
 
     // Kafka.
     h.push_str("<section>\n<h2>Kafka consumer lag</h2>\n");
@@ -272,6 +273,52 @@ pub fn render(s: &Summary, charts: &[DrawnChart], skipped: &[SkippedChart]) -> S
         s.schema_version
     );
     h
+}
+
+/// A sharded run's shards: who ran which users, what each measured and cost.
+fn shards(h: &mut String, s: &Summary) {
+    let Some(shards) = &s.shards else {
+        return;
+    };
+    h.push_str("<section>\n<h2>Shards</h2>\n<p class=\"sub\">The run's users were spread over these worker processes; \
+their histograms were merged exactly and integrity was settled over all of their records. A lost shard fails the run.</p>\n");
+    let rows: Vec<Vec<String>> = shards
+        .iter()
+        .map(|x| {
+            vec![
+                x.shard.to_string(),
+                x.host.clone(),
+                x.source.clone().unwrap_or_else(|| "-".into()),
+                count(x.users),
+                count(x.connected),
+                count(x.sent),
+                count(x.delivered),
+                count(x.timed),
+                x.cpu_s.map_or("-".into(), |c| format!("{c:.2} s")),
+                bytes(x.peak_rss_bytes),
+                x.lost
+                    .as_deref()
+                    .map_or("finished".into(), |why| format!("LOST: {why}")),
+            ]
+        })
+        .collect();
+    h.push_str(&table(
+        &[
+            "shard",
+            "host",
+            "source",
+            "users",
+            "connected",
+            "sent",
+            "delivered",
+            "timed",
+            "CPU",
+            "peak RSS",
+            "state",
+        ],
+        &rows,
+    ));
+    h.push_str("</section>\n");
 }
 
 fn scenario_and_target(h: &mut String, s: &Summary) {

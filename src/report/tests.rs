@@ -576,3 +576,54 @@ fn version_1_summaries_still_load() {
     assert_eq!(s.sessions.subscribed, None);
     assert!(s.resources.unwrap().basis.is_none());
 }
+
+#[test]
+fn shards_are_shown_and_validated() {
+    let mut s = Summary::sample();
+    s.shards = Some(vec![
+        ShardReport {
+            shard: 0,
+            host: "node-a".into(),
+            pid: Some(4242),
+            users: 1000,
+            connected: 1000,
+            sent: 500,
+            delivered: 5000,
+            timed: 4000,
+            cpu_s: Some(1.25),
+            peak_rss_bytes: 50 << 20,
+            source: Some("127.0.0.2".into()),
+            lost: None,
+        },
+        ShardReport {
+            shard: 1,
+            host: "node-<b>".into(),
+            pid: None,
+            users: 1000,
+            connected: 0,
+            sent: 0,
+            delivered: 0,
+            timed: 0,
+            cpu_s: None,
+            peak_rss_bytes: 0,
+            source: None,
+            lost: Some("its connection closed (at 12.0 s)".into()),
+        },
+    ]);
+    let value = serde_json::to_value(&s).expect("serialises");
+    assert_eq!(errors(&value), Vec::<String>::new());
+    let mut bad = value.clone();
+    bad["shards"][0]["lost"] = json!(3);
+    assert!(!errors(&bad).is_empty(), "a mistyped shard field fails");
+    let console = console_table(&s);
+    assert!(console.contains("shard 0   node-a from 127.0.0.2  users 1,000"), "{console}");
+    assert!(console.contains("LOST: its connection closed (at 12.0 s)"), "{console}");
+    let html = html::render(&s, &[], &[]);
+    assert!(html.contains("<h2>Shards</h2>"));
+    assert!(html.contains("node-&lt;b&gt;"), "host names are escaped");
+    assert!(!html.contains("node-<b>"));
+    // A run in one process has no shards section at all.
+    let plain = serde_json::to_value(Summary::sample()).expect("serialises");
+    assert!(plain.get("shards").is_none());
+    assert!(!console_table(&Summary::sample()).contains("shards "));
+}

@@ -203,12 +203,21 @@ impl Hub {
         self.shards[k].lost.is_none() && self.shards[k].final_report.is_none()
     }
 
+    /// Queues `msg` for shard `k`. A worker whose queue is full has stopped reading: it
+    /// is taken for lost rather than let stall every other shard.
     async fn send(&mut self, k: usize, msg: ToWorker) {
         let Some(to) = self.shards[k].to.clone() else {
             return;
         };
-        if to.send(msg).await.is_err() {
-            self.mark_lost(k, "its connection closed".into());
+        match to.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.mark_lost(
+                k,
+                format!("it stopped reading: {WORKER_QUEUE} messages to it were waiting"),
+            ),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.mark_lost(k, "its connection closed".into())
+            }
         }
     }
 
@@ -321,9 +330,7 @@ impl Hub {
             let round = self.round.take().expect("checked above");
             for k in round.requesters {
                 let counters = self.latest.clone();
-                if let Some(to) = self.shards[k].to.clone() {
-                    let _ = to.send(ToWorker::Round { counters }).await;
-                }
+                self.send(k, ToWorker::Round { counters }).await;
             }
             let next = std::mem::take(&mut self.next_requesters);
             if next.is_empty() {
