@@ -44,7 +44,12 @@ pub struct Warnings {
     t0: Instant,
     print: bool,
     inner: Mutex<Inner>,
+    /// Told of each cause's first occurrence (a shard passes them to its coordinator).
+    on_first: Option<FirstHook>,
 }
+
+/// What [`Warnings::forwarding`] calls with `(cause, detail)`.
+pub type FirstHook = Box<dyn Fn(&str, &str) + Send + Sync>;
 
 /// One line of the end-of-run summary.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -69,6 +74,16 @@ impl Warnings {
                 log_bytes: 0,
                 troubles: HashMap::new(),
             }),
+            on_first: None,
+        }
+    }
+
+    /// Like [`Warnings::new`], and `on_first(cause, detail)` is called on each cause's
+    /// first occurrence.
+    pub fn forwarding(t0: Instant, on_first: FirstHook) -> Warnings {
+        Warnings {
+            on_first: Some(on_first),
+            ..Warnings::new(t0, false)
         }
     }
 
@@ -136,18 +151,26 @@ impl Warnings {
         if first && self.print {
             eprintln!("warning: {full} (repeats are counted; summary at the end)");
         }
+        if let (true, Some(f)) = (first, &self.on_first) {
+            f(cause, &detail_of(&full, cause));
+        }
     }
 
     /// Adds warnings counted elsewhere (a shard of the run): `c.count` of `c.cause`,
     /// whose first occurrence is prefixed with `from`.
     pub fn add(&self, c: &CauseCount, from: &str) {
+        let first = if c.first.is_empty() {
+            from.to_string()
+        } else {
+            format!("{from}: {}", c.first)
+        };
         let mut inner = self.lock();
         let order = inner.causes.len();
         match inner.causes.get_mut(&c.cause) {
             Some(mine) => {
                 mine.count += c.count;
                 if c.first_t_s < mine.first_t_s {
-                    mine.first = format!("{from}: {}", c.first);
+                    mine.first = first;
                     mine.first_t_s = c.first_t_s;
                 }
             }
@@ -156,7 +179,7 @@ impl Warnings {
                     c.cause.clone(),
                     Cause {
                         count: c.count,
-                        first: format!("{from}: {}", c.first),
+                        first,
                         first_t_s: c.first_t_s,
                         order,
                     },
@@ -169,6 +192,17 @@ impl Warnings {
             c.count, c.cause, c.first
         );
         write_log(&mut inner, c.first_t_s, &line);
+    }
+
+    /// Shows the first occurrence of a cause counted elsewhere (a shard of the run, whose
+    /// counts arrive at the end through [`Warnings::add`]): printed and logged, not
+    /// counted here.
+    pub fn first_elsewhere(&self, cause: &str, detail: &str) {
+        let line = format!("{detail}: {cause}");
+        self.log(&format!("warning: {line}"));
+        if self.print {
+            eprintln!("warning: {line} (repeats are counted; summary at the end)");
+        }
     }
 
     /// How many warnings so far, over all causes.
@@ -277,6 +311,14 @@ impl Warnings {
     }
 }
 
+/// The detail part of a formatted warning (`detail: cause`).
+fn detail_of(full: &str, cause: &str) -> String {
+    full.strip_suffix(cause)
+        .and_then(|d| d.strip_suffix(": "))
+        .unwrap_or("")
+        .to_string()
+}
+
 fn write_log(inner: &mut Inner, t_s: f64, line: &str) {
     if inner.log_bytes >= MAX_LOG_BYTES {
         return;
@@ -302,6 +344,44 @@ fn write_log(inner: &mut Inner, t_s: f64, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_occurrences_are_forwarded_and_shard_counts_merge() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let w = Warnings::forwarding(
+            Instant::now(),
+            Box::new({
+                let seen = seen.clone();
+                move |cause: &str, detail: &str| {
+                    seen.lock()
+                        .unwrap()
+                        .push((cause.to_string(), detail.to_string()))
+                }
+            }),
+        );
+        for user in 0..5 {
+            w.warn("cannot connect", &format!("user {user}"));
+        }
+        w.warn("no detail", "");
+        assert_eq!(
+            *seen.lock().unwrap(),
+            vec![
+                ("cannot connect".to_string(), "user 0".to_string()),
+                ("no detail".to_string(), String::new()),
+            ]
+        );
+        // The coordinator adds the shard's counts to its own.
+        let c = Warnings::new(Instant::now(), false);
+        c.warn("cannot connect", "user 99");
+        for count in w.summary() {
+            c.add(&count, "shard 2");
+        }
+        let merged = c.summary();
+        assert_eq!(merged[0].cause, "cannot connect");
+        assert_eq!(merged[0].count, 6);
+        assert_eq!(merged[1].count, 1);
+        assert_eq!(merged[1].first, "shard 2");
+    }
 
     #[test]
     fn repeats_are_counted_once_per_cause() {

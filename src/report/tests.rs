@@ -616,8 +616,14 @@ fn shards_are_shown_and_validated() {
     bad["shards"][0]["lost"] = json!(3);
     assert!(!errors(&bad).is_empty(), "a mistyped shard field fails");
     let console = console_table(&s);
-    assert!(console.contains("shard 0   node-a from 127.0.0.2  users 1,000"), "{console}");
-    assert!(console.contains("LOST: its connection closed (at 12.0 s)"), "{console}");
+    assert!(
+        console.contains("shard 0   node-a from 127.0.0.2  users 1,000"),
+        "{console}"
+    );
+    assert!(
+        console.contains("LOST: its connection closed (at 12.0 s)"),
+        "{console}"
+    );
     let html = html::render(&s, &[], &[]);
     assert!(html.contains("<h2>Shards</h2>"));
     assert!(html.contains("node-&lt;b&gt;"), "host names are escaped");

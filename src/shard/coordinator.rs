@@ -410,6 +410,14 @@ impl Hub {
                 self.publish_counts();
             }
             ToCoordinator::Failed(why) => self.lose(k, why).await,
+            ToCoordinator::Warning { cause, detail } => {
+                let detail = if detail.is_empty() {
+                    format!("shard {k}")
+                } else {
+                    format!("shard {k}, {detail}")
+                };
+                self.ctx.warnings.first_elsewhere(&cause, &detail);
+            }
             ToCoordinator::Hello { .. } => {}
         }
     }

@@ -103,6 +103,12 @@ pub enum ToCoordinator {
     Final(Box<Final>),
     /// The worker cannot run its part (the reason says why and what to do).
     Failed(String),
+    /// The first occurrence of a warning's cause in this shard (repeats are counted and
+    /// come with the final report).
+    Warning {
+        cause: String,
+        detail: String,
+    },
 }
 
 /// The per-user counts a shard keeps as atomics.

@@ -204,7 +204,16 @@ async fn run_shard(
         timed
     });
     let t0 = instant_of(start.epoch_unix_us);
-    let warnings = Arc::new(Warnings::new(t0, false));
+    let forward = out.clone();
+    let warnings = Arc::new(Warnings::forwarding(
+        t0,
+        Box::new(move |cause: &str, detail: &str| {
+            let _ = forward.try_send(ToCoordinator::Warning {
+                cause: cause.to_string(),
+                detail: detail.to_string(),
+            });
+        }),
+    ));
     let remote = Arc::new(RemoteCounters::new(out.clone(), slot_count));
     let (schedule_tx, schedule_rx) = watch::channel(None);
     let mut connect = crate::load::connect_options(&start.scenario);
