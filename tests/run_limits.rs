@@ -1,5 +1,6 @@
-//! `stompede run` refuses a scenario this process could not carry out, before it opens
-//! a single connection: more users than the open-file limit allows.
+//! More users than one process may open files for: `stompede run --shards 1` refuses the
+//! scenario before it opens a single connection; without --shards the run spreads the
+//! users over as many local shards as their limits need.
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
@@ -41,12 +42,40 @@ fn users_beyond_the_open_file_limit_are_refused_before_connecting() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("too-many.toml");
     std::fs::write(&file, scenario(&url, 1000)).unwrap();
+    // One process asked for explicitly: the users cannot fit it.
+    let out = limited(&["run", "--quiet", "--shards", "1"], &dir, &file)
+        .output()
+        .expect("run stompede");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        stderr.contains("RLIMIT_NOFILE") && stderr.contains(&format!("hard limit {LIMIT}")),
+        "the message names the limit: {stderr}"
+    );
+    assert!(stderr.contains("--shards N"), "and the way out: {stderr}");
+    assert!(stderr.contains("1000 virtual users"), "{stderr}");
+    match listener.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        Ok((_, peer)) => panic!("the refused run connected anyway (from {peer})"),
+        Err(e) => panic!("accept: {e}"),
+    }
+    assert!(
+        !dir.join("reports").exists(),
+        "a refused run writes no report"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `stompede ARGS --out DIR/reports --state-dir DIR/state FILE` under an open-file limit
+/// of [`LIMIT`].
+fn limited(args: &[&str], dir: &std::path::Path, file: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_stompede"));
-    cmd.args(["run", "--quiet", "--out"])
+    cmd.args(args)
+        .arg("--out")
         .arg(dir.join("reports"))
         .arg("--state-dir")
         .arg(dir.join("state"))
-        .arg(&file);
+        .arg(file);
     // SAFETY: setrlimit is async-signal-safe; the closure touches nothing else.
     unsafe {
         cmd.pre_exec(|| {
@@ -60,22 +89,40 @@ fn users_beyond_the_open_file_limit_are_refused_before_connecting() {
             Ok(())
         });
     }
-    let out = cmd.output().expect("run stompede");
+    cmd
+}
+
+/// Without --shards, users beyond one process's files are spread over local shards by
+/// themselves: each shard gets what fits its own limit. (Nothing listens on the target,
+/// so the run then fails for that, after every shard has tried.)
+#[test]
+fn users_beyond_the_limit_are_spread_over_local_shards() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("ws://{}/ws-stomp", listener.local_addr().unwrap());
+    drop(listener);
+    let dir = std::env::temp_dir().join(format!("stompede-limits-auto-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("many.toml");
+    std::fs::write(&file, scenario(&url, 1000)).unwrap();
+    let out = limited(&["run"], &dir, &file)
+        .output()
+        .expect("run stompede");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    let per_process = LIMIT - 256;
+    let shards = 1000u64.div_ceil(per_process);
     assert!(
-        stderr.contains("RLIMIT_NOFILE") && stderr.contains(&format!("hard limit {LIMIT}")),
-        "the message names the limit: {stderr}"
+        stderr.contains(&format!("running {shards} local shards")),
+        "{stderr}"
     );
-    assert!(stderr.contains("1000 virtual users"), "{stderr}");
-    match listener.accept() {
-        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-        Ok((_, peer)) => panic!("the refused run connected anyway (from {peer})"),
-        Err(e) => panic!("accept: {e}"),
-    }
     assert!(
-        !dir.join("reports").exists(),
-        "a refused run writes no report"
+        stderr.contains(&format!("shards: {shards} of {shards} connected")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("RLIMIT_NOFILE"), "{stderr}");
+    assert_eq!(out.status.code(), Some(3), "nothing listens: {stderr}");
+    assert!(
+        stderr.contains("every one of the 1000 virtual users failed to connect"),
+        "{stderr}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -169,7 +169,7 @@ pub enum LoadError {
         "{users} virtual users need about {need} open files (one per session plus {FD_HEADROOM} for the harness), \
          but this process may open only {soft} (RLIMIT_NOFILE soft limit {soft}, hard limit {hard}). \
          Raise the hard limit (e.g. `ulimit -Hn {need}` as root, or LimitNOFILE= in a systemd unit), \
-         or run fewer users per process (`--users`)"
+         or spread the users over more processes (`--shards N`; without --shards a run does so by itself)"
     )]
     OpenFiles {
         users: u64,
