@@ -26,6 +26,8 @@ struct State {
     /// Users who asked while a request was out: the next request is theirs.
     waiting: Vec<Waiter>,
     out: bool,
+    /// No more rounds: the run is over here, or the coordinator is gone.
+    closed: bool,
 }
 
 /// A worker's side of the counter rounds.
@@ -54,6 +56,9 @@ impl RemoteCounters {
         let (tx, rx) = oneshot::channel();
         let ask = {
             let mut s = self.lock();
+            if s.closed {
+                return None;
+            }
             if s.out {
                 s.waiting.push(tx);
                 false
@@ -103,9 +108,11 @@ impl RemoteCounters {
         }
     }
 
-    /// The coordinator is gone: every user waiting is answered with nothing.
+    /// No more rounds (the run is over here, or the coordinator is gone): every user
+    /// waiting, and every later ask, is answered with nothing.
     pub fn fail(&self) {
         let mut s = self.lock();
+        s.closed = true;
         s.in_flight.clear();
         s.waiting.clear();
         s.out = false;
@@ -141,5 +148,15 @@ mod tests {
         rc.answered(Vec::new()).await;
         assert_eq!(*second.await.unwrap().unwrap(), vec![0, 0, 0]);
         assert!(rx.try_recv().is_err(), "no request without an ask");
+        // Once closed, a user waiting is released and a later ask gets no answer at once.
+        let third = tokio::spawn({
+            let rc = rc.clone();
+            async move { rc.fresh().await }
+        });
+        assert!(matches!(rx.recv().await, Some(ToCoordinator::NeedRound)));
+        rc.fail();
+        assert!(third.await.unwrap().is_none());
+        assert!(rc.fresh().await.is_none());
+        assert!(rx.try_recv().is_err(), "no request once closed");
     }
 }
