@@ -159,9 +159,10 @@ pub struct RunArgs {
     /// Time between Kafka lag and database samples, e.g. 1s or 250ms (at least 1ms).
     #[arg(long, value_parser = parse_sample_interval, default_value = "1s")]
     pub sample_interval: Duration,
-    /// Spread the users over N worker processes on this machine, merged into one report
-    /// (each local shard connects from its own loopback address). Chosen automatically
-    /// when the users exceed the files one process may open.
+    /// Spread the users over N shards, merged into one report. `run`: N worker processes
+    /// on this machine (each connects from its own loopback address; chosen by itself
+    /// when the users exceed the files one process may open). `coordinate`: the number of
+    /// workers that will connect.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=crate::shard::MAX_SHARDS as i64))]
     pub shards: Option<u32>,
     #[command(flatten)]
