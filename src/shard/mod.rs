@@ -117,6 +117,12 @@ pub async fn run_local(
             .arg("--shard")
             .arg(k.to_string())
             .env("STOMPEDE_HOST", &host)
+            // The coordinator's console speaks for its local workers: theirs shows only
+            // trouble (unless RUST_LOG asks for more).
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)

@@ -66,6 +66,7 @@ pub async fn work(addr: &str, shard: u32, host: &str) -> Result<(), WorkerError>
     )
     .await
     .map_err(|e| WorkerError::Lost(e.to_string()))?;
+    tracing::info!("shard {shard}: connected to the coordinator at {addr}, waiting for the run");
     let start = match wire::read::<_, ToWorker>(&mut reader).await {
         Ok(ToWorker::Start(start)) => start,
         Ok(ToWorker::Refused(why)) => return Err(WorkerError::Refused { shard, why }),
@@ -94,7 +95,20 @@ pub async fn work(addr: &str, shard: u32, host: &str) -> Result<(), WorkerError>
             }
         }
     });
+    tracing::info!(
+        "shard {shard} of {}: run {}, users {} to {}{}",
+        start.shards,
+        start.run_id,
+        start.users.0,
+        start.users.1.saturating_sub(1),
+        start
+            .source
+            .map_or(String::new(), |a| format!(", connecting from {a}"))
+    );
     let result = run_shard(*start, out_tx, in_rx).await;
+    if result.is_ok() {
+        tracing::info!("shard {shard}: run over, final report sent");
+    }
     // The final report is queued: let the writer send it before the connection closes.
     let sent = writing.await;
     reading.abort();
