@@ -51,7 +51,8 @@ coordinator adds their HdrHistograms (exact), settles delivery integrity over ev
 memory per shard).\n\n\
 Latency is timed only between users on the same host (a worker names its host with $STOMPEDE_HOST, \
 else its hostname); deliveries across hosts are counted for integrity, not timed.\n\n\
-A shard that does not connect in time, dies, or sends no final report is named in the report and \
+A shard that does not connect in time, dies, says nothing for --silence (it reports every second), \
+or sends no final report is named in the report and \
 fails the run (verdict shards_finished); its users count as not connected. Scenarios with [[faults]] \
 cannot be sharded.\n\n\
 Examples:\n  stompede coordinate scenarios/town-hall.toml --shards 4 --listen 0.0.0.0:7700\n  \
@@ -181,6 +182,10 @@ pub struct CoordinateArgs {
     /// How long to wait for every worker to connect; missing shards fail the run.
     #[arg(long, value_parser = parse_duration_arg, default_value = "5m")]
     pub wait: Duration,
+    /// A worker that sends nothing this long during the run (it reports every second),
+    /// or leaves a counter round unanswered this long, is taken for lost and fails the run.
+    #[arg(long, value_parser = parse_duration_arg, default_value = "30s")]
+    pub silence: Duration,
 }
 
 #[derive(Args, Debug)]
@@ -461,6 +466,7 @@ enum Mode {
     Coordinate {
         listener: TcpListener,
         wait: Duration,
+        silence: Duration,
     },
 }
 
@@ -498,6 +504,7 @@ pub async fn coordinate(args: CoordinateArgs) -> u8 {
         Mode::Coordinate {
             listener,
             wait: args.wait,
+            silence: args.silence,
         },
     )
     .await
@@ -563,12 +570,20 @@ async fn run_with(args: RunArgs, mode: Mode) -> u8 {
     });
     let run = async {
         match (mode, shards) {
-            (Mode::Coordinate { listener, wait }, shards) => {
+            (
+                Mode::Coordinate {
+                    listener,
+                    wait,
+                    silence,
+                },
+                shards,
+            ) => {
                 let shards = shards.unwrap_or(1);
                 let launch = crate::shard::coordinator::Launch {
                     shards,
                     listener,
                     patience: wait,
+                    silence,
                     sources: vec![None; shards as usize],
                 };
                 crate::shard::coordinator::coordinate(scenario, &options, launch).await

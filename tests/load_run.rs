@@ -51,6 +51,11 @@ fn main() {
                 "coordinator_names_a_worker_killed_mid_run",
                 shard_killed,
             ),
+            trial(
+                env,
+                "coordinator_names_a_worker_that_goes_silent",
+                shard_stalled,
+            ),
         ]
     })
 }
@@ -718,6 +723,17 @@ async fn shards_relay_integrity(env: Arc<TestEnv>) {
 /// killed once the measured phase has begun: the run fails (exit 1), the console and the
 /// report name shard 1, its users count as not connected, and shard 0's figures stand.
 async fn shard_killed(env: Arc<TestEnv>) {
+    shard_gone(env, false).await
+}
+
+/// As [`shard_killed`], but worker 1 is stopped (SIGSTOP), not killed: its connection
+/// stays open and says nothing, as when a host hangs. With `--silence 3s` the
+/// coordinator takes it for lost within the run and fails the run naming it.
+async fn shard_stalled(env: Arc<TestEnv>) {
+    shard_gone(env, true).await
+}
+
+async fn shard_gone(env: Arc<TestEnv>, stall: bool) {
     use std::io::{BufRead, BufReader};
     let info = env.info.as_ref().expect("this binary's stack");
     let dir = TempDir::new("stompede-shard-killed");
@@ -733,6 +749,8 @@ async fn shard_killed(env: Arc<TestEnv>) {
                 "2",
                 "--listen",
                 "127.0.0.1:0",
+                "--silence",
+                "3s",
                 "--out",
             ])
             .arg(&reports)
@@ -773,13 +791,26 @@ async fn shard_killed(env: Arc<TestEnv>) {
         while !next(&mut console).contains("measure]") {}
         let mut workers = workers.into_iter();
         let (mut survivor, mut victim) = (workers.next().unwrap(), workers.next().unwrap());
-        victim.kill().expect("kill worker 1");
-        let _ = victim.wait();
+        if stall {
+            let stopped = std::process::Command::new("kill")
+                .args(["-STOP", &victim.id().to_string()])
+                .status()
+                .expect("run kill -STOP");
+            assert!(stopped.success(), "kill -STOP worker 1");
+        } else {
+            victim.kill().expect("kill worker 1");
+            let _ = victim.wait();
+        }
         for line in lines.map_while(Result::ok) {
             console.push_str(&line);
             console.push('\n');
         }
         let status = coordinator.wait().expect("coordinator exit");
+        if stall {
+            // SIGKILL ends a stopped process too.
+            victim.kill().expect("kill worker 1");
+            let _ = victim.wait();
+        }
         let _ = survivor.wait();
         let mut stdout = String::new();
         std::io::Read::read_to_string(&mut coordinator.stdout.take().expect("stdout"), &mut stdout)
@@ -804,6 +835,9 @@ async fn shard_killed(env: Arc<TestEnv>) {
     assert!(shards[0].lost.is_none(), "{shards:?}");
     let lost = shards[1].lost.as_deref().expect("shard 1 is named as lost");
     assert!(!lost.is_empty());
+    if stall {
+        assert!(lost.contains("sent nothing for 3s"), "{lost}");
+    }
     assert_eq!(shards[1].connected, 0);
     assert_eq!(s.sessions.connected, shards[0].connected);
     assert_eq!(shards[0].connected, 10);

@@ -260,9 +260,8 @@ impl User {
                 }
             }
         }
-        for room in rooms {
-            // Nothing is sent before every user is subscribed: expect from the start.
-            let snapshot = self.ctx.snapshot(room).await;
+        // Nothing is sent before every user is subscribed: expect from the start.
+        for (room, snapshot) in self.ctx.snapshots(&rooms).await {
             self.memberships.entry(room).or_default().join(snapshot);
         }
         true
@@ -431,14 +430,12 @@ impl User {
     /// room, to count what the user misses while away); receipts still awaited will never
     /// come; churn in progress is dropped (the rooms are all rejoined on reconnection).
     async fn session_lost(&mut self) -> HashMap<u32, HashMap<u32, u64>> {
-        let mut left = HashMap::new();
         let rooms: Vec<u32> = self.memberships.keys().copied().collect();
-        for room in rooms {
-            let snapshot = self.ctx.snapshot(room).await;
-            if let Some(m) = self.memberships.get_mut(&room) {
-                m.leave_broken(&snapshot);
+        let left = self.ctx.snapshots(&rooms).await;
+        for (room, snapshot) in &left {
+            if let Some(m) = self.memberships.get_mut(room) {
+                m.leave_broken(snapshot);
             }
-            left.insert(room, snapshot);
         }
         self.leaving = None;
         self.away.clear();
@@ -569,8 +566,10 @@ impl User {
     /// counted, rather than sent as a burst).
     async fn rejoin_all(&mut self, left: &HashMap<u32, HashMap<u32, u64>>) {
         let mut missed = 0;
+        let rooms: Vec<u32> = left.keys().copied().collect();
+        let mut now_all = self.ctx.snapshots(&rooms).await;
         for (room, before) in left {
-            let now = self.ctx.snapshot(*room).await;
+            let now = now_all.remove(room).unwrap_or_default();
             missed += before
                 .iter()
                 .map(|(sender, at)| now.get(sender).copied().unwrap_or(*at).saturating_sub(*at))

@@ -12,7 +12,7 @@
 //! or never sends its final report is named there and fails the run (verdict
 //! `shards_finished`); its users count as not connected.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -33,8 +33,15 @@ use crate::report::{Bound, ShardReport, SloVerdict, Summary};
 use crate::scenario::Scenario;
 use crate::shard::wire::{self, Counts, Final, Start, ToCoordinator, ToWorker};
 
-/// How long the coordinator waits for each shard's final report once the run is over.
-pub const FINAL_PATIENCE: Duration = Duration::from_secs(60);
+/// How long the coordinator waits for each shard's final report once the run is over:
+/// well past a user's longest wait at the end (a 30 s connect, then a 30 s wait for a
+/// RECEIPT).
+pub const FINAL_PATIENCE: Duration = Duration::from_secs(120);
+
+/// The usual [`Launch::silence`]: a shard that sends nothing for this long during the run
+/// is taken for lost (a worker sends its interval every second; a host that vanished
+/// without closing its connection says nothing at all).
+pub const SILENCE_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long a new connection may take to say who it is.
 const HELLO_PATIENCE: Duration = Duration::from_secs(10);
@@ -49,6 +56,9 @@ pub struct Launch {
     /// How long to wait for every shard to connect before starting without the missing
     /// ones (which fail the run).
     pub patience: Duration,
+    /// A shard silent this long during the run, or leaving a counter round unanswered
+    /// this long (every user waiting on a round waits on every shard), is lost.
+    pub silence: Duration,
     /// Source addresses for the shards (local shards on a loopback target), by shard.
     pub sources: Vec<Option<std::net::IpAddr>>,
 }
@@ -103,8 +113,11 @@ async fn gather(launch: &Launch, progress: bool) -> Vec<Option<Joined>> {
         };
         let _ = stream.set_nodelay(true);
         let (mut reader, writer) = stream.into_split();
-        let hello =
-            tokio::time::timeout(HELLO_PATIENCE, wire::read::<_, ToCoordinator>(&mut reader)).await;
+        let hello = tokio::time::timeout(
+            HELLO_PATIENCE,
+            wire::read_limited::<_, ToCoordinator>(&mut reader, wire::MAX_HELLO),
+        )
+        .await;
         match hello {
             Ok(Ok(ToCoordinator::Hello {
                 protocol,
@@ -175,10 +188,13 @@ struct ShardState {
     cpu_s: Option<f64>,
     peak_rss_bytes: u64,
     lost: Option<String>,
+    /// When a message from this shard last arrived.
+    last_heard: Option<tokio::time::Instant>,
 }
 
 struct Round {
     number: u64,
+    started: tokio::time::Instant,
     waiting: BTreeSet<usize>,
     requesters: Vec<usize>,
 }
@@ -196,6 +212,7 @@ struct Hub {
     next_requesters: Vec<usize>,
     rounds: u64,
     stopping: bool,
+    silence: Duration,
 }
 
 impl Hub {
@@ -257,6 +274,7 @@ impl Hub {
     /// count as ready, so the ramp does not wait for them, and as not connected).
     fn publish_counts(&self) {
         let mut sum = Counts::default();
+        let mut peak_of_one = 0;
         for (k, s) in self.shards.iter().enumerate() {
             let c = if s.lost.is_some() {
                 Counts {
@@ -272,7 +290,7 @@ impl Hub {
             };
             sum.ready += c.ready;
             sum.sessions += c.sessions;
-            sum.peak_sessions += c.peak_sessions;
+            peak_of_one = peak_of_one.max(c.peak_sessions);
             sum.connected += c.connected;
             sum.subscribed += c.subscribed;
             sum.connect_errors += c.connect_errors;
@@ -285,7 +303,10 @@ impl Hub {
         let r = &self.ctx.recorder;
         self.ctx.ready.store(sum.ready, Relaxed);
         r.sessions.store(sum.sessions, Relaxed);
-        r.peak_sessions.store(sum.peak_sessions, Relaxed);
+        // Shards peak at different moments: the run's peak is the highest sum seen (never
+        // below one shard's own peak), not the sum of the peaks.
+        r.peak_sessions
+            .fetch_max(sum.sessions.max(peak_of_one), Relaxed);
         r.connected.store(sum.connected, Relaxed);
         r.subscribed.store(sum.subscribed, Relaxed);
         r.connect_errors.store(sum.connect_errors, Relaxed);
@@ -294,6 +315,37 @@ impl Hub {
         r.errors.store(sum.errors, Relaxed);
         r.unsent_backlog.store(sum.unsent_backlog, Relaxed);
         r.corrupt.store(sum.corrupt, Relaxed);
+    }
+
+    /// Shards silent for [`Launch::silence`], and shards a round has waited on as long,
+    /// are lost (which also closes the round without them).
+    async fn check_liveness(&mut self) {
+        let now = tokio::time::Instant::now();
+        let patience = self.silence;
+        for k in 0..self.shards.len() {
+            let silent = self.shards[k]
+                .last_heard
+                .is_some_and(|t| now.duration_since(t) >= patience);
+            if self.live(k) && silent {
+                self.mark_lost(
+                    k,
+                    format!("it sent nothing for {patience:?} (a worker reports every second)"),
+                );
+            }
+        }
+        let overdue: Vec<usize> = self
+            .round
+            .as_ref()
+            .filter(|r| now.duration_since(r.started) >= patience)
+            .map(|r| r.waiting.iter().copied().collect())
+            .unwrap_or_default();
+        for k in overdue {
+            self.mark_lost(
+                k,
+                format!("it did not answer a counter round within {patience:?}"),
+            );
+        }
+        self.maybe_finish_round().await;
     }
 
     fn heard(&mut self, k: usize, values: &[u64]) {
@@ -310,6 +362,7 @@ impl Hub {
         let waiting: BTreeSet<usize> = (0..self.shards.len()).filter(|k| self.live(*k)).collect();
         self.round = Some(Round {
             number,
+            started: tokio::time::Instant::now(),
             waiting: waiting.clone(),
             requesters,
         });
@@ -342,6 +395,7 @@ impl Hub {
                 (0..self.shards.len()).filter(|k| self.live(*k)).collect();
             self.round = Some(Round {
                 number,
+                started: tokio::time::Instant::now(),
                 waiting: waiting.clone(),
                 requesters: next,
             });
@@ -352,6 +406,12 @@ impl Hub {
     }
 
     async fn on_message(&mut self, k: usize, msg: ToCoordinator) {
+        if self.shards[k].lost.is_some() {
+            // Taken for lost already (its users counted as not connected): what it says
+            // now is not merged.
+            return;
+        }
+        self.shards[k].last_heard = Some(tokio::time::Instant::now());
         match msg {
             ToCoordinator::Progress(c) => {
                 self.shards[k].counts = c;
@@ -520,6 +580,7 @@ async fn drive(
         };
         states[k].host = j.host.clone();
         states[k].pid = Some(j.pid);
+        states[k].last_heard = Some(tokio::time::Instant::now());
         let start = Start {
             run_id: run_id.clone(),
             epoch_unix_us,
@@ -590,6 +651,7 @@ async fn drive(
         next_requesters: Vec::new(),
         rounds: 0,
         stopping: false,
+        silence: launch.silence,
     };
     hub.publish_counts();
 
@@ -660,6 +722,7 @@ async fn drive(
                     }
                 }
                 _ = heard_tick.tick(), if !hub.stopping => {
+                    hub.check_liveness().await;
                     let counters = hub.latest.clone();
                     for k in 0..hub.shards.len() {
                         if hub.live(k) {
@@ -700,8 +763,8 @@ async fn drive(
     .await;
     ctx.stop.cancel();
     progress.done();
-    let mut split = crate::load::shared_group_split(&ctx, target, &warnings).await;
     let _ = stop_tx.send(());
+    let mut split = crate::load::shared_group_split(&ctx, target, &warnings).await;
     let mut hub = match hub_task.await {
         Ok(hub) => hub,
         Err(e) => {
@@ -713,6 +776,10 @@ async fn drive(
 
     // Merge: counters first (every sender's final numbering), then the memberships.
     let mut totals = aggregated.totals;
+    // Intervals that arrived after the last second was drained.
+    let mut rest = crate::load::stats::Recorder::empty_interval();
+    ctx.recorder.drain(&mut rest);
+    totals.add(&rest);
     let mut loop_lag = stats::histogram();
     let mut failed_task = None;
     let mut finals = Vec::new();
@@ -754,12 +821,24 @@ async fn drive(
     }
     let mut tally = Tally::default();
     let mut late = 0u64;
+    // A lost shard's senders have no final counter: what they sent is not known exactly.
+    let unsettled: HashSet<usize> = hub
+        .shards
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.lost.is_some())
+        .flat_map(|(k, _)| hub.owned[k].iter().copied())
+        .collect();
     for (_, f) in finals.iter_mut() {
         for (user, room, m) in f.memberships.iter_mut() {
             // Numbers at or past a sender's final counter were never issued: mangled
             // stamps a shard could only bound while the run went on.
             for (sender, set) in &m.received {
-                if let Some(slot) = ctx.slots.slot(*room, *sender) {
+                if let Some(slot) = ctx
+                    .slots
+                    .slot(*room, *sender)
+                    .filter(|s| !unsettled.contains(s))
+                {
                     late += set.count_from(ctx.slots.issued(slot));
                 }
             }

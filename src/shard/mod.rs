@@ -139,12 +139,15 @@ pub async fn run_local(
         shards,
         listener,
         patience: LOCAL_PATIENCE,
+        silence: coordinator::SILENCE_PATIENCE,
         sources,
     };
     let outcome = coordinator::coordinate(scenario, options, launch).await;
-    // Workers leave once their final report is sent; any still there are stopped.
+    // Workers leave once their final report is sent; any still there 10 s on (one
+    // deadline for all of them) are stopped.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     for mut child in children {
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        if tokio::time::timeout_at(deadline, child.wait())
             .await
             .is_err()
         {

@@ -21,6 +21,10 @@ use crate::scenario::Scenario;
 /// Largest frame either side accepts (512 MiB).
 pub const MAX_FRAME: u32 = 512 * 1024 * 1024;
 
+/// Largest first frame (a worker's `Hello`) the coordinator reads from a connection it
+/// knows nothing about yet (64 KiB).
+pub const MAX_HELLO: u32 = 64 * 1024;
+
 /// The protocol's version; a worker of another version is refused by name.
 pub const PROTOCOL: u32 = 1;
 
@@ -230,8 +234,8 @@ pub enum WireError {
     Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("frame of {0} bytes is over the limit of {MAX_FRAME}")]
-    TooLarge(u32),
+    #[error("frame of {0} bytes is over the limit of {1}")]
+    TooLarge(u32, u32),
     #[error("message does not decode: {0}")]
     Decode(#[from] serde_json::Error),
 }
@@ -245,7 +249,7 @@ pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
     let len = u32::try_from(body.len())
         .ok()
         .filter(|n| *n <= MAX_FRAME)
-        .ok_or(WireError::TooLarge(u32::MAX))?;
+        .ok_or(WireError::TooLarge(u32::MAX, MAX_FRAME))?;
     w.write_all(&len.to_be_bytes()).await?;
     w.write_all(&body).await?;
     w.flush().await?;
@@ -256,6 +260,15 @@ pub async fn write<W: AsyncWrite + Unpin, T: Serialize>(
 pub async fn read<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
 ) -> Result<T, WireError> {
+    read_limited(r, MAX_FRAME).await
+}
+
+/// [`read`] with a smaller limit: a frame over `max` bytes is refused before any of it
+/// is read.
+pub async fn read_limited<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    max: u32,
+) -> Result<T, WireError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -263,8 +276,8 @@ pub async fn read<R: AsyncRead + Unpin, T: for<'de> Deserialize<'de>>(
         Err(e) => return Err(e.into()),
     }
     let len = u32::from_be_bytes(len);
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge(len));
+    if len > max.min(MAX_FRAME) {
+        return Err(WireError::TooLarge(len, max.min(MAX_FRAME)));
     }
     let mut body = vec![0u8; len as usize];
     r.read_exact(&mut body).await?;
@@ -300,7 +313,13 @@ mod tests {
         a.write_all(&(MAX_FRAME + 1).to_be_bytes()).await.unwrap();
         assert!(matches!(
             read::<_, ToWorker>(&mut b).await,
-            Err(WireError::TooLarge(_))
+            Err(WireError::TooLarge(_, MAX_FRAME))
+        ));
+        // A first frame over the hello limit is refused from its length alone.
+        a.write_all(&(MAX_HELLO + 1).to_be_bytes()).await.unwrap();
+        assert!(matches!(
+            read_limited::<_, ToCoordinator>(&mut b, MAX_HELLO).await,
+            Err(WireError::TooLarge(_, MAX_HELLO))
         ));
         drop(a);
         assert!(matches!(

@@ -30,6 +30,11 @@ pub const CONNECT_PATIENCE: Duration = Duration::from_secs(120);
 /// Queue of messages to the coordinator; a full queue makes the sender wait.
 const OUT_QUEUE: usize = 4096;
 
+/// The coordinator speaks every second during the run (the counters it heard); a worker
+/// that hears nothing for this long takes it for gone and stops (a host that vanished
+/// without closing its connection would otherwise leave the worker waiting for ever).
+const COORDINATOR_SILENCE: Duration = Duration::from_secs(60);
+
 /// Why a worker stopped without finishing its part.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -268,9 +273,10 @@ async fn run_shard(
     let mut last_second = Instant::now();
     let mut last_counts = Counts::default();
     let mut interval = Recorder::empty_interval();
+    let mut last_heard = Instant::now();
     let lost = loop {
         tokio::select! {
-            msg = inbox.recv() => match msg {
+            msg = inbox.recv() => match msg.inspect(|_| last_heard = Instant::now()) {
                 Some(ToWorker::Schedule(s)) => { let _ = schedule_tx.send(Some(s)); }
                 Some(ToWorker::Leave { user, room }) => {
                     if let Some(c) = user.checked_sub(first).and_then(|i| controls.get(i as usize)) {
@@ -293,6 +299,9 @@ async fn run_shard(
                 None => break Some("the connection to the coordinator closed".to_string()),
             },
             _ = tick.tick() => {
+                if last_heard.elapsed() >= COORDINATOR_SILENCE {
+                    break Some(format!("heard nothing from the coordinator for {COORDINATOR_SILENCE:?}"));
+                }
                 let now = counts(&ctx);
                 if now != last_counts {
                     last_counts = now;
