@@ -7,7 +7,8 @@
 //!
 //! kubectl renders the manifests without a cluster: `--local` commands never contact an API
 //! server, and `KUBECONFIG=/dev/null` makes sure there is none to contact. A missing kubectl
-//! fails these tests; the `KUBECTL` environment variable names one that is not on `PATH`.
+//! fails these tests; the `KUBECTL` environment variable names one that is not on `PATH`,
+//! and `scripts/setup.sh --tests` builds one into the cache when the machine has none.
 //!
 //! Every check is broken on purpose once in `every_check_catches_the_break_it_is_for`.
 
@@ -38,9 +39,22 @@ const PROBE_ENV: &str = "STOMPEDE_SCHEMA_PROBE";
 // kubectl
 // ---------------------------------------------------------------------------------------
 
+/// The kubectl to run: `$KUBECTL`, else the one `scripts/setup.sh --tests` built into the
+/// cache (on a machine without a recent one), else `kubectl` on `PATH`.
+fn kubectl_program() -> String {
+    if let Ok(program) = std::env::var("KUBECTL") {
+        return program;
+    }
+    let built = stompede::stack::cache_root().join("bin").join("kubectl");
+    if built.is_file() {
+        return built.display().to_string();
+    }
+    "kubectl".to_string()
+}
+
 /// Runs kubectl offline; panics (the test fails) when it is missing or exits non-zero.
 fn kubectl(args: &[&str], stdin: Option<&[u8]>) -> Vec<u8> {
-    let program = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".to_string());
+    let program = kubectl_program();
     let mut child = Command::new(&program)
         .args(args)
         .env("KUBECONFIG", "/dev/null")
@@ -91,12 +105,20 @@ fn objects(json_text: &[u8]) -> Vec<Value> {
 }
 
 /// The objects as written (no Kubernetes types involved): `annotate --local` removing an
-/// annotation nobody sets prints its input unchanged. `source` is `-k DIR` or `-f DIR`.
+/// annotation nobody sets prints its input unchanged. `source` is `-k DIR` or `-f DIR`;
+/// a kustomization is rendered by `kubectl kustomize` first (newer kubectls refuse `-k`
+/// beside `annotate`'s own file options).
 fn render(source: &[&str]) -> Vec<Value> {
-    let mut args = vec!["annotate", "--local", "-o", "json"];
-    args.extend_from_slice(source);
-    args.push("stompede.check/unused-");
-    objects(&kubectl(&args, None))
+    let annotate = |input: &[&str], stdin: Option<&[u8]>| {
+        let mut args = vec!["annotate", "--local", "-o", "json"];
+        args.extend_from_slice(input);
+        args.push("stompede.check/unused-");
+        objects(&kubectl(&args, stdin))
+    };
+    match source {
+        ["-k", dir] => annotate(&["-f", "-"], Some(&kubectl(&["kustomize", dir], None))),
+        _ => annotate(source, None),
+    }
 }
 
 /// `kubectl apply -k deploy/k8s`'s objects, rendered once.
