@@ -680,6 +680,11 @@ async fn drive(
     // The hub: every shard's messages, the schedule, churn commands, the end.
     let (leave_tx, mut leave_rx) = mpsc::channel::<(u32, u32)>(4096);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    // Silence counts from here: the samplers' start is the coordinator's time, not theirs.
+    let now = tokio::time::Instant::now();
+    for s in hub.shards.iter_mut().filter(|s| s.to.is_some()) {
+        s.last_heard = Some(now);
+    }
     let hub_task = tokio::spawn(async move {
         let mut schedule = hub.ctx.schedule.clone();
         let mut stop_rx = stop_rx;
