@@ -6,14 +6,19 @@
 //! [`StompClient::send_frame`] and come back from [`StompClient::recv`], which answers
 //! nothing by itself: heart-beats are the caller's business ([`StompClient::heartbeat`]).
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::error::{CapacityError, ProtocolError, SubProtocolError};
+use tokio_tungstenite::tungstenite::handshake::client::{generate_request, Request, Response};
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::handshake::machine::TryParse;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -130,15 +135,117 @@ async fn connect_from(
     }))
 }
 
+/// Largest HTTP response head accepted for the opening handshake (a `101` is a few
+/// hundred bytes).
+const MAX_HANDSHAKE_RESPONSE: usize = 8 * 1024;
+
+/// The client's side of the WebSocket opening handshake (RFC 6455 §4.1) on `stream`;
+/// returns the WebSocket and the subprotocol the server chose.
+///
+/// Done here rather than by tungstenite's client handshake, which reads the response
+/// through a 4 KiB buffer that then stays on as the connection's read buffer for its
+/// whole life: a cost per idle virtual user. Here the response is read in small pieces
+/// and dropped; the connection starts with a [`ws_config`]-sized read buffer (plus any
+/// bytes that came after the response). The checks are tungstenite's: status 101,
+/// `Upgrade: websocket`, `Connection` holding `upgrade`, the accept key, and a
+/// subprotocol that was offered (one must be chosen when any was offered).
+async fn handshake(
+    mut stream: TcpStream,
+    request: Request,
+) -> Result<(Ws, Option<String>), tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::Error;
+    let offered: Option<Vec<String>> = request
+        .headers()
+        .get("sec-websocket-protocol")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(',').map(|p| p.trim().to_string()).collect());
+    let (bytes, key) = generate_request(request)?;
+    stream.write_all(&bytes).await?;
+    let mut head: Vec<u8> = Vec::with_capacity(512);
+    let (size, response) = loop {
+        let mut piece = [0u8; 512];
+        let n = stream.read(&mut piece).await?;
+        if n == 0 {
+            return Err(Error::Protocol(ProtocolError::HandshakeIncomplete));
+        }
+        head.extend_from_slice(&piece[..n]);
+        if let Some(done) = Response::try_parse(&head)? {
+            break done;
+        }
+        if head.len() > MAX_HANDSHAKE_RESPONSE {
+            return Err(Error::Capacity(CapacityError::MessageTooLong {
+                size: head.len(),
+                max_size: MAX_HANDSHAKE_RESPONSE,
+            }));
+        }
+    };
+    let subprotocol = verify_response(&response, &key, offered.as_deref())?;
+    let rest = head.split_off(size);
+    drop(head);
+    let stream = MaybeTlsStream::Plain(stream);
+    let ws = if rest.is_empty() {
+        WebSocketStream::from_raw_socket(stream, Role::Client, Some(ws_config())).await
+    } else {
+        WebSocketStream::from_partially_read(stream, rest, Role::Client, Some(ws_config())).await
+    };
+    Ok((ws, subprotocol))
+}
+
+/// The checks of RFC 6455 §4.1 on the server's response; returns the chosen subprotocol.
+fn verify_response(
+    response: &Response,
+    key: &str,
+    offered: Option<&[String]>,
+) -> Result<Option<String>, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::Error;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        let mut refused = Response::new(None);
+        *refused.status_mut() = response.status();
+        *refused.headers_mut() = response.headers().clone();
+        return Err(Error::Http(Box::new(refused)));
+    }
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok());
+    if !header("upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+        return Err(Error::Protocol(
+            ProtocolError::MissingUpgradeWebSocketHeader,
+        ));
+    }
+    if !header("connection").is_some_and(|v| {
+        v.split(',')
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+    }) {
+        return Err(Error::Protocol(
+            ProtocolError::MissingConnectionUpgradeHeader,
+        ));
+    }
+    if header("sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
+        return Err(Error::Protocol(
+            ProtocolError::SecWebSocketAcceptKeyMismatch,
+        ));
+    }
+    let chosen = header("sec-websocket-protocol").map(|v| v.trim().to_string());
+    let refuse = |e| {
+        Err(Error::Protocol(
+            ProtocolError::SecWebSocketSubProtocolError(e),
+        ))
+    };
+    match (&chosen, offered) {
+        (None, Some(_)) => refuse(SubProtocolError::NoSubProtocol),
+        (Some(_), None) => refuse(SubProtocolError::ServerSentSubProtocolNoneRequested),
+        (Some(c), Some(o)) if !o.contains(c) => refuse(SubProtocolError::InvalidSubProtocol),
+        _ => Ok(chosen),
+    }
+}
+
 /// Small socket buffers: tungstenite's defaults (128 KiB each way) would cost a quarter
 /// of a gigabyte per 2,000 virtual users. The read buffer is allocated for every session,
-/// idle or not, so it holds a few chat frames (a 256-byte message arrives as about 450
-/// bytes), not more. Frames larger than the buffer still work; the buffer grows for
-/// them, and they take a read per 2 KiB. (`connect_async_with_config(.., true)` also
-/// disables Nagle, so small frames go out at once.)
+/// idle or not (and tungstenite zero-fills its free part before every read), so it
+/// holds two chat frames (a 256-byte message arrives as about 450 bytes), not more.
+/// Larger frames still work: the buffer grows for them, and they take a read per
+/// 1 KiB. (Nagle is off on every connection, so small frames go out at once.)
 fn ws_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(2 * 1024)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_message_size(Some(16 * 1024 * 1024))
 }
@@ -148,7 +255,6 @@ pub struct StompClient {
     ws: Ws,
     decoder: Decoder,
     inbuf: BytesMut,
-    ready: VecDeque<Frame>,
     binary: bool,
     /// Negotiated version.
     pub version: Version,
@@ -187,35 +293,28 @@ impl StompClient {
                     .insert("sec-websocket-protocol", value);
             }
         }
-        let (ws, response) = match options.source {
-            Some(source) if request.uri().scheme_str() == Some("ws") => {
-                let host = request.uri().host().unwrap_or("localhost").to_string();
-                let port = request.uri().port_u16().unwrap_or(80);
-                let stream =
-                    connect_from(source, &host, port)
-                        .await
-                        .map_err(|e| ClientError::Connect {
-                            url: url.to_string(),
-                            source: tokio_tungstenite::tungstenite::Error::Io(e),
-                        })?;
-                tokio_tungstenite::client_async_with_config(
-                    request,
-                    MaybeTlsStream::Plain(stream),
-                    Some(ws_config()),
-                )
-                .await
-                .map_err(connect_error)?
-            }
-            _ => tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true)
-                .await
-                .map_err(connect_error)?,
-        };
-        let subprotocol = response
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Ok((ws, subprotocol))
+        if request.uri().scheme_str() != Some("ws") {
+            return Err(connect_error(
+                tokio_tungstenite::tungstenite::error::UrlError::UnsupportedUrlScheme.into(),
+            ));
+        }
+        let host = request
+            .uri()
+            .host()
+            .unwrap_or("localhost")
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = request.uri().port_u16().unwrap_or(80);
+        let stream = match options.source {
+            Some(source) => connect_from(source, &host, port).await,
+            None => match TcpStream::connect((host.as_str(), port)).await {
+                Ok(stream) => stream.set_nodelay(true).map(|()| stream),
+                Err(e) => Err(e),
+            },
+        }
+        .map_err(|e| connect_error(e.into()))?;
+        handshake(stream, request).await.map_err(connect_error)
     }
 
     /// Connects and completes the STOMP handshake.
@@ -225,7 +324,6 @@ impl StompClient {
             ws,
             decoder: Decoder::new(DEFAULT_MAX_FRAME_SIZE * 16),
             inbuf: BytesMut::new(),
-            ready: VecDeque::new(),
             binary: options.binary,
             version: Version::V1_2,
             connected: Frame::new(Command::Connected),
@@ -327,21 +425,20 @@ impl StompClient {
     }
 
     /// The next frame (heart-beats skipped); `None` once the server closed the connection.
+    /// Frames decode one per call from what has arrived; only the WebSocket read waits,
+    /// so dropping the call (a `select!` taking another branch) loses nothing.
     pub async fn recv(&mut self) -> Result<Option<Frame>, ClientError> {
         loop {
-            if let Some(frame) = self.ready.pop_front() {
-                return Ok(Some(frame));
-            }
-            loop {
-                match self.decoder.decode(&mut self.inbuf)? {
-                    Some(Item::Frame(frame)) => self.ready.push_back(frame),
-                    Some(Item::HeartBeat) => self.heartbeats += 1,
-                    None => break,
+            while let Some(item) = self.decoder.decode(&mut self.inbuf)? {
+                match item {
+                    Item::Frame(frame) => {
+                        self.release_input();
+                        return Ok(Some(frame));
+                    }
+                    Item::HeartBeat => self.heartbeats += 1,
                 }
             }
-            if !self.ready.is_empty() {
-                continue;
-            }
+            self.release_input();
             let message = self.ws.next().await;
             self.last_read = std::time::Instant::now();
             match message {
@@ -351,6 +448,15 @@ impl StompClient {
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Gives the input buffer's memory back once everything in it is decoded: an idle
+    /// session holds none (the next message allocates what it needs; the frames handed
+    /// out keep their own bytes).
+    fn release_input(&mut self) {
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+            self.inbuf = BytesMut::new();
         }
     }
 
@@ -427,6 +533,99 @@ mod tests {
         c.last_read = std::time::Instant::now() - Duration::from_millis(700);
         let silent = c.server_silent().expect("taken for dead");
         assert!(silent >= Duration::from_millis(700));
+    }
+
+    /// A server that reads the upgrade request and answers with `answer(key)` raw bytes
+    /// (its HTTP response, and whatever follows it), then keeps the connection open.
+    async fn raw_server(answer: fn(&str) -> Vec<u8>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            while !request.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                if tcp.read(&mut byte).await.unwrap() == 0 {
+                    return;
+                }
+                request.push(byte[0]);
+            }
+            let request = String::from_utf8(request).unwrap();
+            let key = request
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .expect("a key")
+                .trim()
+                .to_string();
+            tcp.write_all(&answer(&key)).await.unwrap();
+            let mut rest = [0u8; 256];
+            while tcp.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+        });
+        format!("ws://{addr}/ws")
+    }
+
+    fn switching(key: &str, extra: &str) -> String {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: WebSocket\r\nConnection: keep-alive, Upgrade\r\n\
+             Sec-WebSocket-Accept: {}\r\n{extra}\r\n",
+            derive_accept_key(key.as_bytes())
+        )
+    }
+
+    #[tokio::test]
+    async fn the_handshake_keeps_what_follows_the_response_and_checks_the_server() {
+        // The response and a first WebSocket text frame in one write: the frame is kept.
+        let url = raw_server(|key| {
+            let mut out = switching(key, "Sec-WebSocket-Protocol: v12.stomp\r\n").into_bytes();
+            out.extend_from_slice(&[0x81, 2, b'h', b'i']);
+            out
+        })
+        .await;
+        let (mut ws, subprotocol) = StompClient::open(&url, &ConnectOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(subprotocol.as_deref(), Some("v12.stomp"));
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => assert_eq!(t.as_str(), "hi"),
+            other => panic!("{other:?}"),
+        }
+
+        let refused = |url: String, options: ConnectOptions| async move {
+            match StompClient::open(&url, &options).await {
+                Err(ClientError::Connect { source, .. }) => source.to_string(),
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("{url}: the handshake must fail"),
+            }
+        };
+        let bare = || ConnectOptions {
+            subprotocols: Vec::new(),
+            ..ConnectOptions::default()
+        };
+        // Not 101: the status is named.
+        let url =
+            raw_server(|_| b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()).await;
+        assert!(refused(url, bare()).await.contains("404"));
+        // A wrong accept key.
+        let url = raw_server(|_| switching("not the key", "").into_bytes()).await;
+        let e = refused(url, bare()).await;
+        assert!(e.to_lowercase().contains("accept"), "{e}");
+        // A subprotocol that was not offered, and none when some were.
+        let url =
+            raw_server(|key| switching(key, "Sec-WebSocket-Protocol: mqtt\r\n").into_bytes()).await;
+        let e = refused(url, ConnectOptions::default()).await;
+        assert!(e.to_lowercase().contains("subprotocol"), "{e}");
+        let url = raw_server(|key| switching(key, "").into_bytes()).await;
+        let e = refused(url, ConnectOptions::default()).await;
+        assert!(e.to_lowercase().contains("subprotocol"), "{e}");
+        // A head that never ends is refused at its limit, not read for ever.
+        let url = raw_server(|_| {
+            let mut out = b"HTTP/1.1 101 Switching Protocols\r\nX-Padding: ".to_vec();
+            out.resize(MAX_HANDSHAKE_RESPONSE + 600, b'a');
+            out
+        })
+        .await;
+        let e = refused(url, bare()).await;
+        assert!(e.contains(&MAX_HANDSHAKE_RESPONSE.to_string()), "{e}");
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::ConnectOptions;
@@ -512,7 +512,7 @@ pub(crate) fn spawn_users(
     ctx: &Arc<RunContext>,
     range: std::ops::Range<u32>,
 ) -> (
-    Vec<mpsc::Sender<vu::Control>>,
+    Vec<Arc<vu::Mailbox>>,
     Vec<tokio::task::JoinHandle<Vec<vu::UserReport>>>,
 ) {
     let mut controls = Vec::with_capacity(range.len());
@@ -521,9 +521,9 @@ pub(crate) fn spawn_users(
     let mut group = Vec::with_capacity(per_task);
     let last = range.end.saturating_sub(1);
     for index in range {
-        let (tx, rx) = mpsc::channel(4);
-        controls.push(tx);
-        group.push(vu::run(ctx.clone(), index, rx));
+        let mailbox = Arc::new(vu::Mailbox::default());
+        controls.push(mailbox.clone());
+        group.push(vu::run(ctx.clone(), index, mailbox));
         if group.len() == per_task || index == last {
             let users_of_task = std::mem::take(&mut group);
             handles.push(tokio::spawn(futures_util::future::join_all(users_of_task)));

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
-use tokio::sync::mpsc;
 
 use crate::client::StompClient;
 use crate::load::integrity::Membership;
@@ -28,6 +27,65 @@ use crate::stomp::{heart_beat_period, Command, Frame};
 #[derive(Debug, Clone, Copy)]
 pub enum Control {
     Leave(u32),
+}
+
+/// Most commands waiting in a user's [`Mailbox`]; further ones are refused.
+const MAILBOX: usize = 4;
+
+/// A user's inbox for [`Control`] commands: a few dozen bytes per user where a channel
+/// takes over half a kilobyte, for something most runs never use. At most [`MAILBOX`]
+/// commands wait; [`Mailbox::try_send`] refuses more, as a full channel would. Its one
+/// reader polls it on every turn of the user's loop, so an empty mailbox answers from
+/// one atomic load (and a waker registration that is a no-op for the same task).
+#[derive(Default)]
+pub struct Mailbox {
+    queue: std::sync::Mutex<std::collections::VecDeque<Control>>,
+    waiting: std::sync::atomic::AtomicUsize,
+    reader: futures_util::task::AtomicWaker,
+}
+
+impl Mailbox {
+    /// Queues `c` unless [`MAILBOX`] commands already wait; false when refused.
+    pub fn try_send(&self, c: Control) -> bool {
+        {
+            let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.len() >= MAILBOX {
+                return false;
+            }
+            q.push_back(c);
+            self.waiting
+                .store(q.len(), std::sync::atomic::Ordering::Release);
+        }
+        self.reader.wake();
+        true
+    }
+
+    fn take(&self) -> Option<Control> {
+        if self.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let c = q.pop_front();
+        self.waiting
+            .store(q.len(), std::sync::atomic::Ordering::Release);
+        c
+    }
+
+    /// The next command, waiting for one (one reader at a time).
+    pub async fn recv(&self) -> Control {
+        std::future::poll_fn(|cx| {
+            if let Some(c) = self.take() {
+                return std::task::Poll::Ready(c);
+            }
+            // Registered before the second look: a command queued in between wakes us.
+            self.reader.register(cx.waker());
+            match self.take() {
+                Some(c) => std::task::Poll::Ready(c),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
 }
 
 /// What a user hands back at the end.
@@ -69,7 +127,9 @@ const RECONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 struct User {
     ctx: Arc<RunContext>,
     index: u32,
-    rng: rand::rngs::StdRng,
+    /// Small (32 bytes, where `StdRng` takes over 300 per user) and seeded per user, so a
+    /// run's arrivals, sizes and jitter are the same every time.
+    rng: rand::rngs::SmallRng,
     memberships: HashMap<u32, Membership>,
     /// Due sends: (µs since t0, room).
     due: BinaryHeap<Reverse<(u64, u32)>>,
@@ -85,16 +145,12 @@ struct User {
     home: usize,
 }
 
-pub async fn run(
-    ctx: Arc<RunContext>,
-    index: u32,
-    mut control: mpsc::Receiver<Control>,
-) -> UserReport {
+pub async fn run(ctx: Arc<RunContext>, index: u32, control: Arc<Mailbox>) -> UserReport {
     let seed = ctx.scenario.seed ^ (u64::from(index) << 20) ^ 0x5eed;
     let mut user = User {
         ctx: ctx.clone(),
         index,
-        rng: rand::rngs::StdRng::seed_from_u64(seed),
+        rng: rand::rngs::SmallRng::seed_from_u64(seed),
         memberships: HashMap::new(),
         due: BinaryHeap::new(),
         awaiting: HashMap::new(),
@@ -111,15 +167,18 @@ pub async fn run(
         _ = tokio::time::sleep_until((ctx.t0 + slot).into()) => {}
     }
     let url = &ctx.urls[index as usize % ctx.urls.len()];
-    // Boxed: the handshake's state is several KiB, and held in the user's own future it
-    // would stay allocated for the whole run of every idle user.
-    let connected = Box::pin(tokio::time::timeout(
+    // The user's future is what every idle user holds for the whole run, and it is as
+    // large as its largest await: so the handshake (several KiB of state) and the rare
+    // paths (reconnection, churn) are boxed while they run, and the session itself lives
+    // on the heap, once, rather than in the future's layout (where the result of the
+    // connect and the session would each take a slot).
+    let mut client: Box<StompClient> = match Box::pin(tokio::time::timeout(
         Duration::from_secs(30),
         StompClient::connect(url, &ctx.connect),
     ))
-    .await;
-    let mut client = match connected {
-        Ok(Ok(client)) => client,
+    .await
+    {
+        Ok(Ok(client)) => Box::new(client),
         Ok(Err(e)) => {
             let text = e.to_string();
             let cause = if text.contains(url.as_str()) {
@@ -143,7 +202,7 @@ pub async fn run(
         }
     };
     ctx.recorder.session_opened();
-    let subscribed = user.subscribe_all(&mut client).await;
+    let subscribed = Box::pin(user.subscribe_all(&mut client)).await;
     if subscribed {
         ctx.recorder.subscribed.fetch_add(1, Relaxed);
     }
@@ -154,13 +213,13 @@ pub async fn run(
     }
     let mut server = index as usize % ctx.urls.len();
     loop {
-        let broke = user.converse(&mut client, &mut control).await;
+        let broke = user.converse(&mut client, &control).await;
         ctx.recorder.session_closed();
         if !broke {
-            let _ = tokio::time::timeout(
+            let _ = Box::pin(tokio::time::timeout(
                 Duration::from_secs(2),
                 client.send_frame(&Frame::new(Command::Disconnect)),
-            )
+            ))
             .await;
             break;
         }
@@ -168,7 +227,7 @@ pub async fn run(
         // it is not expected (the disconnect itself is counted).
         ctx.recorder.disconnects.fetch_add(1, Relaxed);
         let down_us = user.now_us();
-        let left = user.session_lost().await;
+        let left = Box::pin(user.session_lost()).await;
         let Some(policy) = ctx.scenario.users.reconnect.clone() else {
             break;
         };
@@ -176,17 +235,19 @@ pub async fn run(
             .tracking
             .as_ref()
             .and_then(|t| t.session_broke(index, down_us));
-        match Box::pin(user.reconnect(&policy, &mut server)).await {
-            Some(back) => {
-                client = back;
-                ctx.recorder.session_reopened();
-                let up_us = user.now_us();
-                user.rejoin_all(&left).await;
-                if let Some(t) = &ctx.tracking {
-                    t.session_back(slot, up_us);
-                }
-            }
-            None => break,
+        // Boxed at once: the reconnection's result is not kept across the rejoin below.
+        let Some(back) = Box::pin(user.reconnect(&policy, &mut server))
+            .await
+            .map(Box::new)
+        else {
+            break;
+        };
+        client = back;
+        ctx.recorder.session_reopened();
+        let up_us = user.now_us();
+        Box::pin(user.rejoin_all(&left)).await;
+        if let Some(t) = &ctx.tracking {
+            t.session_back(slot, up_us);
         }
     }
     user.expire_pending();
@@ -322,11 +383,7 @@ impl User {
     }
 
     /// Runs one session until the run stops (`false`) or the session breaks (`true`).
-    async fn converse(
-        &mut self,
-        client: &mut StompClient,
-        control: &mut mpsc::Receiver<Control>,
-    ) -> bool {
+    async fn converse(&mut self, client: &mut StompClient, control: &Mailbox) -> bool {
         // Heart-beats flow from the moment the session is up, including the wait for the
         // rest of the ramp, or the server would drop users that connected early.
         let (cx, _) = self.ctx.connect.heartbeat;
@@ -387,9 +444,8 @@ impl User {
                     }
                 }
                 command = control.recv() => {
-                    if let Some(Control::Leave(room)) = command {
-                        self.start_leave(room).await;
-                    }
+                    let Control::Leave(room) = command;
+                    Box::pin(self.start_leave(room)).await;
                 }
                 _ = liveness.tick(), if client.server_beat_ms > 0 => {
                     if let Some(silent) = client.server_silent() {
@@ -407,7 +463,7 @@ impl User {
                 }
                 _ = housekeeping.tick(), if closed_model || self.leaving.is_some() || !self.away.is_empty() => {
                     self.rearm_closed_model();
-                    if self.churn_step(client).await.is_err() {
+                    if Box::pin(self.churn_step(client)).await.is_err() {
                         break true;
                     }
                 }
@@ -739,7 +795,7 @@ impl User {
                 }
                 if let Some(leaving) = &self.leaving {
                     if leaving.room == stamp.room {
-                        let _ = self.churn_step(client).await;
+                        let _ = Box::pin(self.churn_step(client)).await;
                     }
                 }
             }
@@ -749,7 +805,7 @@ impl User {
                 };
                 if let Some(room) = id.strip_prefix("sub-").and_then(|r| r.parse::<u32>().ok()) {
                     if matches!(self.away.get(&room), Some(Away::Rejoining)) {
-                        self.rejoined(client, room).await;
+                        Box::pin(self.rejoined(client, room)).await;
                     }
                     return;
                 }
@@ -917,5 +973,34 @@ async fn sleep_until_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_mailbox_holds_a_few_commands_in_order_and_wakes_its_user() {
+        let mailbox = Arc::new(Mailbox::default());
+        // Queued before anyone waits: kept, in order, up to the limit.
+        for room in 0..MAILBOX as u32 {
+            assert!(mailbox.try_send(Control::Leave(room)));
+        }
+        assert!(!mailbox.try_send(Control::Leave(99)), "one past the limit");
+        for room in 0..MAILBOX as u32 {
+            let Control::Leave(got) = mailbox.recv().await;
+            assert_eq!(got, room);
+        }
+        // A user waiting on an empty mailbox is woken by the next command.
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move { mailbox.recv().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        assert!(mailbox.try_send(Control::Leave(7)));
+        let Control::Leave(got) = waiting.await.unwrap();
+        assert_eq!(got, 7);
     }
 }
