@@ -453,9 +453,11 @@ impl StompClient {
 
     /// Gives the input buffer's memory back once everything in it is decoded: an idle
     /// session holds none (the next message allocates what it needs; the frames handed
-    /// out keep their own bytes).
+    /// out keep their own bytes). A drained buffer can have no room left and still share
+    /// the last message's allocation, so it is replaced whenever it is empty
+    /// (`BytesMut::new` allocates nothing).
     fn release_input(&mut self) {
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+        if self.inbuf.is_empty() {
             self.inbuf = BytesMut::new();
         }
     }

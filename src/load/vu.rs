@@ -128,7 +128,7 @@ struct User {
     ctx: Arc<RunContext>,
     index: u32,
     /// Small (32 bytes, where `StdRng` takes over 300 per user) and seeded per user, so a
-    /// run's arrivals, sizes and jitter are the same every time.
+    /// run's arrivals, sizes and jitter are the same every time with the same build.
     rng: rand::rngs::SmallRng,
     memberships: HashMap<u32, Membership>,
     /// Due sends: (µs since t0, room).
