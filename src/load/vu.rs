@@ -8,10 +8,14 @@
 //! record and timed; the aggregator only ever sees histograms and counters.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
 
 use rand::{Rng, SeedableRng};
 
@@ -39,9 +43,9 @@ const MAILBOX: usize = 4;
 /// one atomic load (and a waker registration that is a no-op for the same task).
 #[derive(Default)]
 pub struct Mailbox {
-    queue: std::sync::Mutex<std::collections::VecDeque<Control>>,
-    waiting: std::sync::atomic::AtomicUsize,
-    reader: futures_util::task::AtomicWaker,
+    queue: Mutex<VecDeque<Control>>,
+    waiting: AtomicUsize,
+    reader: AtomicWaker,
 }
 
 impl Mailbox {
@@ -53,21 +57,19 @@ impl Mailbox {
                 return false;
             }
             q.push_back(c);
-            self.waiting
-                .store(q.len(), std::sync::atomic::Ordering::Release);
+            self.waiting.store(q.len(), Release);
         }
         self.reader.wake();
         true
     }
 
     fn take(&self) -> Option<Control> {
-        if self.waiting.load(std::sync::atomic::Ordering::Acquire) == 0 {
+        if self.waiting.load(Acquire) == 0 {
             return None;
         }
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let c = q.pop_front();
-        self.waiting
-            .store(q.len(), std::sync::atomic::Ordering::Release);
+        self.waiting.store(q.len(), Release);
         c
     }
 
@@ -75,13 +77,13 @@ impl Mailbox {
     pub async fn recv(&self) -> Control {
         std::future::poll_fn(|cx| {
             if let Some(c) = self.take() {
-                return std::task::Poll::Ready(c);
+                return Poll::Ready(c);
             }
             // Registered before the second look: a command queued in between wakes us.
             self.reader.register(cx.waker());
             match self.take() {
-                Some(c) => std::task::Poll::Ready(c),
-                None => std::task::Poll::Pending,
+                Some(c) => Poll::Ready(c),
+                None => Poll::Pending,
             }
         })
         .await
