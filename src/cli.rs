@@ -959,6 +959,36 @@ pub enum StackCommand {
     Down(StackDirArgs),
     /// Show the running stack's endpoints.
     Status(StackStatusArgs),
+    /// Measure each part of the running stack alone with its own tool, beside the
+    /// reference server's code driving the same part: Kafka's ProducerPerformance against
+    /// the server's producer, Kafka's EndToEndLatency against the server's producer and
+    /// fan-out consumer, pgbench's 500-row inserts against the server's database writer
+    /// (fed as each persistence mode feeds it). Uses scratch topics and a scratch
+    /// database, removed at the end; run it on a stack with nothing else running.
+    ///
+    /// Example: stompede stack up && stompede stack baseline
+    Baseline(StackBaselineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct StackBaselineArgs {
+    /// Records each producer sends (Kafka's and the server's).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub records: u64,
+    /// Records sent one at a time by each end-to-end latency measurement.
+    #[arg(long, default_value_t = 10_000)]
+    pub messages: u32,
+    /// Rows the server's database writer writes in each of its two modes.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// How long pgbench runs.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
+    pub pgbench_time: Duration,
+    /// Print the figures as JSON (progress still goes to standard error).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub dir: StackDirArgs,
 }
 
 #[derive(Args, Debug)]
@@ -1083,6 +1113,22 @@ pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
             Ok(())
         }
         StackCommand::Down(dir) => Ok(crate::stack::down(&dir.state_dir).await?),
+        StackCommand::Baseline(args) => {
+            let options = crate::stack::baseline::BaselineOptions {
+                state_dir: args.dir.state_dir,
+                records: args.records,
+                messages: args.messages,
+                rows: args.rows,
+                pgbench_time: args.pgbench_time,
+            };
+            let baseline = crate::stack::baseline::run(&options).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&baseline)?);
+            } else {
+                print!("{}", crate::stack::baseline::describe(&baseline));
+            }
+            Ok(())
+        }
         StackCommand::Status(args) => match crate::stack::status(&args.dir.state_dir)? {
             Some(info) if args.json => {
                 println!("{}", serde_json::to_string_pretty(&info)?);

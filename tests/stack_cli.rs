@@ -1,6 +1,6 @@
 //! `stompede stack up --brokers 3 --partitions 6 --servers 2`, `stack status --json`,
-//! `stack down`, through the real binary: afterwards no stack process runs and no stack
-//! port is bound.
+//! `stack baseline`, `stack down`, through the real binary: afterwards no stack process
+//! runs and no stack port is bound.
 
 use std::process::Command;
 use std::time::Duration;
@@ -119,6 +119,8 @@ fn stack_up_status_down_leaves_nothing_behind() {
         "a recorded process is not running"
     );
 
+    baseline_measures_every_part_and_removes_its_scratch(&state, &bootstrap, &info, &rt);
+
     let down = stompede(&["stack", "down"], &state);
     assert!(
         down.status.success(),
@@ -139,4 +141,113 @@ fn stack_up_status_down_leaves_nothing_behind() {
     let status = stompede(&["stack", "status", "--json"], &state);
     assert_eq!(String::from_utf8_lossy(&status.stdout).trim(), "null");
     let _ = std::fs::remove_dir_all(&state);
+}
+
+/// `stack baseline` on the 3-broker stack, with small counts: Kafka's tools, pgbench and
+/// the server's code each give a figure, and nothing of the scratch topics and database
+/// is left.
+fn baseline_measures_every_part_and_removes_its_scratch(
+    state: &std::path::Path,
+    bootstrap: &str,
+    info: &serde_json::Value,
+    rt: &tokio::runtime::Runtime,
+) {
+    let child = Command::new(env!("CARGO_BIN_EXE_stompede"))
+        .args([
+            "stack",
+            "baseline",
+            "--records",
+            "20000",
+            "--messages",
+            "200",
+            "--rows",
+            "20000",
+            "--pgbench-time",
+            "2s",
+            "--json",
+            "--state-dir",
+        ])
+        .arg(state)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run stompede stack baseline");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("wait for stack baseline");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stack baseline failed:\n{stderr}");
+    for step in [
+        "ProducerPerformance",
+        "EndToEndLatency",
+        "pgbench",
+        "500-row batches",
+        "single rows",
+    ] {
+        assert!(
+            stderr.contains(step),
+            "no progress line for {step}:\n{stderr}"
+        );
+    }
+    let b: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stack baseline --json prints JSON");
+    assert_eq!(
+        (b["brokers"].as_u64(), b["replication_factor"].as_u64()),
+        (Some(3), Some(3))
+    );
+    let f = |v: &serde_json::Value| v.as_f64().unwrap_or(-1.0);
+    for pair in ["produce", "db_batches", "db_single_rows"] {
+        let (tool, server, ratio) = (
+            f(&b[pair]["tool"]),
+            f(&b[pair]["server"]),
+            f(&b[pair]["ratio"]),
+        );
+        assert!(tool > 0.0 && server > 0.0, "{pair}: {}", b[pair]);
+        assert!((ratio - server / tool).abs() < 1e-9, "{pair}: {}", b[pair]);
+    }
+    assert_eq!(
+        b["db_batches"]["tool"], b["db_single_rows"]["tool"],
+        "one pgbench run"
+    );
+    let tool = &b["latency_tool"];
+    assert!(f(&tool["mean_ms"]) > 0.0, "{tool}");
+    assert!(
+        tool["p50_whole_ms"].as_u64() <= tool["p99_whole_ms"].as_u64(),
+        "{tool}"
+    );
+    let server = &b["latency_server"];
+    assert!(
+        0.0 < f(&server["p50_ms"])
+            && f(&server["p50_ms"]) <= f(&server["p99_ms"])
+            && f(&server["p99_ms"]) <= f(&server["max_ms"]),
+        "{server}"
+    );
+
+    for topic in ["produce", "latency"] {
+        let name = format!("stompede.baseline.{pid}.{topic}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while rt
+            .block_on(stompede::stack::topic_config(bootstrap, &name))
+            .is_ok()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "topic {name} still there"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let url = info["postgres"]["url"].as_str().expect("postgres url");
+    let left: i64 = rt.block_on(async {
+        let db = stompede::db::connect(url)
+            .await
+            .expect("connect to the stack's database");
+        db.query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'stompede_baseline_%'",
+            &[],
+        )
+        .await
+        .expect("list databases")
+        .get(0)
+    });
+    assert_eq!(left, 0, "a scratch database is left");
 }

@@ -240,21 +240,21 @@ async fn write_loop(
     }
 }
 
-/// A batch laid out column by column for `UNNEST`.
-struct Columns {
-    room: Vec<String>,
-    sender: Vec<String>,
-    text: Vec<String>,
+/// A batch laid out column by column for `UNNEST`, borrowing the requests' rows.
+struct Columns<'a> {
+    room: Vec<&'a str>,
+    sender: Vec<&'a str>,
+    text: Vec<&'a str>,
     kind: Vec<&'static str>,
     sent_at: Vec<SystemTime>,
-    topic: Vec<String>,
-    cluster: Vec<String>,
+    topic: Vec<&'a str>,
+    cluster: Vec<&'a str>,
     partition: Vec<i32>,
     offset: Vec<i64>,
 }
 
-impl Columns {
-    fn from(requests: &[WriteRequest]) -> Self {
+impl<'a> Columns<'a> {
+    fn from(requests: &'a [WriteRequest]) -> Self {
         let n: usize = requests.iter().map(|r| r.rows.len()).sum();
         let mut c = Columns {
             room: Vec::with_capacity(n),
@@ -268,13 +268,13 @@ impl Columns {
             offset: Vec::with_capacity(n),
         };
         for row in requests.iter().flat_map(|r| &r.rows) {
-            c.room.push(row.message.room_id.clone());
-            c.sender.push(row.message.sender.clone());
-            c.text.push(row.message.message.clone());
+            c.room.push(&row.message.room_id);
+            c.sender.push(&row.message.sender);
+            c.text.push(&row.message.message);
             c.kind.push(row.message.kind.as_str());
             c.sent_at.push(row.sent_at);
-            c.topic.push(row.topic.to_string());
-            c.cluster.push(row.cluster.to_string());
+            c.topic.push(&row.topic);
+            c.cluster.push(&row.cluster);
             c.partition.push(row.partition);
             c.offset.push(row.offset);
         }
@@ -285,7 +285,7 @@ impl Columns {
 async fn write_batch(
     client: &Client,
     statement: &tokio_postgres::Statement,
-    c: &Columns,
+    c: &Columns<'_>,
 ) -> Result<(), tokio_postgres::Error> {
     if c.room.is_empty() {
         return Ok(());

@@ -23,7 +23,7 @@ pub mod compare;
 pub mod compare_html;
 pub mod console;
 pub mod faults_html;
-mod format;
+pub mod format;
 pub mod gate;
 pub mod gate_baseline;
 pub mod gate_files;

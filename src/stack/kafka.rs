@@ -98,6 +98,17 @@ pub(super) async fn check_java() -> Result<(), StackError> {
     }
 }
 
+/// The cached Kafka `lib` directory if it is complete for this build's pom, without
+/// fetching anything (a running broker may be using an older one).
+pub fn current_classpath() -> Option<PathBuf> {
+    let lib = cache_root()
+        .join(format!("kafka-{}", kafka_version()))
+        .join("lib");
+    std::fs::read_to_string(lib.join(COMPLETE_MARKER))
+        .is_ok_and(|s| s.trim() == pom_fingerprint())
+        .then_some(lib)
+}
+
 /// Make sure the Kafka jars are in the cache; returns the `lib` directory.
 pub async fn ensure_classpath() -> Result<PathBuf, StackError> {
     let version = kafka_version();

@@ -21,6 +21,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+pub mod baseline;
 mod kafka;
 mod kafka_admin;
 pub mod metrics_page;
