@@ -20,6 +20,7 @@ pub mod receive;
 pub mod resources;
 pub mod samplers;
 pub mod sampling;
+pub mod send_timer;
 pub mod shared_group;
 pub mod stamp;
 pub mod stats;
@@ -92,6 +93,9 @@ pub struct RunContext {
     /// In a shard of a run spread over several hosts: per sender, whether its stamps'
     /// times are on this host's clock (see [`receive::Receiver::timed`]).
     pub timed: Option<Vec<bool>>,
+    /// Sends are woken by [`send_timer`]'s thread to the microsecond (the plan sends at
+    /// most [`send_timer::PRECISE_UP_TO`] messages a second), else by tokio's timer.
+    pub precise_sends: bool,
 }
 
 impl RunContext {
@@ -328,6 +332,7 @@ async fn drive(
         room_partitions,
         remote: None,
         timed: None,
+        precise_sends: send_timer::precise_for(&plan),
         plan,
         scenario,
     });

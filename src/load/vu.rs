@@ -22,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use crate::client::StompClient;
 use crate::load::integrity::Membership;
 use crate::load::receive::{Received, Receiver};
+use crate::load::send_timer::SendTimer;
 use crate::load::stamp::Stamp;
 use crate::load::{RunContext, Schedule};
 use crate::scenario::{Arrival, BodyFormat, LoadModel};
@@ -412,6 +413,7 @@ impl User {
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut schedule = self.ctx.schedule.clone();
+        let mut send_timer = SendTimer::new(self.ctx.precise_sends);
         let ended = loop {
             let send_end_us = self.schedule.send_end_us;
             let next_due = self
@@ -419,7 +421,7 @@ impl User {
                 .peek()
                 .map(|Reverse((at, _))| *at)
                 .filter(|at| *at < send_end_us);
-            let due_at = next_due.map(|at| self.ctx.t0 + Duration::from_micros(at));
+            send_timer.set(next_due.map(|at| self.ctx.t0 + Duration::from_micros(at)));
             tokio::select! {
                 _ = self.ctx.stop.cancelled() => break false,
                 got = async { schedule.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s) }, if !self.scheduled => {
@@ -433,7 +435,7 @@ impl User {
                     Ok(Some(frame)) => self.on_frame(client, frame).await,
                     Ok(None) | Err(_) => break true,
                 },
-                _ = sleep_until_opt(due_at) => {
+                _ = send_timer.wait() => {
                     if let Some(Reverse((at, room))) = self.due.pop() {
                         if self.send(client, room, at).await.is_err() {
                             break true;
@@ -969,13 +971,6 @@ fn secs(x: f64) -> Duration {
     } else {
         YEAR
     })
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

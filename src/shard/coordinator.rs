@@ -566,6 +566,7 @@ async fn drive(
         room_partitions,
         remote: None,
         timed: None,
+        precise_sends: crate::load::send_timer::precise_for(&plan),
         plan,
         scenario,
     });

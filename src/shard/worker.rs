@@ -259,6 +259,7 @@ async fn run_shard(
         room_partitions: vec![None; plan.rooms.len()],
         remote: Some(remote.clone()),
         timed,
+        precise_sends: crate::load::send_timer::precise_for(&plan),
         plan,
         scenario: start.scenario,
     });
