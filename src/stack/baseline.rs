@@ -676,41 +676,62 @@ pub fn parse_pgbench_tps(out: &str) -> Option<f64> {
 /// The figures for people.
 pub fn describe(b: &Baseline) -> String {
     let n = |v: f64| crate::report::format::count(v.round() as u64);
-    let pct = |t: &Throughput| format!("{:.0} %", t.ratio * 100.0);
+    let plural =
+        |k: usize, one: &str, many: &str| format!("{k} {}", if k == 1 { one } else { many });
     let mut out = String::new();
     out += &format!(
-        "Kafka {} ({} broker(s), {} partitions, replication factor {}), {} B records, acks=all\n",
-        b.kafka_bootstrap, b.brokers, b.partitions, b.replication_factor, b.record_bytes
+        "Kafka {}: {}, {}, replication factor {}; {} B records, acks=all\n",
+        b.kafka_bootstrap,
+        plural(b.brokers, "broker", "brokers"),
+        plural(b.partitions as usize, "partition", "partitions"),
+        b.replication_factor,
+        b.record_bytes
+    );
+    out += "  produce, records/s\n";
+    out += &format!(
+        "    {:<40} {:>9}\n",
+        "ProducerPerformance",
+        n(b.produce.tool)
     );
     out += &format!(
-        "  produce, records/s     ProducerPerformance {:>9}   server's producer {:>9}   {}\n",
-        n(b.produce.tool),
+        "    {:<40} {:>9}   {:.0} % of ProducerPerformance\n",
+        "server's producer",
         n(b.produce.server),
-        pct(&b.produce)
+        b.produce.ratio * 100.0
     );
     out += &format!(
-        "  end to end, one at a time ({} each)\n    EndToEndLatency          mean {:.3} ms   p50 {} ms   p99 {} ms   (whole ms, rounded down)\n    server's producer+consumer  mean {:.3} ms   p50 {:.3} ms   p99 {:.3} ms   max {:.3} ms\n",
-        b.latency_messages,
-        b.latency_tool.mean_ms,
-        b.latency_tool.p50_whole_ms,
-        b.latency_tool.p99_whole_ms,
-        b.latency_server.mean_ms,
-        b.latency_server.p50_ms,
-        b.latency_server.p99_ms,
-        b.latency_server.max_ms
+        "  end to end, {} records one at a time\n",
+        crate::report::format::count(u64::from(b.latency_messages))
     );
-    out += &format!("PostgreSQL, {}-row inserts\n", b.batch_rows);
+    let t = &b.latency_tool;
     out += &format!(
-        "  rows/s                 pgbench {:>9}   server's writer, batches {:>9}   {}\n",
-        n(b.db_batches.tool),
-        n(b.db_batches.server),
-        pct(&b.db_batches)
+        "    {:<40} mean {:.3} ms   p50 {} ms   p99 {} ms   (whole ms, rounded down)\n",
+        "EndToEndLatency", t.mean_ms, t.p50_whole_ms, t.p99_whole_ms
     );
+    let l = &b.latency_server;
     out += &format!(
-        "                                             server's writer, single rows {:>9}   {}\n",
-        n(b.db_single_rows.server),
-        pct(&b.db_single_rows)
+        "    {:<40} mean {:.3} ms   p50 {:.3} ms   p99 {:.3} ms   max {:.3} ms\n",
+        "server's producer and fan-out consumer", l.mean_ms, l.p50_ms, l.p99_ms, l.max_ms
     );
+    out += &format!("PostgreSQL, {}-row inserts, rows/s\n", b.batch_rows);
+    out += &format!("    {:<40} {:>9}\n", "pgbench", n(b.db_batches.tool));
+    for (what, t) in [
+        (
+            format!("server's writer, {}-row batches", b.batch_rows),
+            &b.db_batches,
+        ),
+        (
+            "server's writer, single rows".to_string(),
+            &b.db_single_rows,
+        ),
+    ] {
+        out += &format!(
+            "    {:<40} {:>9}   {:.0} % of pgbench\n",
+            what,
+            n(t.server),
+            t.ratio * 100.0
+        );
+    }
     out
 }
 
