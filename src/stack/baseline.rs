@@ -558,6 +558,7 @@ async fn database_measurements(
         result?;
     }
     let batches_rate = opts.rows as f64 / began.elapsed().as_secs_f64();
+    rows_written(&client, opts.rows, "in batches").await?;
     client
         .batch_execute("TRUNCATE chat_messages; CHECKPOINT")
         .await
@@ -595,21 +596,28 @@ async fn database_measurements(
     }
     let single_rate = opts.rows as f64 / began.elapsed().as_secs_f64();
     writers.drain().await;
+    rows_written(&client, opts.rows, "as single rows").await?;
+    Ok((
+        Throughput::new(pgbench_rate, batches_rate),
+        Throughput::new(pgbench_rate, single_rate),
+    ))
+}
+
+/// Fails unless the scratch table holds exactly the `given` rows the writer was given.
+async fn rows_written(
+    client: &tokio_postgres::Client,
+    given: u64,
+    how: &str,
+) -> anyhow::Result<()> {
     let written: i64 = client
         .query_one("SELECT count(*) FROM chat_messages", &[])
         .await
         .context("count the rows written")?
         .get(0);
-    if written as u64 != opts.rows {
-        bail!(
-            "the server's writer was given {} single rows but {written} are in the table",
-            opts.rows
-        );
+    if written as u64 != given {
+        bail!("the server's writer was given {given} rows {how} but {written} are in the table");
     }
-    Ok((
-        Throughput::new(pgbench_rate, batches_rate),
-        Throughput::new(pgbench_rate, single_rate),
-    ))
+    Ok(())
 }
 
 /// Rows per second of pgbench's multi-row insert.

@@ -104,9 +104,12 @@ pub fn current_classpath() -> Option<PathBuf> {
     let lib = cache_root()
         .join(format!("kafka-{}", kafka_version()))
         .join("lib");
-    std::fs::read_to_string(lib.join(COMPLETE_MARKER))
-        .is_ok_and(|s| s.trim() == pom_fingerprint())
-        .then_some(lib)
+    complete(&lib).then_some(lib)
+}
+
+/// Whether `lib` holds every jar of this build's pom (its marker names the pom).
+fn complete(lib: &Path) -> bool {
+    std::fs::read_to_string(lib.join(COMPLETE_MARKER)).is_ok_and(|s| s.trim() == pom_fingerprint())
 }
 
 /// Make sure the Kafka jars are in the cache; returns the `lib` directory.
@@ -115,12 +118,7 @@ pub async fn ensure_classpath() -> Result<PathBuf, StackError> {
     let base = cache_root().join(format!("kafka-{version}"));
     let lib = base.join("lib");
     let fingerprint = pom_fingerprint();
-    let marker_ok = |dir: &Path| {
-        std::fs::read_to_string(dir.join(COMPLETE_MARKER))
-            .map(|s| s.trim() == fingerprint)
-            .unwrap_or(false)
-    };
-    if marker_ok(&lib) {
+    if complete(&lib) {
         return Ok(lib);
     }
     eprintln!("kafka: fetching Apache Kafka {version} jars from Maven Central (first run only)…");
@@ -161,7 +159,7 @@ pub async fn ensure_classpath() -> Result<PathBuf, StackError> {
     if let Err(e) = std::fs::rename(&tmp, &lib) {
         let _ = std::fs::remove_dir_all(&tmp);
         // Another stompede may have finished the same download first.
-        if !marker_ok(&lib) {
+        if !complete(&lib) {
             return Err(StackError::io("move the downloaded jars to", &lib, e));
         }
     }
