@@ -184,8 +184,10 @@ async fn partition(env: Arc<TestEnv>) {
     assert_eq!(f.disconnected, 0);
     durable(&summary);
     // The users of s2 among themselves never went through s1's relay: their latency
-    // stays what it was (noise here is a few ms; a partition that reached them would
-    // hold their deliveries for up to 3 s).
+    // stays what it was. A partition that reached them would hold their deliveries for
+    // up to 3 s; noise here is a few ms, but a second's p99 of these few deliveries is
+    // about their slowest one, and one stall of a debug build on a busy machine has
+    // reached 147 ms against 29 ms before, so the bound is 3x or 500 ms more.
     let others = f.others.as_ref().expect("figures for the other users");
     assert_eq!(others.who, "users of s2 among themselves");
     let before = others
@@ -195,7 +197,7 @@ async fn partition(env: Arc<TestEnv>) {
         .p99_during_ms
         .expect("their p99 during the partition");
     assert!(
-        during <= (3.0 * before).max(before + 100.0),
+        during <= (3.0 * before).max(before + 500.0),
         "the users of s2 went from p99 {before} ms to {during} ms during s1's partition"
     );
 }
