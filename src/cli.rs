@@ -984,6 +984,11 @@ pub struct StackBaselineArgs {
     /// How long pgbench runs.
     #[arg(long, default_value = "10s", value_parser = parse_duration_arg)]
     pub pgbench_time: Duration,
+    /// Rounds of each throughput measurement (Kafka produce, PostgreSQL inserts); the
+    /// tool and the server's code take turns to go first, and the median is reported
+    /// beside each round's figure.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
     /// Print the figures as JSON (progress still goes to standard error).
     #[arg(long)]
     pub json: bool,
@@ -1120,6 +1125,7 @@ pub async fn stack(command: StackCommand) -> anyhow::Result<()> {
                 messages: args.messages,
                 rows: args.rows,
                 pgbench_time: args.pgbench_time,
+                rounds: args.rounds,
             };
             let baseline = crate::stack::baseline::run(&options).await?;
             if args.json {

@@ -164,6 +164,8 @@ fn baseline_measures_every_part_and_removes_its_scratch(
             "20000",
             "--pgbench-time",
             "2s",
+            "--rounds",
+            "2",
             "--json",
             "--state-dir",
         ])
@@ -177,7 +179,8 @@ fn baseline_measures_every_part_and_removes_its_scratch(
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "stack baseline failed:\n{stderr}");
     for step in [
-        "ProducerPerformance",
+        "round 1 of 2: Kafka ProducerPerformance",
+        "round 2 of 2: the server's producer",
         "EndToEndLatency",
         "pgbench",
         "500-row batches",
@@ -203,6 +206,21 @@ fn baseline_measures_every_part_and_removes_its_scratch(
         );
         assert!(tool > 0.0 && server > 0.0, "{pair}: {}", b[pair]);
         assert!((ratio - server / tool).abs() < 1e-9, "{pair}: {}", b[pair]);
+        for (side, median) in [("tool", tool), ("server", server)] {
+            let rounds: Vec<f64> = b[pair][format!("{side}_rounds")]
+                .as_array()
+                .unwrap_or_else(|| panic!("{pair}: no {side}_rounds: {}", b[pair]))
+                .iter()
+                .map(f)
+                .collect();
+            assert_eq!(rounds.len(), 2, "{pair}: {}", b[pair]);
+            assert!(rounds.iter().all(|&r| r > 0.0), "{pair}: {}", b[pair]);
+            assert!(
+                (median - (rounds[0] + rounds[1]) / 2.0).abs() < 1e-6,
+                "{pair}: the {side} figure is not the median of its rounds: {}",
+                b[pair]
+            );
+        }
     }
     assert_eq!(
         b["db_batches"]["tool"], b["db_single_rows"]["tool"],

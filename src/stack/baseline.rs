@@ -16,6 +16,11 @@
 //!   (`--persist consumer`), and single rows from many sends in flight (`--persist
 //!   producer`).
 //!
+//! The throughput parts run in rounds (`--rounds`, default 3), the tool and the server's code
+//! taking turns to go first, and each side's median is reported beside every round's
+//! figure: on a small machine the client shares the cores with the broker or the database,
+//! and one run of each can differ by half.
+//!
 //! Everything runs on scratch names (topics `stompede.baseline.<pid>.*`, database
 //! `stompede_baseline_<pid>`), removed at the end whatever happened. The figures are
 //! ceilings only on a stack with nothing else running.
@@ -35,7 +40,7 @@ use super::kafka::{current_classpath, java};
 use super::process::{log_tail, open_log};
 use super::{kafka_admin, postgres, StackInfo};
 use crate::chat::{ChatMessage, MessageType};
-use crate::db::{spawn_writers, Row, WriteRequest};
+use crate::db::{spawn_writers, DbQueue, Row, WriteRequest};
 use crate::server::config::Limits;
 use crate::server::fanout;
 use crate::server::kafka_start::KafkaStart;
@@ -67,24 +72,52 @@ pub struct BaselineOptions {
     pub rows: u64,
     /// How long pgbench runs.
     pub pgbench_time: Duration,
+    /// Rounds of each throughput measurement.
+    pub rounds: u32,
 }
 
-/// Records (or rows) per second of a part's own tool and of the server's code on it.
+/// Records (or rows) per second of a part's own tool and of the server's code on it:
+/// the median of the rounds, and every round's figure in the order run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Throughput {
     pub tool: f64,
     pub server: f64,
-    /// `server / tool`.
+    /// `server / tool`, of the medians.
     pub ratio: f64,
+    pub tool_rounds: Vec<f64>,
+    pub server_rounds: Vec<f64>,
 }
 
 impl Throughput {
-    fn new(tool: f64, server: f64) -> Self {
+    fn of(tool_rounds: Vec<f64>, server_rounds: Vec<f64>) -> Self {
+        let (tool, server) = (median(&tool_rounds), median(&server_rounds));
         Throughput {
             tool,
             server,
             ratio: if tool > 0.0 { server / tool } else { 0.0 },
+            tool_rounds,
+            server_rounds,
         }
+    }
+}
+
+/// The middle value (the mean of the two middle ones for an even count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// "round 2 of 3: " when there is more than one.
+fn round_label(round: u32, rounds: u32) -> String {
+    if rounds > 1 {
+        format!("round {} of {rounds}: ", round + 1)
+    } else {
+        String::new()
     }
 }
 
@@ -155,8 +188,8 @@ pub async fn run(opts: &BaselineOptions) -> anyhow::Result<Baseline> {
     if info.brokers.iter().any(|b| b.alive == Some(false)) || info.postgres.alive == Some(false) {
         bail!("the stack is not all running (see: stompede stack status); restart it with: stompede stack down && stompede stack up");
     }
-    if opts.records == 0 || opts.messages == 0 || opts.rows == 0 {
-        bail!("--records, --messages and --rows must each be at least 1");
+    if opts.records == 0 || opts.messages == 0 || opts.rows == 0 || opts.rounds == 0 {
+        bail!("--records, --messages, --rows and --rounds must each be at least 1");
     }
     let logs = opts.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
@@ -221,53 +254,64 @@ async fn kafka_part(
     )
     .await?;
 
-    eprintln!(
-        "baseline: Kafka ProducerPerformance, {} records of {RECORD_BYTES} B, acks=all…",
-        opts.records
-    );
-    let out = java_tool(
-        &lib,
-        "org.apache.kafka.tools.ProducerPerformance",
-        &[
-            "--topic".into(),
-            produce_topic.clone(),
-            "--num-records".into(),
-            opts.records.to_string(),
-            "--record-size".into(),
-            RECORD_BYTES.to_string(),
-            "--throughput".into(),
-            "-1".into(),
-            "--producer-props".into(),
-            format!("bootstrap.servers={bootstrap}"),
-            "acks=all".into(),
-        ],
-        &logs.join("baseline-producer-performance.log"),
-    )
-    .await?;
-    let tool_rate = parse_producer_performance(&out).ok_or_else(|| {
-        anyhow!(
-            "ProducerPerformance printed no \"records/sec\" summary; see {}",
-            logs.join("baseline-producer-performance.log").display()
-        )
-    })?;
-
     let shutdown = CancellationToken::new();
     let metrics = Arc::new(Metrics::new("baseline"));
     let start = KafkaStart::new(bootstrap, &produce_topic, Duration::from_secs(60), shutdown);
     let publisher = Publisher::new(&start, bootstrap, &produce_topic, None, metrics.clone())
         .await
         .map_err(|e| anyhow!("the server's producer: {e}"))?;
-    eprintln!(
-        "baseline: the server's producer, {} chat messages of {RECORD_BYTES} B, acks=all…",
-        opts.records
-    );
-    let server_rate = server_produce(&publisher, opts.records).await?;
-    let produce = Throughput::new(tool_rate, server_rate);
+    let (mut tool_rounds, mut server_rounds) = (Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        let label = round_label(round, opts.rounds);
+        // The side going first alternates, so a drift of the machine favours neither.
+        for side in [round % 2, 1 - round % 2] {
+            if side == 0 {
+                eprintln!(
+                    "baseline: {label}Kafka ProducerPerformance, {} records of {RECORD_BYTES} B, acks=all…",
+                    opts.records
+                );
+                let log = logs.join(format!("baseline-producer-performance.{}.log", round + 1));
+                let out = java_tool(
+                    &lib,
+                    "org.apache.kafka.tools.ProducerPerformance",
+                    &[
+                        "--topic".into(),
+                        produce_topic.clone(),
+                        "--num-records".into(),
+                        opts.records.to_string(),
+                        "--record-size".into(),
+                        RECORD_BYTES.to_string(),
+                        "--throughput".into(),
+                        "-1".into(),
+                        "--producer-props".into(),
+                        format!("bootstrap.servers={bootstrap}"),
+                        "acks=all".into(),
+                    ],
+                    &log,
+                )
+                .await?;
+                tool_rounds.push(summary(
+                    parse_producer_performance(&out),
+                    "ProducerPerformance",
+                    "a \"records/sec\" summary",
+                    &log,
+                )?);
+            } else {
+                eprintln!(
+                    "baseline: {label}the server's producer, {} chat messages of {RECORD_BYTES} B, acks=all…",
+                    opts.records
+                );
+                server_rounds.push(server_produce(&publisher, opts.records).await?);
+            }
+        }
+    }
+    let produce = Throughput::of(tool_rounds, server_rounds);
 
     eprintln!(
         "baseline: Kafka EndToEndLatency, {} records one at a time…",
         opts.messages
     );
+    let log = logs.join("baseline-end-to-end-latency.log");
     let out = java_tool(
         &lib,
         "org.apache.kafka.tools.EndToEndLatency",
@@ -278,15 +322,15 @@ async fn kafka_part(
             "all".into(),
             RECORD_BYTES.to_string(),
         ],
-        &logs.join("baseline-end-to-end-latency.log"),
+        &log,
     )
     .await?;
-    let latency_tool = parse_end_to_end_latency(&out).ok_or_else(|| {
-        anyhow!(
-            "EndToEndLatency printed no \"Avg latency\" and \"Percentiles\" lines; see {}",
-            logs.join("baseline-end-to-end-latency.log").display()
-        )
-    })?;
+    let latency_tool = summary(
+        parse_end_to_end_latency(&out),
+        "EndToEndLatency",
+        "\"Avg latency\" and \"Percentiles\" lines",
+        &log,
+    )?;
 
     eprintln!(
         "baseline: the server's producer and fan-out consumer, {} chat messages one at a time…",
@@ -402,6 +446,11 @@ async fn java_tool(lib: &Path, class: &str, args: &[String], log: &Path) -> anyh
     std::fs::read_to_string(log).with_context(|| format!("read {}", log.display()))
 }
 
+/// A tool's parsed summary, or an error naming what was missing and where its output is.
+fn summary<T>(parsed: Option<T>, tool: &str, what: &str, log: &Path) -> anyhow::Result<T> {
+    parsed.ok_or_else(|| anyhow!("{tool} printed no {what}; see {}", log.display()))
+}
+
 /// The records/s of ProducerPerformance's summary line: "N records sent, R records/sec
 /// (M MB/sec), …".
 pub fn parse_producer_performance(out: &str) -> Option<f64> {
@@ -502,48 +551,87 @@ async fn database_measurements(
         .await
         .context("create the scratch sequence")?;
 
-    eprintln!(
-        "baseline: pgbench, {BATCH_ROWS}-row inserts on {} connections for {} s…",
-        limits.db_writers,
-        opts.pgbench_time.as_secs()
-    );
-    let pgbench_rate = pgbench(url, limits.db_writers, opts.pgbench_time, logs).await?;
-    client
-        .batch_execute("TRUNCATE chat_messages; CHECKPOINT")
-        .await
-        .context("empty the scratch table")?;
+    let feeders = info.servers.len().max(1) as u64;
+    let (mut pgbench_rounds, mut batch_rounds, mut single_rounds) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..opts.rounds {
+        let label = round_label(round, opts.rounds);
+        // pgbench goes first in odd rounds and last in even ones.
+        let tool_first = round % 2 == 0;
+        for step in 0..3 {
+            match (step, tool_first) {
+                (0, true) | (2, false) => {
+                    eprintln!(
+                        "baseline: {label}pgbench, {BATCH_ROWS}-row inserts on {} connections for {} s…",
+                        limits.db_writers,
+                        opts.pgbench_time.as_secs()
+                    );
+                    let log = logs.join(format!("baseline-pgbench.{}.log", round + 1));
+                    pgbench_rounds.push(
+                        pgbench(url, limits.db_writers, opts.pgbench_time, logs, &log).await?,
+                    );
+                }
+                (1, true) | (0, false) => {
+                    // `--persist consumer`: each instance's persist consumer hands over a
+                    // batch and waits for its commit before reading the next.
+                    eprintln!(
+                        "baseline: {label}the server's database writer, {} rows in {BATCH_ROWS}-row batches from {feeders} feeder(s)…",
+                        opts.rows
+                    );
+                    batch_rounds.push(writer_batches(&writers.queue, feeders, opts.rows).await?);
+                    rows_written(&client, opts.rows, "in batches").await?;
+                }
+                _ => {
+                    // `--persist producer`: every acknowledged send queues its own row and
+                    // waits for it.
+                    eprintln!(
+                        "baseline: {label}the server's database writer, {} single rows, up to {SINGLE_ROWS_IN_FLIGHT} in flight…",
+                        opts.rows
+                    );
+                    single_rounds.push(writer_single_rows(&writers.queue, opts.rows).await?);
+                    rows_written(&client, opts.rows, "as single rows").await?;
+                }
+            }
+            client
+                .batch_execute("TRUNCATE chat_messages; CHECKPOINT")
+                .await
+                .context("empty the scratch table")?;
+        }
+    }
+    writers.drain().await;
+    Ok((
+        Throughput::of(pgbench_rounds.clone(), batch_rounds),
+        Throughput::of(pgbench_rounds, single_rounds),
+    ))
+}
 
-    let cluster: Arc<str> = Arc::from("baseline");
-    let topic: Arc<str> = Arc::from("baseline");
-    let row = |offset: u64| Row {
+/// A row of the scratch table, as the server makes it from a record at `offset`.
+fn scratch_row(offset: u64) -> Row {
+    static NAME: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    let name = NAME.get_or_init(|| Arc::from("baseline"));
+    Row {
         message: chat_message(offset),
         sent_at: SystemTime::now(),
-        cluster: cluster.clone(),
-        topic: topic.clone(),
+        cluster: name.clone(),
+        topic: name.clone(),
         partition: 0,
         offset: offset as i64,
-    };
+    }
+}
 
-    // `--persist consumer`: each instance's persist consumer hands over a batch and waits
-    // for its commit before reading the next.
-    let feeders = info.servers.len().max(1) as u64;
-    eprintln!(
-        "baseline: the server's database writer, {} rows in {BATCH_ROWS}-row batches from {feeders} feeder(s)…",
-        opts.rows
-    );
+/// Rows per second of the writer fed `rows` rows in batches, one batch in hand per feeder.
+async fn writer_batches(queue: &DbQueue, feeders: u64, rows: u64) -> anyhow::Result<f64> {
     let began = Instant::now();
     let mut tasks = Vec::new();
     for f in 0..feeders {
-        let queue = writers.queue.clone();
-        let row = &row;
-        let rows = opts.rows;
+        let queue = queue.clone();
         tasks.push(async move {
             let mut next = f * BATCH_ROWS as u64;
             while next < rows {
                 let end = (next + BATCH_ROWS as u64).min(rows);
                 let (done, written) = tokio::sync::oneshot::channel();
                 let request = WriteRequest {
-                    rows: (next..end).map(&row).collect(),
+                    rows: (next..end).map(scratch_row).collect(),
                     done: Some(done),
                 };
                 if queue.send(request).await.is_err() || written.await.is_err() {
@@ -557,32 +645,25 @@ async fn database_measurements(
     for result in futures_util::future::join_all(tasks).await {
         result?;
     }
-    let batches_rate = opts.rows as f64 / began.elapsed().as_secs_f64();
-    rows_written(&client, opts.rows, "in batches").await?;
-    client
-        .batch_execute("TRUNCATE chat_messages; CHECKPOINT")
-        .await
-        .context("empty the scratch table")?;
+    Ok(rows as f64 / began.elapsed().as_secs_f64())
+}
 
-    // `--persist producer`: every acknowledged send queues its own row and waits for it.
-    eprintln!(
-        "baseline: the server's database writer, {} single rows, up to {SINGLE_ROWS_IN_FLIGHT} in flight…",
-        opts.rows
-    );
+/// Rows per second of the writer fed `rows` single rows, each awaited, many in flight.
+async fn writer_single_rows(queue: &DbQueue, rows: u64) -> anyhow::Result<f64> {
     let began = Instant::now();
     let mut pending = FuturesUnordered::new();
-    for offset in 0..opts.rows {
+    for offset in 0..rows {
         if pending.len() >= SINGLE_ROWS_IN_FLIGHT {
             if let Some(result) = pending.next().await {
                 result?;
             }
         }
-        let queue = writers.queue.clone();
-        let request_row = row(offset);
+        let queue = queue.clone();
+        let row = scratch_row(offset);
         pending.push(async move {
             let (done, written) = tokio::sync::oneshot::channel();
             let request = WriteRequest {
-                rows: vec![request_row],
+                rows: vec![row],
                 done: Some(done),
             };
             if queue.send(request).await.is_err() || written.await.is_err() {
@@ -594,13 +675,7 @@ async fn database_measurements(
     while let Some(result) = pending.next().await {
         result?;
     }
-    let single_rate = opts.rows as f64 / began.elapsed().as_secs_f64();
-    writers.drain().await;
-    rows_written(&client, opts.rows, "as single rows").await?;
-    Ok((
-        Throughput::new(pgbench_rate, batches_rate),
-        Throughput::new(pgbench_rate, single_rate),
-    ))
+    Ok(rows as f64 / began.elapsed().as_secs_f64())
 }
 
 /// Fails unless the scratch table holds exactly the `given` rows the writer was given.
@@ -621,7 +696,13 @@ async fn rows_written(
 }
 
 /// Rows per second of pgbench's multi-row insert.
-async fn pgbench(url: &str, clients: usize, time: Duration, logs: &Path) -> anyhow::Result<f64> {
+async fn pgbench(
+    url: &str,
+    clients: usize,
+    time: Duration,
+    logs: &Path,
+    log: &Path,
+) -> anyhow::Result<f64> {
     let script = logs.join("baseline-pgbench.sql");
     let text = "x".repeat(RECORD_BYTES - 60);
     std::fs::write(
@@ -637,8 +718,7 @@ async fn pgbench(url: &str, clients: usize, time: Duration, logs: &Path) -> anyh
     )
     .with_context(|| format!("write {}", script.display()))?;
     let bin = postgres::find_bindir()?.join("pgbench");
-    let log = logs.join("baseline-pgbench.log");
-    let (out, err) = open_log(&log)?;
+    let (out, err) = open_log(log)?;
     let status = tokio::time::timeout(
         TOOL_TIMEOUT,
         tokio::process::Command::new(&bin)
@@ -660,16 +740,15 @@ async fn pgbench(url: &str, clients: usize, time: Duration, logs: &Path) -> anyh
     .await
     .map_err(|_| anyhow!("pgbench did not finish within {} s", TOOL_TIMEOUT.as_secs()))?
     .with_context(|| format!("start {}", bin.display()))?;
-    let out = std::fs::read_to_string(&log).unwrap_or_default();
+    let out = std::fs::read_to_string(log).unwrap_or_default();
     if !status.success() {
         bail!(
             "pgbench exited with {status}; its log {}:\n{}",
             log.display(),
-            log_tail(&log, 20)
+            log_tail(log, 20)
         );
     }
-    let tps = parse_pgbench_tps(&out)
-        .ok_or_else(|| anyhow!("pgbench printed no \"tps = \" line; see {}", log.display()))?;
+    let tps = summary(parse_pgbench_tps(&out), "pgbench", "\"tps = \" line", log)?;
     Ok(tps * BATCH_ROWS as f64)
 }
 
@@ -695,16 +774,34 @@ pub fn describe(b: &Baseline) -> String {
         b.replication_factor,
         b.record_bytes
     );
-    out += "  produce, records/s\n";
+    let rounds = |v: &[f64]| {
+        if v.len() > 1 {
+            let all: Vec<String> = v.iter().map(|&x| n(x)).collect();
+            format!("   ({})", all.join("  "))
+        } else {
+            String::new()
+        }
+    };
+    let median_of = if b.produce.tool_rounds.len() > 1 {
+        format!(
+            ", the median of {} rounds (each round)",
+            b.produce.tool_rounds.len()
+        )
+    } else {
+        String::new()
+    };
+    out += &format!("  produce, records/s{median_of}\n");
     out += &format!(
-        "    {:<40} {:>9}\n",
+        "    {:<40} {:>9}{}\n",
         "ProducerPerformance",
-        n(b.produce.tool)
+        n(b.produce.tool),
+        rounds(&b.produce.tool_rounds)
     );
     out += &format!(
-        "    {:<40} {:>9}   {:.0} % of ProducerPerformance\n",
+        "    {:<40} {:>9}{}   {:.0} % of ProducerPerformance\n",
         "server's producer",
         n(b.produce.server),
+        rounds(&b.produce.server_rounds),
         b.produce.ratio * 100.0
     );
     out += &format!(
@@ -721,8 +818,16 @@ pub fn describe(b: &Baseline) -> String {
         "    {:<40} mean {:.3} ms   p50 {:.3} ms   p99 {:.3} ms   max {:.3} ms\n",
         "server's producer and fan-out consumer", l.mean_ms, l.p50_ms, l.p99_ms, l.max_ms
     );
-    out += &format!("PostgreSQL, {}-row inserts, rows/s\n", b.batch_rows);
-    out += &format!("    {:<40} {:>9}\n", "pgbench", n(b.db_batches.tool));
+    out += &format!(
+        "PostgreSQL, {}-row inserts, rows/s{median_of}\n",
+        b.batch_rows
+    );
+    out += &format!(
+        "    {:<40} {:>9}{}\n",
+        "pgbench",
+        n(b.db_batches.tool),
+        rounds(&b.db_batches.tool_rounds)
+    );
     for (what, t) in [
         (
             format!("server's writer, {}-row batches", b.batch_rows),
@@ -734,9 +839,10 @@ pub fn describe(b: &Baseline) -> String {
         ),
     ] {
         out += &format!(
-            "    {:<40} {:>9}   {:.0} % of pgbench\n",
+            "    {:<40} {:>9}{}   {:.0} % of pgbench\n",
             what,
             n(t.server),
+            rounds(&t.server_rounds),
             t.ratio * 100.0
         );
     }
@@ -776,6 +882,22 @@ mod tests {
             let json = serde_json::to_vec(&chat_message(i)).unwrap();
             assert_eq!(json.len(), RECORD_BYTES);
         }
+    }
+
+    #[test]
+    fn medians_of_rounds() {
+        assert_eq!(median(&[]), 0.0);
+        assert_eq!(median(&[5.0]), 5.0);
+        assert_eq!(median(&[9.0, 1.0, 4.0]), 4.0);
+        assert_eq!(median(&[9.0, 1.0, 4.0, 2.0]), 3.0);
+        let t = Throughput::of(vec![100.0, 300.0, 200.0], vec![150.0, 90.0, 160.0]);
+        assert_eq!((t.tool, t.server), (200.0, 150.0));
+        assert!((t.ratio - 0.75).abs() < 1e-12);
+        assert_eq!(
+            t.server_rounds,
+            vec![150.0, 90.0, 160.0],
+            "rounds kept in order"
+        );
     }
 
     #[test]
