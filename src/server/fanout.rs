@@ -75,7 +75,15 @@ pub async fn start(
         .set("auto.commit.interval.ms", "1000")
         .set("auto.offset.reset", "latest")
         .set("statistics.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "10")
+        // How long the broker may hold a fetch that finds nothing new. A waiting fetch is
+        // answered as soon as a record arrives, so this costs no latency (400 users, 400
+        // msg/s, end-to-end p50: 0.91-1.24 ms at 10 ms, 0.99-1.29 at 100, 1.06-1.16 at
+        // 500); it sets how often an idle consumer asks again. An idle 1-broker stack's
+        // broker spent 611 CPU ticks in 30 s on the two servers' fetches at 10 ms (a fifth
+        // of a core), 219 at 100 and 100 at 500. Not longer: librdkafka keeps one fetch
+        // in flight per broker, so a partition that moves to a broker after a failover
+        // waits for that broker's held fetch to return before it is read.
+        .set("fetch.wait.max.ms", "100")
         // Failover: after a leader dies, retry the fetch and reconnect soon (librdkafka's
         // defaults back off to 500 ms and 10 s).
         .set("fetch.error.backoff.ms", "50")
@@ -330,10 +338,10 @@ mod tests {
         let mut decoder = Decoder::new(1 << 20);
         let mut received = 0;
         while let Ok(item) = rx.try_recv() {
-            let Outbound::Encoded(bytes) = item else {
+            let Outbound::Encoded(frame) = item else {
                 panic!("expected an encoded MESSAGE")
             };
-            let mut buf = bytes::BytesMut::from(&bytes[..]);
+            let mut buf = bytes::BytesMut::from(frame.as_bytes());
             let Ok(Some(Item::Frame(frame))) = decoder.decode(&mut buf) else {
                 panic!("not a frame")
             };

@@ -56,7 +56,9 @@ pub async fn start(
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "10")
+        // As the fan-out consumer's (see there): a waiting fetch is answered when a
+        // record arrives.
+        .set("fetch.wait.max.ms", "100")
         .create_with_context(context)
         .map_err(|e| kafka.failed("persist consumer: create", e))?;
     let step = format!("persist consumer: partitions of topic {topic}");

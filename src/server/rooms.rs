@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::server::metrics::Metrics;
 use crate::stomp::{encode_for, Command, Frame, Headers, Version};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One chat message on its way to subscribers, shared by all of them.
 #[derive(Debug)]
@@ -47,6 +48,32 @@ impl Delivery {
     }
 }
 
+/// An encoded frame as the WebSocket message that carries it, checked once to be UTF-8:
+/// sessions writing text send it as a text message without checking it again, and every
+/// subscriber sharing it takes one reference, not two.
+#[derive(Debug, Clone)]
+pub enum EncodedFrame {
+    Text(Utf8Bytes),
+    /// Not UTF-8 (a body a client sent as binary): sent as a binary message to everyone.
+    Binary(Bytes),
+}
+
+impl EncodedFrame {
+    pub fn new(bytes: Bytes) -> EncodedFrame {
+        match Utf8Bytes::try_from(bytes.clone()) {
+            Ok(text) => EncodedFrame::Text(text),
+            Err(_) => EncodedFrame::Binary(bytes),
+        }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            EncodedFrame::Text(text) => text.as_bytes(),
+            EncodedFrame::Binary(bytes) => bytes,
+        }
+    }
+}
+
 /// Distinct (version, subscription id) encodings of one delivery kept while it is handed
 /// out. Clients that name their subscriptions alike (`sub-0` is what most libraries
 /// start from, and the harness names them after the room) share one encoded frame;
@@ -64,7 +91,7 @@ pub enum Outbound {
     },
     /// A room message already encoded for this session's version and subscription id
     /// (shared with every subscriber that has the same two).
-    Encoded(Bytes),
+    Encoded(EncodedFrame),
     /// Any other frame (a RECEIPT from a finished send). Boxed, as are the frames of
     /// `Close`, to keep every queue slot small: a session's queue allocates its slots in
     /// blocks, idle or not.
@@ -162,7 +189,7 @@ impl Rooms {
     pub fn deliver(&self, room: &str, delivery: Arc<Delivery>) {
         let rooms = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let Some(subs) = rooms.get(room) else { return };
-        let mut encoded: Vec<(Version, &str, Option<Bytes>)> = Vec::new();
+        let mut encoded: Vec<(Version, &str, Option<EncodedFrame>)> = Vec::new();
         let (mut queued, mut dropped, mut cut) = (0u64, 0u64, 0u64);
         for sub in subs {
             if sub.session.is_killed() {
@@ -180,14 +207,14 @@ impl Rooms {
                     let bytes =
                         encode_for(&delivery.frame(&sub.subscription), sub.version, &mut out)
                             .ok()
-                            .map(|()| out.freeze());
+                            .map(|()| EncodedFrame::new(out.freeze()));
                     encoded.push((sub.version, &sub.subscription, bytes.clone()));
                     bytes
                 }
                 None => None,
             };
             let item = match shared {
-                Some(bytes) => Outbound::Encoded(bytes),
+                Some(frame) => Outbound::Encoded(frame),
                 None => Outbound::Message {
                     subscription: sub.subscription.clone(),
                     delivery: delivery.clone(),
@@ -269,7 +296,7 @@ mod tests {
         let mut frames = Vec::new();
         for (_, rx) in &mut queues {
             match rx.try_recv() {
-                Ok(Outbound::Encoded(b)) => frames.push(b),
+                Ok(Outbound::Encoded(EncodedFrame::Text(b))) => frames.push(b),
                 other => panic!("expected an encoded frame, got {other:?}"),
             }
         }
@@ -278,14 +305,14 @@ mod tests {
             .iter()
             .all(|b| b.as_ptr() == frames[0].as_ptr()));
         assert_ne!(frames[4].as_ptr(), frames[0].as_ptr());
-        let f = decode(&frames[0], Version::V1_2);
+        let f = decode(frames[0].as_bytes(), Version::V1_2);
         assert_eq!(f.command, Command::Message);
         assert_eq!(f.get("subscription"), Some("sub-r1"));
         assert_eq!(f.get("message-id"), Some("0-42"));
         assert_eq!(f.get("destination"), Some("/topic/room/r1"));
         assert_eq!(&f.body[..], &delivery().body[..]);
         assert_eq!(
-            decode(&frames[4], Version::V1_2).get("subscription"),
+            decode(frames[4].as_bytes(), Version::V1_2).get("subscription"),
             Some("other")
         );
         assert_eq!(metrics.fanout_deliveries.load(Relaxed), 5);

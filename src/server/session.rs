@@ -27,7 +27,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::ChatMessage;
-use crate::server::rooms::{Kill, Outbound, SessionHandle};
+use crate::server::rooms::{EncodedFrame, Kill, Outbound, SessionHandle};
 use crate::server::Shared;
 use crate::stomp::{
     encode_for, heart_beat_period, parse_heart_beat, Command, Decoder, EncodeError, Frame, Item,
@@ -382,19 +382,19 @@ impl Session {
         let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
     }
 
-    fn encode(&self, frame: &Frame) -> Result<Bytes, EncodeError> {
+    fn encode(&self, frame: &Frame) -> Result<EncodedFrame, EncodeError> {
         let mut out = BytesMut::with_capacity(256 + frame.body.len());
         encode_for(frame, self.version.unwrap_or(Version::V1_2), &mut out)?;
-        Ok(out.freeze())
+        Ok(EncodedFrame::new(out.freeze()))
     }
 
-    fn ws_message(&self, bytes: Bytes) -> Message {
-        if !self.binary {
-            if let Ok(text) = Utf8Bytes::try_from(bytes.clone()) {
-                return Message::Text(text);
-            }
+    /// Text for a client that writes text (when the frame is UTF-8), else binary.
+    fn ws_message(&self, frame: EncodedFrame) -> Message {
+        match frame {
+            EncodedFrame::Text(text) if !self.binary => Message::Text(text),
+            EncodedFrame::Text(text) => Message::Binary(text.into()),
+            EncodedFrame::Binary(bytes) => Message::Binary(bytes),
         }
-        Message::Binary(bytes)
     }
 
     /// Writes queued frames; `Ok(Some(frame))` asks the caller to close with that ERROR.
@@ -411,7 +411,7 @@ impl Session {
         let outcome = 'write: {
             for item in batch.drain(..) {
                 let encoded = match item {
-                    Outbound::Encoded(bytes) => Ok(bytes),
+                    Outbound::Encoded(frame) => Ok(frame),
                     Outbound::Message {
                         subscription,
                         delivery,
@@ -423,7 +423,7 @@ impl Session {
                     }
                 };
                 let message = match encoded {
-                    Ok(bytes) => self.ws_message(bytes),
+                    Ok(frame) => self.ws_message(frame),
                     // A header the client's STOMP version cannot carry (it came from the
                     // client).
                     Err(e) => {
