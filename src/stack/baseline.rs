@@ -556,7 +556,7 @@ async fn database_measurements(
         (Vec::new(), Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         let label = round_label(round, opts.rounds);
-        // pgbench goes first in odd rounds and last in even ones.
+        // pgbench goes first in rounds 1, 3, … and last in rounds 2, 4, ….
         let tool_first = round % 2 == 0;
         for step in 0..3 {
             match (step, tool_first) {
