@@ -12,11 +12,11 @@ use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::metrics::Metrics;
 use crate::stomp::{encode_for, Command, Frame, Headers, Version};
-use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 /// One chat message on its way to subscribers, shared by all of them.
 #[derive(Debug)]
@@ -54,7 +54,7 @@ impl Delivery {
 #[derive(Debug, Clone)]
 pub enum EncodedFrame {
     Text(Utf8Bytes),
-    /// Not UTF-8 (a body a client sent as binary): sent as a binary message to everyone.
+    /// Not UTF-8: sent as a binary message to every session.
     Binary(Bytes),
 }
 
@@ -278,6 +278,20 @@ mod tests {
         match d.decode(&mut buf) {
             Ok(Some(Item::Frame(f))) => f,
             other => panic!("not one frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn encoded_frames_are_text_only_when_utf8() {
+        let text = Bytes::from_static("MESSAGE\nsubscription:é\n\n{}\0".as_bytes());
+        match EncodedFrame::new(text.clone()) {
+            EncodedFrame::Text(t) => assert_eq!(t.as_bytes(), &text[..]),
+            other => panic!("UTF-8 frame kept as {other:?}"),
+        }
+        let bytes = Bytes::from_static(b"MESSAGE\n\n\xff\xfe\0");
+        match EncodedFrame::new(bytes.clone()) {
+            EncodedFrame::Binary(b) => assert_eq!(b, bytes),
+            other => panic!("non-UTF-8 frame kept as {other:?}"),
         }
     }
 
