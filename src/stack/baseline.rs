@@ -112,6 +112,19 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Whether a part's own tool goes first in `round` (counted from 0): in rounds 1, 3, … as
+/// printed, last in rounds 2, 4, …, so a drift of the machine favours neither side.
+fn tool_first(round: u32) -> bool {
+    round % 2 == 0
+}
+
+/// The database part's measurements, run in turn each round.
+enum DbStep {
+    Pgbench,
+    Batches,
+    SingleRows,
+}
+
 /// "round 2 of 3: " when there is more than one.
 fn round_label(round: u32, rounds: u32) -> String {
     if rounds > 1 {
@@ -263,9 +276,13 @@ async fn kafka_part(
     let (mut tool_rounds, mut server_rounds) = (Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         let label = round_label(round, opts.rounds);
-        // The side going first alternates, so a drift of the machine favours neither.
-        for side in [round % 2, 1 - round % 2] {
-            if side == 0 {
+        let order = if tool_first(round) {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for tool in order {
+            if tool {
                 eprintln!(
                     "baseline: {label}Kafka ProducerPerformance, {} records of {RECORD_BYTES} B, acks=all…",
                     opts.records
@@ -556,11 +573,14 @@ async fn database_measurements(
         (Vec::new(), Vec::new(), Vec::new());
     for round in 0..opts.rounds {
         let label = round_label(round, opts.rounds);
-        // pgbench goes first in rounds 1, 3, … and last in rounds 2, 4, ….
-        let tool_first = round % 2 == 0;
-        for step in 0..3 {
-            match (step, tool_first) {
-                (0, true) | (2, false) => {
+        let steps = if tool_first(round) {
+            [DbStep::Pgbench, DbStep::Batches, DbStep::SingleRows]
+        } else {
+            [DbStep::Batches, DbStep::SingleRows, DbStep::Pgbench]
+        };
+        for step in steps {
+            match step {
+                DbStep::Pgbench => {
                     eprintln!(
                         "baseline: {label}pgbench, {BATCH_ROWS}-row inserts on {} connections for {} s…",
                         limits.db_writers,
@@ -571,7 +591,7 @@ async fn database_measurements(
                         pgbench(url, limits.db_writers, opts.pgbench_time, logs, &log).await?,
                     );
                 }
-                (1, true) | (0, false) => {
+                DbStep::Batches => {
                     // `--persist consumer`: each instance's persist consumer hands over a
                     // batch and waits for its commit before reading the next.
                     eprintln!(
@@ -581,7 +601,7 @@ async fn database_measurements(
                     batch_rounds.push(writer_batches(&writers.queue, feeders, opts.rows).await?);
                     rows_written(&client, opts.rows, "in batches").await?;
                 }
-                _ => {
+                DbStep::SingleRows => {
                     // `--persist producer`: every acknowledged send queues its own row and
                     // waits for it.
                     eprintln!(
