@@ -512,7 +512,7 @@ pub(crate) fn connect_options(scenario: &Scenario) -> ConnectOptions {
 /// The tasks of users `range` of the plan, and each user's control channel (indexed
 /// from `range.start`). `users.per_task` users share one task: their state machines are
 /// polled together (join_all), which costs less than a task each when there are tens of
-/// thousands.
+/// thousands. When the run stops, one more task tells every user's mailbox.
 pub(crate) fn spawn_users(
     ctx: &Arc<RunContext>,
     range: std::ops::Range<u32>,
@@ -534,6 +534,14 @@ pub(crate) fn spawn_users(
             handles.push(tokio::spawn(futures_util::future::join_all(users_of_task)));
         }
     }
+    let stop = ctx.stop.clone();
+    let mailboxes = controls.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        for mailbox in &mailboxes {
+            mailbox.stop();
+        }
+    });
     (controls, handles)
 }
 

@@ -9,10 +9,11 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::AtomicUsize;
+use std::future::Future;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::task::AtomicWaker;
@@ -27,6 +28,7 @@ use crate::load::stamp::Stamp;
 use crate::load::{RunContext, Schedule};
 use crate::scenario::{Arrival, BodyFormat, LoadModel};
 use crate::stomp::{heart_beat_period, Command, Frame};
+use crate::wake_gate::WakeGate;
 
 /// Churn commands from the coordinator.
 #[derive(Debug, Clone, Copy)]
@@ -39,13 +41,18 @@ const MAILBOX: usize = 4;
 
 /// A user's inbox for [`Control`] commands: a few dozen bytes per user where a channel
 /// takes over half a kilobyte, for something most runs never use. At most [`MAILBOX`]
-/// commands wait; [`Mailbox::try_send`] refuses more, as a full channel would. Its one
-/// reader polls it on every turn of the user's loop, so an empty mailbox answers from
-/// one atomic load (and a waker registration that is a no-op for the same task).
+/// commands wait; [`Mailbox::try_send`] refuses more, as a full channel would. An empty
+/// mailbox answers its one reader from one atomic load (and a waker registration that
+/// is a no-op for the same task).
+///
+/// It also carries the end of the run to its user ([`Mailbox::stop`]): one flag and the
+/// waker the user registers anyway, where a wait on the run's cancellation token would
+/// keep a waiter of about a hundred bytes per user in the token's list all run.
 #[derive(Default)]
 pub struct Mailbox {
     queue: Mutex<VecDeque<Control>>,
     waiting: AtomicUsize,
+    stopped: AtomicBool,
     reader: AtomicWaker,
 }
 
@@ -64,6 +71,26 @@ impl Mailbox {
         true
     }
 
+    /// Tells the user the run stopped (see [`Mailbox::poll_stopped`]).
+    pub fn stop(&self) {
+        self.stopped.store(true, Release);
+        self.reader.wake();
+    }
+
+    /// Whether the run stopped; otherwise the reader's waker is kept to hear of it.
+    pub fn poll_stopped(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stopped.load(Acquire) {
+            return Poll::Ready(());
+        }
+        // Registered before the second look: a stop in between wakes us.
+        self.reader.register(cx.waker());
+        if self.stopped.load(Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
     fn take(&self) -> Option<Control> {
         if self.waiting.load(Acquire) == 0 {
             return None;
@@ -76,19 +103,35 @@ impl Mailbox {
 
     /// The next command, waiting for one (one reader at a time).
     pub async fn recv(&self) -> Control {
-        std::future::poll_fn(|cx| {
-            if let Some(c) = self.take() {
-                return Poll::Ready(c);
-            }
-            // Registered before the second look: a command queued in between wakes us.
-            self.reader.register(cx.waker());
-            match self.take() {
-                Some(c) => Poll::Ready(c),
-                None => Poll::Pending,
-            }
-        })
-        .await
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
     }
+
+    /// [`recv`](Self::recv) as a poll: a command, or the reader's waker kept for one.
+    pub fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Control> {
+        if let Some(c) = self.take() {
+            return Poll::Ready(c);
+        }
+        // Registered before the second look: a command queued in between wakes us.
+        self.reader.register(cx.waker());
+        match self.take() {
+            Some(c) => Poll::Ready(c),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// A session's seldom events, polled together behind one [`WakeGate`] in
+/// [`User::converse`].
+enum Rare {
+    /// The run stopped.
+    Stop,
+    /// The run's schedule was published (`None`: it never will be).
+    Scheduled(Option<Schedule>),
+    /// A heart-beat is due.
+    Beat,
+    Command(Control),
+    /// Time to check that the server still sends its heart-beats.
+    Liveness,
 }
 
 /// What a user hands back at the end.
@@ -412,8 +455,45 @@ impl User {
         let closed_model = matches!(self.ctx.scenario.load.model, LoadModel::Closed { .. });
         let mut housekeeping = tokio::time::interval(Duration::from_millis(100));
         housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut schedule = self.ctx.schedule.clone();
         let mut send_timer = SendTimer::new(self.ctx.precise_sends);
+        // Everything but frames and sends waits behind one gate: a user's task wakes for
+        // every MESSAGE it receives, and polling the rest on each of those wakes (a wait
+        // on the run's cancellation token locks it and its notifier; each interval reads
+        // the clock) cost as much as checking the MESSAGE did. The end of the run comes
+        // through the mailbox. The schedule's wait is on the heap and only until the
+        // schedule is out: every user keeps this loop's state for the whole run.
+        let mut published = (!self.scheduled).then(|| {
+            let mut schedule = self.ctx.schedule.clone();
+            Box::pin(async move {
+                schedule
+                    .wait_for(|s| s.is_some())
+                    .await
+                    .ok()
+                    .and_then(|s| *s)
+            })
+        });
+        let server_beats = client.server_beat_ms > 0;
+        let mut rare = WakeGate::new(std::future::poll_fn(|cx| {
+            if control.poll_stopped(cx).is_ready() {
+                return Poll::Ready(Rare::Stop);
+            }
+            if let Some(wait) = published.as_mut() {
+                if let Poll::Ready(got) = wait.as_mut().poll(cx) {
+                    published = None;
+                    return Poll::Ready(Rare::Scheduled(got));
+                }
+            }
+            if let Poll::Ready(command) = control.poll_recv(cx) {
+                return Poll::Ready(Rare::Command(command));
+            }
+            if beat > 0 && beat_tick.poll_tick(cx).is_ready() {
+                return Poll::Ready(Rare::Beat);
+            }
+            if server_beats && liveness.poll_tick(cx).is_ready() {
+                return Poll::Ready(Rare::Liveness);
+            }
+            Poll::Pending
+        }));
         let ended = loop {
             let send_end_us = self.schedule.send_end_us;
             let next_due = self
@@ -423,14 +503,36 @@ impl User {
                 .filter(|at| *at < send_end_us);
             send_timer.set(next_due.map(|at| self.ctx.t0 + Duration::from_micros(at)));
             tokio::select! {
-                _ = self.ctx.stop.cancelled() => break false,
-                got = async { schedule.wait_for(|s| s.is_some()).await.ok().and_then(|s| *s) }, if !self.scheduled => {
-                    self.scheduled = true;
-                    if let Some(s) = got {
-                        self.schedule = s;
-                        self.first_sends();
+                why = &mut rare => match why {
+                    Rare::Stop => break false,
+                    Rare::Scheduled(got) => {
+                        self.scheduled = true;
+                        if let Some(s) = got {
+                            self.schedule = s;
+                            self.first_sends();
+                        }
                     }
-                }
+                    Rare::Beat => {
+                        if client.heartbeat().await.is_err() {
+                            break true;
+                        }
+                    }
+                    Rare::Command(Control::Leave(room)) => Box::pin(self.start_leave(room)).await,
+                    Rare::Liveness => {
+                        if let Some(silent) = client.server_silent() {
+                            self.ctx.warnings.warn(
+                                "a server sent no heart-beat for twice the agreed period; the session was taken for dead",
+                                &format!(
+                                    "user {}: nothing for {} ms, heart-beats every {} ms",
+                                    self.index,
+                                    silent.as_millis(),
+                                    client.server_beat_ms
+                                ),
+                            );
+                            break true;
+                        }
+                    }
+                },
                 frame = client.recv() => match frame {
                     Ok(Some(frame)) => self.on_frame(client, frame).await,
                     Ok(None) | Err(_) => break true,
@@ -440,29 +542,6 @@ impl User {
                         if self.send(client, room, at).await.is_err() {
                             break true;
                         }
-                    }
-                }
-                _ = beat_tick.tick(), if beat > 0 => {
-                    if client.heartbeat().await.is_err() {
-                        break true;
-                    }
-                }
-                command = control.recv() => {
-                    let Control::Leave(room) = command;
-                    Box::pin(self.start_leave(room)).await;
-                }
-                _ = liveness.tick(), if client.server_beat_ms > 0 => {
-                    if let Some(silent) = client.server_silent() {
-                        self.ctx.warnings.warn(
-                            "a server sent no heart-beat for twice the agreed period; the session was taken for dead",
-                            &format!(
-                                "user {}: nothing for {} ms, heart-beats every {} ms",
-                                self.index,
-                                silent.as_millis(),
-                                client.server_beat_ms
-                            ),
-                        );
-                        break true;
                     }
                 }
                 _ = housekeeping.tick(), if closed_model || self.leaving.is_some() || !self.away.is_empty() => {
@@ -999,5 +1078,31 @@ mod tests {
         assert!(mailbox.try_send(Control::Leave(7)));
         let Control::Leave(got) = waiting.await.unwrap();
         assert_eq!(got, 7);
+    }
+
+    #[tokio::test]
+    async fn a_stop_wakes_a_user_waiting_on_its_mailbox_and_stays() {
+        let mailbox = Arc::new(Mailbox::default());
+        // Waiting as a user's loop does: for a command or the end of the run.
+        let waiting = tokio::spawn({
+            let mailbox = mailbox.clone();
+            async move {
+                std::future::poll_fn(|cx| {
+                    if mailbox.poll_stopped(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    mailbox.poll_recv(cx).map(Some)
+                })
+                .await
+            }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "nothing has happened yet");
+        mailbox.stop();
+        let woke = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(woke.expect("woken by the stop").unwrap().is_none());
+        // A user that comes back to its mailbox later (after a reconnection) still sees it.
+        let later = std::future::poll_fn(|cx| Poll::Ready(mailbox.poll_stopped(cx))).await;
+        assert!(later.is_ready());
     }
 }
