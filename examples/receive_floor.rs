@@ -1,6 +1,7 @@
 //! The least CPU a receiver can spend per delivery on this machine: `N` STOMP-over-WebSocket
 //! subscribers of one room, read by one thread with epoll, doing nothing with what arrives
-//! but counting the WebSocket messages. A virtual user does far more per delivery (decode,
+//! but counting the WebSocket frames (one per MESSAGE from a broadcaster that sends no
+//! pings and does not fragment, as rawstomp does not). A virtual user does far more per delivery (decode,
 //! stamp, integrity, histograms), so what this reader costs a delivery is a floor under
 //! the harness's own figure (`harness` in the cost line) for the same traffic.
 //!
@@ -19,11 +20,14 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 /// Most events taken from the kernel per `epoll_wait`.
 const EVENTS: usize = 1024;
+
+/// Largest WebSocket frame accepted (the broadcaster's frames are a few hundred bytes).
+const MAX_FRAME: usize = 1 << 20;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -55,6 +59,9 @@ fn run(addr: &str, n: usize, rate: f64, secs: u64) -> std::io::Result<()> {
     if epoll < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: a new descriptor that nothing else owns; closed when this returns.
+    let epoll_fd = unsafe { OwnedFd::from_raw_fd(epoll) };
+    let epoll = epoll_fd.as_raw_fd();
     let mut subscribers = Vec::with_capacity(n);
     for i in 0..n {
         let mut s = open(addr)?;
@@ -87,7 +94,11 @@ fn run(addr: &str, n: usize, rate: f64, secs: u64) -> std::io::Result<()> {
     std::thread::spawn(move || {
         let gap = Duration::from_secs_f64(1.0 / rate);
         let mut next = Instant::now();
-        while Instant::now() < end && sender.write_all(&send).is_ok() {
+        while Instant::now() < end {
+            if let Err(e) = sender.write_all(&send) {
+                eprintln!("receive_floor: the sender stopped: {e}");
+                return;
+            }
             next += gap;
             std::thread::sleep(next.saturating_duration_since(Instant::now()));
         }
@@ -114,7 +125,7 @@ fn run(addr: &str, n: usize, rate: f64, secs: u64) -> std::io::Result<()> {
                 match sub.stream.read(&mut buf) {
                     Ok(0) => return Err(std::io::Error::other("a subscriber was disconnected")),
                     Ok(k) => {
-                        delivered += sub.count(&buf[..k]);
+                        delivered += sub.count(&buf[..k])?;
                         // Less than asked for: the socket is drained (edge-triggered,
                         // new data makes a new event).
                         if k < buf.len() {
@@ -139,6 +150,11 @@ fn run(addr: &str, n: usize, rate: f64, secs: u64) -> std::io::Result<()> {
         thread_cpu_s() - cpu0,
         delivered - d0,
     );
+    if d == 0 || cpu <= 0.0 {
+        return Err(std::io::Error::other(format!(
+            "nothing was delivered in {wall:.1} s: does {addr} route /app/chat/hall to /topic/room/hall?"
+        )));
+    }
     println!(
         "{d} deliveries in {wall:.1} s ({:.0}/s); reading thread {cpu:.2} CPU-s: {:.0} deliveries per CPU-s, {:.2} µs each",
         d as f64 / wall,
@@ -156,7 +172,7 @@ struct Subscriber {
 
 impl Subscriber {
     /// Counts the whole WebSocket frames that `data` completes.
-    fn count(&mut self, data: &[u8]) -> u64 {
+    fn count(&mut self, data: &[u8]) -> std::io::Result<u64> {
         let joined;
         let mut rest = if self.partial.is_empty() {
             data
@@ -166,27 +182,35 @@ impl Subscriber {
             &joined[..]
         };
         let mut frames = 0;
-        while let Some(len) = frame_len(rest) {
+        while let Some(len) = frame_len(rest)? {
             frames += 1;
             rest = &rest[len..];
         }
         self.partial = rest.to_vec();
-        frames
+        Ok(frames)
     }
 }
 
-/// The length of the unmasked (server-to-client) WebSocket frame at the start of `b`,
-/// if all of it is there.
-fn frame_len(b: &[u8]) -> Option<usize> {
-    let (head, payload) = match *b.get(1)? & 0x7f {
-        126 => (4, u16::from_be_bytes([*b.get(2)?, *b.get(3)?]) as usize),
-        127 => (
-            10,
-            u64::from_be_bytes(b.get(2..10)?.try_into().ok()?) as usize,
-        ),
-        short => (2, short as usize),
+/// The length of the unmasked (server-to-client) WebSocket frame at the start of `b`:
+/// `Ok(None)` until all of it is there, an error for one over [`MAX_FRAME`].
+fn frame_len(b: &[u8]) -> std::io::Result<Option<usize>> {
+    let header = || -> Option<(usize, u64)> {
+        Some(match *b.get(1)? & 0x7f {
+            126 => (4, u64::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]))),
+            127 => (10, u64::from_be_bytes(b.get(2..10)?.try_into().ok()?)),
+            short => (2, u64::from(short)),
+        })
     };
-    (b.len() >= head + payload).then_some(head + payload)
+    let Some((head, payload)) = header() else {
+        return Ok(None);
+    };
+    if payload > MAX_FRAME as u64 {
+        return Err(std::io::Error::other(format!(
+            "a {payload}-byte WebSocket frame (at most {MAX_FRAME} expected)"
+        )));
+    }
+    let len = head + payload as usize;
+    Ok((b.len() >= len).then_some(len))
 }
 
 /// A connection with its WebSocket upgrade and STOMP CONNECT done.
@@ -244,6 +268,11 @@ fn expect_frame(s: &mut TcpStream, command: &[u8]) -> std::io::Result<()> {
             }
             short => short as usize,
         };
+        if len > MAX_FRAME {
+            return Err(std::io::Error::other(format!(
+                "a {len}-byte frame during set-up (at most {MAX_FRAME} expected)"
+            )));
+        }
         let mut payload = vec![0u8; len];
         s.read_exact(&mut payload)?;
         if payload.starts_with(command) {
